@@ -1,0 +1,94 @@
+//! [`AuthApi`]: the operations a front end needs, in process or over the network.
+
+use async_trait::async_trait;
+
+pub use auth_proto::v1::{
+    ChangePasswordRequest, ChangePasswordResponse, ClientInfo, DeleteUserRequest,
+    DeleteUserResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse,
+    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest,
+    RefreshResponse, RegisterRequest, RegisterResponse, RevokeSessionRequest,
+    RevokeSessionResponse, SessionInfo, TokenPair, UserInfo, VerifyRequest, VerifyResponse,
+};
+
+use crate::error::AuthError;
+
+/// The auth operations, one method per `AuthService` RPC, on the `auth.proto` messages.
+///
+/// Implemented by `Auth` (in process) and by the gRPC client in `auth-backend`, so a
+/// front end has one code path whether it embeds the core or talks to a cluster.
+/// Calls that act for a signed-in user take their access token in the request.
+#[async_trait]
+pub trait AuthApi: Send + Sync + 'static {
+    /// Creates an account.
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError>;
+    /// Checks credentials and opens a session.
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError>;
+    /// Checks an access token.
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError>;
+    /// Rotates a refresh token into a new token pair.
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError>;
+    /// Ends the session a token belongs to. Ending an already-ended session succeeds.
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError>;
+    /// Ends every session of the caller.
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError>;
+    /// Changes the caller's password; ends every other session of theirs.
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError>;
+    /// Deletes the caller's account (re-authenticated by password).
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError>;
+    /// Lists the caller's live sessions.
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError>;
+    /// Ends one of the caller's sessions.
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError>;
+}
+
+#[async_trait]
+impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        (**self).register(req).await
+    }
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
+        (**self).login(req).await
+    }
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        (**self).verify(req).await
+    }
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        (**self).refresh(req).await
+    }
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        (**self).logout(req).await
+    }
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        (**self).logout_all(req).await
+    }
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        (**self).change_password(req).await
+    }
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        (**self).delete_user(req).await
+    }
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        (**self).list_sessions(req).await
+    }
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        (**self).revoke_session(req).await
+    }
+}

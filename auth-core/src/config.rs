@@ -1,0 +1,299 @@
+//! [`Config`]: token lifetimes, hash difficulty, policies and keys, with documented
+//! defaults that are safe to ship.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::AuthError;
+use crate::keys::KeyRing;
+
+/// Everything `Auth` can be tuned by. `Config::default()` is production-ready except
+/// for `keys`: without a key ring, a fresh HS256 key is generated at start-up, so tokens
+/// stop verifying when the process restarts and are not shared between processes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lifetime of an access token (JWT). Default 15 minutes.
+    pub access_token_ttl: Duration,
+    /// Idle lifetime of a session: a refresh token not used for this long expires.
+    /// Default 30 days.
+    pub refresh_token_ttl: Duration,
+    /// Absolute lifetime of a session, however often it is refreshed. Default 90 days.
+    pub session_max_lifetime: Duration,
+    /// How long after a rotation the just-rotated refresh token may be presented again
+    /// and get the same successor (two tabs refreshing at once), instead of being
+    /// treated as theft. Default 10 seconds; zero disables the window.
+    pub refresh_grace: Duration,
+    /// argon2id cost parameters. Default OWASP: m=19456 KiB, t=2, p=1.
+    pub hash: HashParams,
+    /// How many password hashes may run at once; 0 means one per CPU core. Hashing
+    /// always runs on the blocking pool, never on an async worker.
+    pub hash_concurrency: usize,
+    /// Username rules.
+    pub username: UsernamePolicy,
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Failed-login lockout.
+    pub lockout: LockoutPolicy,
+    /// `iss` claim of issued tokens, required on verification. Default `"auth-sdk"`.
+    pub issuer: String,
+    /// `aud` claim of issued tokens, required on verification. Default `"auth-sdk"`.
+    pub audience: String,
+    /// Signing keys. `None` generates an HS256 key at start-up (see the type docs).
+    pub keys: Option<KeyRing>,
+    /// Whether `verify` also checks that the session is live. Default
+    /// [`SessionCheck::Always`]: logout takes effect at once, at the cost of one storage
+    /// read per verification.
+    pub session_check: SessionCheck,
+    /// Tolerated clock difference between issuer and verifier for `exp`/`nbf`.
+    /// Default 30 seconds.
+    pub clock_skew: Duration,
+    /// How often the sweeper deletes expired sessions. Default 60 seconds.
+    pub sweep_interval: Duration,
+    /// The time source. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(90 * 24 * 3600),
+            refresh_grace: Duration::from_secs(10),
+            hash: HashParams::default(),
+            hash_concurrency: 0,
+            username: UsernamePolicy::default(),
+            password: PasswordPolicy::default(),
+            lockout: LockoutPolicy::default(),
+            issuer: "auth-sdk".into(),
+            audience: "auth-sdk".into(),
+            keys: None,
+            session_check: SessionCheck::Always,
+            clock_skew: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the settings are coherent.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        let bad = |m: &str| Err(AuthError::InvalidConfig(m.to_owned()));
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return bad("access_token_ttl must be at least 1 second");
+        }
+        if self.refresh_token_ttl < Duration::from_secs(1) {
+            return bad("refresh_token_ttl must be at least 1 second");
+        }
+        if self.session_max_lifetime < self.refresh_token_ttl.min(self.access_token_ttl) {
+            return bad("session_max_lifetime is shorter than the token lifetimes");
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return bad("issuer and audience must not be empty");
+        }
+        if self.username.min_chars == 0 || self.username.min_chars > self.username.max_chars {
+            return bad("username policy needs 0 < min_chars <= max_chars");
+        }
+        if self.password.min_bytes == 0 || self.password.min_bytes > self.password.max_bytes {
+            return bad("password policy needs 0 < min_bytes <= max_bytes");
+        }
+        if self.sweep_interval.is_zero() {
+            return bad("sweep_interval must not be zero");
+        }
+        self.hash.to_argon2().map(|_| ())
+    }
+}
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB. Default 19456 (19 MiB).
+    pub memory_kib: u32,
+    /// Passes over memory. Default 2.
+    pub iterations: u32,
+    /// Lanes. Default 1.
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    /// OWASP's recommended minimum for argon2id.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashParams {
+    /// Very cheap parameters (m=64 KiB, t=1, p=1) for tests and benchmarks of
+    /// everything except hashing. Never use them in production.
+    pub const fn insecure_fast() -> Self {
+        Self {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    pub(crate) fn to_argon2(self) -> Result<argon2::Params, AuthError> {
+        argon2::Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(crate::password::HASH_LEN),
+        )
+        .map_err(|e| AuthError::InvalidConfig(format!("argon2 parameters: {e}")))
+    }
+}
+
+/// Username rules. A username is NFC-normalised, then must be `min_chars..=max_chars`
+/// characters of Unicode letters and digits plus `.`, `_` and `-`, starting with a
+/// letter or digit. Uniqueness is case-insensitive: the key is the lowercased form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsernamePolicy {
+    /// Minimum length in characters. Default 3.
+    pub min_chars: usize,
+    /// Maximum length in characters. Default 32.
+    pub max_chars: usize,
+}
+
+impl Default for UsernamePolicy {
+    fn default() -> Self {
+        Self {
+            min_chars: 3,
+            max_chars: 32,
+        }
+    }
+}
+
+/// Password rules, after NIST SP 800-63B: a length range and nothing else. The upper
+/// bound stops hash flooding (megabyte passwords fed to the hasher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in bytes. Default 8.
+    pub min_bytes: usize,
+    /// Maximum length in bytes. Default 1024.
+    pub max_bytes: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_bytes: 8,
+            max_bytes: 1024,
+        }
+    }
+}
+
+/// Lockout after consecutive failed logins, kept in storage (so it holds cluster-wide).
+///
+/// After `max_failures` consecutive failures the account is locked for `base_delay`;
+/// each further failure doubles the delay, up to `max_delay`. A successful login resets
+/// the count. While locked, logins are refused without checking the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures before the first lock; 0 disables lockout. Default 5.
+    pub max_failures: u32,
+    /// First lock duration. Default 30 seconds.
+    pub base_delay: Duration,
+    /// Longest lock duration. Default 15 minutes.
+    pub max_delay: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            base_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// The lock duration after `failures` consecutive failures (zero if not locked).
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        if self.max_failures == 0 || failures < self.max_failures {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - self.max_failures).min(30);
+        self.base_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// What `verify` checks beyond the token itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// Also check that the session is live (one storage read): logout and revocation
+    /// take effect at once.
+    Always,
+    /// Check only the token: faster, but a logged-out token keeps verifying until it
+    /// expires (at most `access_token_ttl`).
+    Stateless,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(c.refresh_grace, Duration::from_secs(10));
+        assert_eq!(
+            c.hash,
+            HashParams {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+        assert_eq!(c.lockout.max_failures, 5);
+        assert_eq!(c.password.min_bytes, 8);
+        assert_eq!(c.password.max_bytes, 1024);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn lockout_backoff_grows_and_caps() {
+        let p = LockoutPolicy::default();
+        assert_eq!(p.delay_after(4), Duration::ZERO);
+        assert_eq!(p.delay_after(5), Duration::from_secs(30));
+        assert_eq!(p.delay_after(6), Duration::from_secs(60));
+        assert_eq!(p.delay_after(7), Duration::from_secs(120));
+        assert_eq!(p.delay_after(60), Duration::from_secs(900));
+        assert_eq!(p.delay_after(u32::MAX), Duration::from_secs(900));
+        let off = LockoutPolicy {
+            max_failures: 0,
+            ..p
+        };
+        assert_eq!(off.delay_after(100), Duration::ZERO);
+    }
+
+    #[test]
+    fn incoherent_configs_are_rejected() {
+        let mut c = Config {
+            hash: HashParams {
+                memory_kib: 1,
+                iterations: 0,
+                parallelism: 0,
+            },
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().code(), "invalid_config");
+        c = Config::default();
+        c.issuer.clear();
+        assert!(c.validate().is_err());
+        c = Config::default();
+        c.password.min_bytes = 2000;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! Signing keys for access tokens and the key ring that lets them rotate.
+//!
+//! A [`KeyRing`] has one current key, which signs, and any number of previous keys,
+//! which still verify. To rotate: make the new key current and move the old one to
+//! `previous` for at least one access-token lifetime, then drop it.
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::error::AuthError;
+
+/// Minimum HS256 secret length (RFC 7518 §3.2: at least the hash output size).
+pub const MIN_HS256_SECRET: usize = 32;
+
+/// One signing key: an id (`kid` header), an algorithm and the key material.
+/// `Debug` shows the id and algorithm only.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_kid(kid: &str) -> Result<(), AuthError> {
+    let ok = !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidConfig(
+            "key id must be 1..=64 characters of [A-Za-z0-9._-]".into(),
+        ))
+    }
+}
+
+fn random_kid() -> String {
+    let mut b = [0u8; 6];
+    rand::rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+impl SigningKey {
+    /// An HS256 key from a secret of at least 32 bytes.
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, AuthError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(AuthError::InvalidConfig(format!(
+                "HS256 secret must be at least {MIN_HS256_SECRET} bytes"
+            )));
+        }
+        Ok(Self {
+            kid,
+            algorithm: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// An HS256 key from a base64 (standard or URL-safe, padded or not) secret.
+    pub fn hs256_base64(kid: impl Into<String>, secret_b64: &str) -> Result<Self, AuthError> {
+        let s = secret_b64.trim();
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(s)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
+                .map_err(|_| AuthError::InvalidConfig("HS256 secret is not valid base64".into()))?,
+        );
+        Self::hs256(kid, &bytes)
+    }
+
+    /// An EdDSA (Ed25519) key from a PKCS#8 DER private key.
+    pub fn ed25519_pkcs8_der(kid: impl Into<String>, der: &[u8]) -> Result<Self, AuthError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|_| {
+            AuthError::InvalidConfig("not a PKCS#8 DER Ed25519 private key".into())
+        })?;
+        Ok(Self::from_dalek(kid, &key))
+    }
+
+    /// An EdDSA (Ed25519) key from a PKCS#8 PEM private key
+    /// (`openssl genpkey -algorithm ed25519`).
+    pub fn ed25519_pem(kid: impl Into<String>, pem: &str) -> Result<Self, AuthError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| {
+            AuthError::InvalidConfig("not a PKCS#8 PEM Ed25519 private key".into())
+        })?;
+        Ok(Self::from_dalek(kid, &key))
+    }
+
+    /// A key from a file: a PKCS#8 PEM Ed25519 private key, or else a base64 HS256
+    /// secret.
+    pub fn from_file(kid: impl Into<String>, path: impl AsRef<Path>) -> Result<Self, AuthError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path.as_ref()).map_err(|e| {
+            AuthError::InvalidConfig(format!(
+                "cannot read key file {}: {}",
+                path.as_ref().display(),
+                e.kind()
+            ))
+        })?);
+        if text.trim_start().starts_with("-----BEGIN") {
+            Self::ed25519_pem(kid, &text)
+        } else {
+            Self::hs256_base64(kid, &text)
+        }
+    }
+
+    /// A fresh random HS256 key (256-bit secret) with a random id.
+    pub fn generate_hs256() -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(secret.as_mut());
+        Self {
+            kid: random_kid(),
+            algorithm: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret.as_ref()),
+            decoding: DecodingKey::from_secret(secret.as_ref()),
+        }
+    }
+
+    /// A fresh random Ed25519 key with a random id.
+    pub fn generate_ed25519() -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(seed.as_mut());
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        Self::from_dalek(random_kid(), &key)
+    }
+
+    fn from_dalek(kid: String, key: &ed25519_dalek::SigningKey) -> Self {
+        // Encoding a valid in-memory key as PKCS#8 cannot fail; fall back to an
+        // unusable key rather than panic, which `Auth::new` would then reject on use.
+        let der = key
+            .to_pkcs8_der()
+            .map(|d| Zeroizing::new(d.as_bytes().to_vec()))
+            .unwrap_or_default();
+        Self {
+            kid,
+            algorithm: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(&der),
+            decoding: DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
+        }
+    }
+
+    /// The key id (`kid` header of tokens it signs).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The JWS algorithm (`HS256` or `EdDSA`).
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub(crate) fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub(crate) fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+}
+
+/// The current signing key plus previous keys still accepted for verification.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    current: SigningKey,
+    previous: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// A ring with one key.
+    pub fn new(current: SigningKey) -> Self {
+        Self {
+            current,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Adds a key that still verifies but no longer signs. Key ids must be unique.
+    pub fn with_previous(mut self, key: SigningKey) -> Result<Self, AuthError> {
+        if self.find(key.kid()).is_some() {
+            return Err(AuthError::InvalidConfig(format!(
+                "duplicate key id {:?}",
+                key.kid()
+            )));
+        }
+        self.previous.push(key);
+        Ok(self)
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    /// All keys, current first.
+    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
+        std::iter::once(&self.current).chain(self.previous.iter())
+    }
+
+    /// The key with this id.
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys().find(|k| k.kid == kid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_secrets_and_bad_kids_are_rejected() {
+        assert!(SigningKey::hs256("k1", &[7u8; 31]).is_err());
+        assert!(SigningKey::hs256("k1", &[7u8; 32]).is_ok());
+        assert!(SigningKey::hs256("", &[7u8; 32]).is_err());
+        assert!(SigningKey::hs256("bad kid", &[7u8; 32]).is_err());
+        assert!(SigningKey::hs256_base64("k", "not base64!!").is_err());
+        assert!(SigningKey::ed25519_pkcs8_der("k", b"garbage").is_err());
+        assert!(SigningKey::ed25519_pem("k", "-----BEGIN PRIVATE KEY-----\nx\n").is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let secret = [0x41u8; 32];
+        let k = SigningKey::hs256("k1", &secret).unwrap();
+        let dbg = format!("{:?}", KeyRing::new(k));
+        assert!(dbg.contains("k1"));
+        assert!(!dbg.contains("AAAA") && !dbg.contains("65, 65"), "{dbg}");
+    }
+
+    #[test]
+    fn keys_load_from_files_and_base64() {
+        let dir = std::env::temp_dir().join(format!("auth-core-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hs = dir.join("hs.key");
+        std::fs::write(&hs, STANDARD.encode([9u8; 32])).unwrap();
+        assert_eq!(
+            SigningKey::from_file("a", &hs).unwrap().algorithm(),
+            Algorithm::HS256
+        );
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let pem = ed
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap();
+        let edf = dir.join("ed.pem");
+        std::fs::write(&edf, pem.as_bytes()).unwrap();
+        assert_eq!(
+            SigningKey::from_file("b", &edf).unwrap().algorithm(),
+            Algorithm::EdDSA
+        );
+        assert!(SigningKey::from_file("c", dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ring_rejects_duplicate_ids() {
+        let ring = KeyRing::new(SigningKey::hs256("a", &[1u8; 32]).unwrap());
+        assert!(
+            ring.clone()
+                .with_previous(SigningKey::hs256("a", &[2u8; 32]).unwrap())
+                .is_err()
+        );
+        let ring = ring
+            .with_previous(SigningKey::generate_ed25519())
+            .unwrap();
+        assert_eq!(ring.keys().count(), 2);
+    }
+}

@@ -1,0 +1,278 @@
+//! [`PasswordHasher`]: argon2id with PHC strings, run on a bounded blocking pool.
+//!
+//! Hashing is deliberately slow (~16 ms at the default parameters), so it must never run
+//! on an async worker thread: every hash goes to tokio's blocking pool, and a semaphore
+//! admits at most `concurrency` at a time (one per core by default) so a login storm
+//! queues instead of starving everything else. The argon2 memory blocks (19 MiB at the
+//! defaults) are pooled and reused rather than allocated per hash, which roughly halves
+//! p99 hash time.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use parking_lot::Mutex;
+use rand::RngCore;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::config::HashParams;
+use crate::error::AuthError;
+
+/// Length of the raw argon2 output in bytes.
+pub(crate) const HASH_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+/// Stored hashes with a memory cost above this are refused rather than run (a corrupt
+/// or hostile record must not make us allocate gigabytes).
+const MAX_STORED_MEMORY_KIB: u32 = 1 << 20;
+
+/// What checking a password found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCheck {
+    /// The password matches.
+    pub matches: bool,
+    /// The stored hash uses other parameters than the current ones and should be
+    /// replaced (only meaningful when `matches`).
+    pub needs_rehash: bool,
+}
+
+/// argon2id hashing and verification on a bounded blocking pool.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    params: Params,
+    permits: Semaphore,
+    /// Reusable memory blocks, one per hash in flight at most.
+    blocks: Mutex<Vec<Vec<Block>>>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("m_cost", &self.inner.params.m_cost())
+            .field("t_cost", &self.inner.params.t_cost())
+            .field("p_cost", &self.inner.params.p_cost())
+            .finish()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher with these parameters admitting `concurrency` hashes at once
+    /// (0 = one per CPU core).
+    pub fn new(params: HashParams, concurrency: usize) -> Result<Self, AuthError> {
+        let params = params.to_argon2()?;
+        let concurrency = if concurrency == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            concurrency
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                params,
+                permits: Semaphore::new(concurrency),
+                blocks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Hashes `password` with a fresh random salt into a PHC string.
+    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let params = self.inner.params.clone();
+        self.run(move |inner| {
+            let mut salt = [0u8; SALT_LEN];
+            rand::rng().fill_bytes(&mut salt);
+            let mut out = Zeroizing::new([0u8; HASH_LEN]);
+            inner.compute(&params, &password, &salt, out.as_mut())?;
+            phc_string(&params, &salt, out.as_ref())
+        })
+        .await
+    }
+
+    /// Checks `password` against a stored PHC string in constant time.
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<PasswordCheck, AuthError> {
+        let stored = StoredHash::parse(phc)?;
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let current = self.inner.params.clone();
+        self.run(move |inner| {
+            let mut out = Zeroizing::new(vec![0u8; stored.hash.len()]);
+            inner.compute(&stored.params, &password, &stored.salt, &mut out)?;
+            let matches = Output::new(&out).ok() == Output::new(&stored.hash).ok();
+            let needs_rehash = stored.params.m_cost() != current.m_cost()
+                || stored.params.t_cost() != current.t_cost()
+                || stored.params.p_cost() != current.p_cost()
+                || stored.hash.len() != HASH_LEN;
+            Ok(PasswordCheck {
+                matches,
+                needs_rehash,
+            })
+        })
+        .await
+    }
+
+    /// Runs `f` on the blocking pool once a permit is free.
+    async fn run<T, F>(&self, f: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, AuthError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Stopped)?;
+        let result = tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")));
+        drop(permit);
+        result?
+    }
+}
+
+impl Inner {
+    fn compute(
+        &self,
+        params: &Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), AuthError> {
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let needed = params.block_count();
+        let mut blocks = {
+            let mut pool = self.blocks.lock();
+            match pool.iter().position(|b| b.len() == needed) {
+                Some(i) => pool.swap_remove(i),
+                None => vec![Block::default(); needed],
+            }
+        };
+        let r = argon.hash_password_into_with_memory(password, salt, out, &mut blocks);
+        // Only blocks of the current size are worth keeping.
+        if needed == self.params.block_count() {
+            self.blocks.lock().push(blocks);
+        }
+        r.map_err(|e| AuthError::Internal(format!("argon2: {e}")))
+    }
+}
+
+fn phc_string(params: &Params, salt: &[u8], hash: &[u8]) -> Result<String, AuthError> {
+    let err = |e: argon2::password_hash::Error| AuthError::Internal(format!("phc: {e}"));
+    let salt = SaltString::encode_b64(salt).map_err(err)?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(err)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(hash).map_err(err)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// A parsed, owned PHC string.
+struct StoredHash {
+    params: Params,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl StoredHash {
+    fn parse(phc: &str) -> Result<Self, AuthError> {
+        let corrupt = |what: &str| AuthError::Internal(format!("stored password hash: {what}"));
+        let parsed = PasswordHash::new(phc).map_err(|_| corrupt("not a PHC string"))?;
+        if parsed.algorithm != argon2::ARGON2ID_IDENT {
+            return Err(corrupt("not argon2id"));
+        }
+        let params = Params::try_from(&parsed).map_err(|_| corrupt("bad parameters"))?;
+        if params.m_cost() > MAX_STORED_MEMORY_KIB {
+            return Err(corrupt("memory cost too high"));
+        }
+        let mut salt_buf = [0u8; 64];
+        let salt = parsed
+            .salt
+            .ok_or_else(|| corrupt("no salt"))?
+            .decode_b64(&mut salt_buf)
+            .map_err(|_| corrupt("bad salt"))?
+            .to_vec();
+        let hash = parsed
+            .hash
+            .ok_or_else(|| corrupt("no hash"))?
+            .as_bytes()
+            .to_vec();
+        Ok(Self { params, salt, hash })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> PasswordHasher {
+        PasswordHasher::new(HashParams::insecure_fast(), 2).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_is_argon2id_phc_and_verifies() {
+        let h = fast();
+        let phc = h.hash("correct horse").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
+        let ok = h.verify("correct horse", &phc).await.unwrap();
+        assert!(ok.matches && !ok.needs_rehash);
+        assert!(!h.verify("wrong horse", &phc).await.unwrap().matches);
+        // Fresh salt each time.
+        assert_ne!(phc, h.hash("correct horse").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn older_parameters_ask_for_a_rehash() {
+        let old = PasswordHasher::new(
+            HashParams {
+                memory_kib: 128,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+        )
+        .unwrap();
+        let phc = old.hash("password123").await.unwrap();
+        let check = fast().verify("password123", &phc).await.unwrap();
+        assert!(check.matches && check.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_hostile_hashes_are_errors_not_panics() {
+        let h = fast();
+        for bad in [
+            "",
+            "plaintext",
+            "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
+        ] {
+            let e = h.verify("password", bad).await.unwrap_err();
+            assert_eq!(e.code(), "internal", "{bad}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_concurrency_hashes_run_at_once() {
+        let h = PasswordHasher::new(HashParams::insecure_fast(), 1).unwrap();
+        let permit = h.inner.permits.acquire().await.unwrap();
+        let h2 = h.clone();
+        let task = tokio::spawn(async move { h2.hash("password1").await });
+        // With the only permit held, the hash cannot start; give it a bounded chance.
+        let blocked = tokio::time::timeout(std::time::Duration::from_millis(100), async {
+            while !task.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(blocked.is_err(), "hash ran without a permit");
+        drop(permit);
+        assert!(task.await.unwrap().unwrap().starts_with("$argon2id$"));
+    }
+}

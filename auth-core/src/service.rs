@@ -1,0 +1,391 @@
+//! The [`AuthApi`] operations of [`Auth`].
+
+use async_trait::async_trait;
+use auth_storage::{RotateOutcome, RotateRefresh, Session, Storage, StorageError, User};
+
+use crate::api::*;
+use crate::auth::{Auth, CAS_RETRIES, Inner};
+use crate::clock::duration_ms;
+use crate::error::AuthError;
+use crate::tokens::{Claims, RefreshToken, random_id};
+
+/// Longest user agent / address kept with a session.
+const MAX_USER_AGENT: usize = 256;
+const MAX_IP: usize = 64;
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].chars().filter(|c| !c.is_control()).collect()
+}
+
+fn user_info(u: &User) -> UserInfo {
+    UserInfo {
+        id: u.id.clone(),
+        username: u.username.clone(),
+        created_at_ms: u.created_at_ms,
+    }
+}
+
+impl<S: Storage> Inner<S> {
+    /// Decodes an access token and requires a live session, whatever `session_check`
+    /// says: account operations always see logouts at once.
+    async fn authenticate(&self, token: &str) -> Result<(Claims, i64), AuthError> {
+        self.ensure_open()?;
+        let now = self.now_ms();
+        let claims = self.codec.decode(token, now)?;
+        self.require_live(&claims, now).await?;
+        Ok((claims, now))
+    }
+
+    fn token_pair(
+        &self,
+        session: &Session,
+        refresh: &RefreshToken,
+        now: i64,
+    ) -> Result<TokenPair, AuthError> {
+        let ttl = i64::try_from(self.config.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
+        let (access, claims) =
+            self.codec
+                .issue(&session.user_id, &session.username, &session.id, now, ttl)?;
+        Ok(TokenPair {
+            access_token: access,
+            access_expires_at_ms: claims.exp.saturating_mul(1000),
+            refresh_token: refresh.encode(),
+            refresh_expires_at_ms: session.expires_at_ms,
+            session_id: session.id.clone(),
+        })
+    }
+
+    async fn open_session(
+        &self,
+        user: &User,
+        client: Option<ClientInfo>,
+        now: i64,
+    ) -> Result<TokenPair, AuthError> {
+        let id = random_id();
+        let refresh = RefreshToken::generate(&id);
+        let absolute = now.saturating_add(duration_ms(self.config.session_max_lifetime));
+        let idle = now.saturating_add(duration_ms(self.config.refresh_token_ttl));
+        let client = client.unwrap_or_default();
+        let session = Session {
+            id,
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+            refresh_hash: refresh.hash(),
+            created_at_ms: now,
+            last_used_at_ms: now,
+            expires_at_ms: idle.min(absolute),
+            absolute_expires_at_ms: absolute,
+            user_agent: truncate(&client.user_agent, MAX_USER_AGENT),
+            ip: truncate(&client.ip, MAX_IP),
+            ..Session::default()
+        };
+        let session = match self.storage.create_session(session).await {
+            Ok(s) => s,
+            // The user was deleted between the password check and now.
+            Err(StorageError::NotFound) => return Err(AuthError::InvalidCredentials),
+            Err(e) => return Err(e.into()),
+        };
+        self.token_pair(&session, &refresh, now)
+    }
+
+    /// Password check for an operation on a known user, with lockout accounting.
+    async fn check_password(&self, user: &User, password: &str, now: i64) -> Result<(), AuthError> {
+        self.check_lock(user, now)?;
+        if password.len() > self.config.password.max_bytes {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let check = self.hasher.verify(password, &user.password_hash).await?;
+        if !check.matches {
+            self.record_failure(user.clone(), now).await?;
+            return Err(AuthError::InvalidCredentials);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: Storage> AuthApi for Auth<S> {
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        let me = &self.inner;
+        me.ensure_open()?;
+        let name = me.config.username.normalize(&req.username)?;
+        me.config.password.check(&req.password)?;
+        // Cheap early answer; create_user below is what actually guarantees uniqueness.
+        if me.storage.get_user_by_username(&name.key).await?.is_some() {
+            return Err(AuthError::UserExists);
+        }
+        let password_hash = me.hasher.hash(&req.password).await?;
+        let now = me.now_ms();
+        let user = me
+            .storage
+            .create_user(User {
+                id: random_id(),
+                username: name.display,
+                username_key: name.key,
+                password_hash,
+                created_at_ms: now,
+                updated_at_ms: now,
+                ..User::default()
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(RegisterResponse {
+            user: Some(user_info(&user)),
+        })
+    }
+
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
+        let me = &self.inner;
+        me.ensure_open()?;
+        // Over-long passwords are refused before hashing (hash flooding).
+        if req.password.len() > me.config.password.max_bytes {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let user = match me.config.username.normalize(&req.username) {
+            Ok(name) => me.storage.get_user_by_username(&name.key).await?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            return Err(me.reject_unknown(&req.password).await);
+        };
+        let now = me.now_ms();
+        me.check_lock(&user, now)?;
+        let check = me.hasher.verify(&req.password, &user.password_hash).await?;
+        if !check.matches {
+            me.record_failure(user, now).await?;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let rehash = if check.needs_rehash {
+            Some(me.hasher.hash(&req.password).await?)
+        } else {
+            None
+        };
+        let user = me.record_success(user, rehash, now).await?;
+        let tokens = me.open_session(&user, req.client, now).await?;
+        tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login");
+        Ok(LoginResponse {
+            user: Some(user_info(&user)),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        let claims = self.verify_token(&req.access_token).await?;
+        Ok(VerifyResponse {
+            user_id: claims.sub,
+            username: claims.name,
+            session_id: claims.sid,
+            issued_at_ms: claims.iat.saturating_mul(1000),
+            expires_at_ms: claims.exp.saturating_mul(1000),
+            token_id: claims.jti,
+        })
+    }
+
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        let me = &self.inner;
+        me.ensure_open()?;
+        let presented = RefreshToken::parse(&req.refresh_token)?;
+        let successor = RefreshToken::generate(presented.session_id());
+        let now = me.now_ms();
+        let outcome = me
+            .storage
+            .rotate_refresh(RotateRefresh {
+                session_id: presented.session_id().to_owned(),
+                presented_hash: presented.hash(),
+                new_hash: successor.hash(),
+                sealed_successor: presented.seal(&successor),
+                now_ms: now,
+                idle_ttl_ms: duration_ms(me.config.refresh_token_ttl),
+                grace_ms: duration_ms(me.config.refresh_grace),
+            })
+            .await?;
+        let tokens = match outcome {
+            RotateOutcome::Rotated(s) => me.token_pair(&s, &successor, now)?,
+            RotateOutcome::Replayed(s) => {
+                let current = presented.open(&s.sealed_successor)?;
+                if current.hash() != s.refresh_hash {
+                    return Err(AuthError::InvalidToken);
+                }
+                me.token_pair(&s, &current, now)?
+            }
+            RotateOutcome::Reused => {
+                tracing::warn!(
+                    session_id = %presented.session_id(),
+                    "rotated refresh token presented again; session revoked"
+                );
+                return Err(AuthError::RefreshTokenReused);
+            }
+            RotateOutcome::Expired => return Err(AuthError::SessionEnded),
+            RotateOutcome::Invalid => return Err(AuthError::InvalidToken),
+        };
+        Ok(RefreshResponse {
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        let me = &self.inner;
+        me.ensure_open()?;
+        if !req.refresh_token.is_empty() {
+            let token = RefreshToken::parse(&req.refresh_token)?;
+            let Some(s) = me.storage.get_session(token.session_id()).await? else {
+                return Ok(LogoutResponse {});
+            };
+            let h = token.hash();
+            if s.refresh_hash != h && !s.retired_refresh_hashes.contains(&h) {
+                return Err(AuthError::InvalidToken);
+            }
+            me.storage.delete_session(&s.id, &s.user_id).await?;
+        } else if !req.access_token.is_empty() {
+            let claims = match me.codec.decode(&req.access_token, me.now_ms()) {
+                Ok(c) => c,
+                Err(e) => return Err(e),
+            };
+            me.storage.delete_session(&claims.sid, &claims.sub).await?;
+        } else {
+            return Err(AuthError::InvalidArgument(
+                "access_token or refresh_token is required",
+            ));
+        }
+        Ok(LogoutResponse {})
+    }
+
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        let (claims, _) = self.inner.authenticate(&req.access_token).await?;
+        let n = self
+            .inner
+            .storage
+            .delete_user_sessions(&claims.sub, None)
+            .await?;
+        Ok(LogoutAllResponse { sessions_ended: n })
+    }
+
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let mut user = me
+            .storage
+            .get_user(&claims.sub)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
+        me.check_password(&user, &req.current_password, now).await?;
+        me.config.password.check(&req.new_password)?;
+        let verified_hash = user.password_hash.clone();
+        let new_hash = me.hasher.hash(&req.new_password).await?;
+        let mut done = false;
+        for _ in 0..CAS_RETRIES {
+            if user.password_hash != verified_hash {
+                // Someone changed the password after we checked the current one.
+                return Err(AuthError::InvalidCredentials);
+            }
+            let mut next = user.clone();
+            next.password_hash = new_hash.clone();
+            next.failed_logins = 0;
+            next.locked_until_ms = 0;
+            next.updated_at_ms = now;
+            match me.storage.update_user(next).await {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(StorageError::Conflict) => {
+                    user = me
+                        .storage
+                        .get_user(&claims.sub)
+                        .await?
+                        .ok_or(AuthError::SessionEnded)?;
+                }
+                Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            return Err(AuthError::Unavailable("user record is contended".into()));
+        }
+        let ended = me
+            .storage
+            .delete_user_sessions(&claims.sub, Some(&claims.sid))
+            .await?;
+        tracing::info!(user_id = %claims.sub, sessions_ended = ended, "password changed");
+        Ok(ChangePasswordResponse {
+            sessions_ended: ended,
+        })
+    }
+
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me
+            .storage
+            .get_user(&claims.sub)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
+        me.check_password(&user, &req.password, now).await?;
+        match me.storage.delete_user(&claims.sub).await {
+            Ok(_) => {}
+            Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(user_id = %claims.sub, "user deleted");
+        Ok(DeleteUserResponse {})
+    }
+
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me
+            .storage
+            .get_user(&claims.sub)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
+        let sessions = me
+            .storage
+            .list_user_sessions(&claims.sub, now)
+            .await?
+            .into_iter()
+            .map(|s| SessionInfo {
+                current: s.id == claims.sid,
+                id: s.id,
+                created_at_ms: s.created_at_ms,
+                last_used_at_ms: s.last_used_at_ms,
+                expires_at_ms: s.expires_at_ms,
+                user_agent: s.user_agent,
+                ip: s.ip,
+            })
+            .collect();
+        Ok(ListSessionsResponse {
+            user: Some(user_info(&user)),
+            sessions,
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, _) = me.authenticate(&req.access_token).await?;
+        if req.session_id.is_empty() {
+            return Err(AuthError::InvalidArgument("session_id is required"));
+        }
+        if me
+            .storage
+            .delete_session(&req.session_id, &claims.sub)
+            .await?
+        {
+            Ok(RevokeSessionResponse {})
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+}

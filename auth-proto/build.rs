@@ -1,0 +1,36 @@
+//! Generates the Rust types and tonic stubs from `proto/`, with a vendored protoc.
+
+use std::path::PathBuf;
+
+/// Messages that carry secrets get a hand-written, redacting `Debug` in `src/redact.rs`.
+const REDACTED: &[&str] = &[
+    "auth.v1.User",
+    "auth.v1.Session",
+    "auth.v1.TokenPair",
+    "auth.v1.RegisterRequest",
+    "auth.v1.LoginRequest",
+    "auth.v1.VerifyRequest",
+    "auth.v1.RefreshRequest",
+    "auth.v1.LogoutRequest",
+    "auth.v1.LogoutAllRequest",
+    "auth.v1.ChangePasswordRequest",
+    "auth.v1.DeleteUserRequest",
+    "auth.v1.ListSessionsRequest",
+    "auth.v1.RevokeSessionRequest",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
+    let files = ["auth/v1/models.proto", "auth/v1/auth.proto"].map(|f| root.join(f));
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    tonic_prost_build::configure()
+        .skip_debug(REDACTED.iter().copied())
+        .compile_protos(&files, &[root])?;
+    Ok(())
+}

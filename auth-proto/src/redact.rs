@@ -1,0 +1,237 @@
+//! Redacting `Debug` impls for messages that carry secrets.
+//!
+//! build.rs turns off prost's derived `Debug` for these messages; each impl below prints
+//! every field except the secret ones, which show only whether they are set.
+
+use std::fmt;
+
+use crate::v1::*;
+
+/// Shows whether a secret field is set, never its value.
+struct Redacted(bool);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "<redacted>" } else { "<empty>" })
+    }
+}
+
+fn r(s: &str) -> Redacted {
+    Redacted(!s.is_empty())
+}
+
+fn rb(b: &[u8]) -> Redacted {
+    Redacted(!b.is_empty())
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("username_key", &self.username_key)
+            .field("password_hash", &r(&self.password_hash))
+            .field("created_at_ms", &self.created_at_ms)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .field("version", &self.version)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until_ms", &self.locked_until_ms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("refresh_hash", &rb(&self.refresh_hash))
+            .field("retired_refresh_hashes", &self.retired_refresh_hashes.len())
+            .field("sealed_successor", &rb(&self.sealed_successor))
+            .field("rotated_at_ms", &self.rotated_at_ms)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("last_used_at_ms", &self.last_used_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("absolute_expires_at_ms", &self.absolute_expires_at_ms)
+            .field("user_agent", &self.user_agent)
+            .field("ip", &self.ip)
+            .field("generation", &self.generation)
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &r(&self.access_token))
+            .field("access_expires_at_ms", &self.access_expires_at_ms)
+            .field("refresh_token", &r(&self.refresh_token))
+            .field("refresh_expires_at_ms", &self.refresh_expires_at_ms)
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("username", &self.username)
+            .field("password", &r(&self.password))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &r(&self.password))
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("access_token", &r(&self.access_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &r(&self.refresh_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogoutRequest")
+            .field("access_token", &r(&self.access_token))
+            .field("refresh_token", &r(&self.refresh_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LogoutAllRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogoutAllRequest")
+            .field("access_token", &r(&self.access_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ChangePasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangePasswordRequest")
+            .field("access_token", &r(&self.access_token))
+            .field("current_password", &r(&self.current_password))
+            .field("new_password", &r(&self.new_password))
+            .finish()
+    }
+}
+
+impl fmt::Debug for DeleteUserRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeleteUserRequest")
+            .field("access_token", &r(&self.access_token))
+            .field("password", &r(&self.password))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ListSessionsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListSessionsRequest")
+            .field("access_token", &r(&self.access_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for RevokeSessionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevokeSessionRequest")
+            .field("access_token", &r(&self.access_token))
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let secret = "hunter2-very-secret";
+        let outputs = [
+            format!(
+                "{:?}",
+                LoginRequest {
+                    username: "alice".into(),
+                    password: secret.into(),
+                    client: None
+                }
+            ),
+            format!(
+                "{:?}",
+                RegisterRequest {
+                    username: "alice".into(),
+                    password: secret.into()
+                }
+            ),
+            format!(
+                "{:?}",
+                TokenPair {
+                    access_token: secret.into(),
+                    refresh_token: secret.into(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                ChangePasswordRequest {
+                    access_token: secret.into(),
+                    current_password: secret.into(),
+                    new_password: secret.into()
+                }
+            ),
+            format!(
+                "{:?}",
+                User {
+                    password_hash: secret.into(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                RefreshRequest {
+                    refresh_token: secret.into()
+                }
+            ),
+            format!(
+                "{:?}",
+                DeleteUserRequest {
+                    access_token: secret.into(),
+                    password: secret.into()
+                }
+            ),
+        ];
+        for out in outputs {
+            assert!(!out.contains(secret), "secret leaked in {out}");
+            assert!(out.contains("<redacted>"), "{out}");
+        }
+        let s = format!(
+            "{:?}",
+            Session {
+                refresh_hash: vec![0xAB; 32],
+                ..Default::default()
+            }
+        );
+        assert!(!s.contains("171"), "hash bytes leaked in {s}");
+    }
+}

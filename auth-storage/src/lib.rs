@@ -1,0 +1,235 @@
+//! The storage seam of auth-sdk.
+//!
+//! [`Storage`] is everything `auth-core` needs from a backend. Each method is **one atomic
+//! operation**: creating a user is create-if-absent on the username, updating a user is a
+//! compare-and-set on its version, and refresh-token rotation is decided entirely inside
+//! the backend. Nothing in the core reads a record, changes it and writes it back across
+//! two calls without a version check. That is what lets a replicated backend
+//! (`auth-raft`) accept writes at any node and stay correct.
+//!
+//! Time never comes from the backend's clock: every method that depends on "now" takes it
+//! as an argument, so a replicated state machine applies commands deterministically.
+//!
+//! Backends:
+//! - [`memory::MemoryStorage`]: thread-safe, in process, for one process and for tests.
+//! - `auth_raft::RaftStorage`: replicated over Raft (separate crate).
+//!
+//! Every backend must pass [`conformance`] (feature `conformance`).
+//!
+//! ```
+//! use auth_storage::{Storage, memory::MemoryStorage};
+//! # tokio_test();
+//! # fn tokio_test() { let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let storage = MemoryStorage::new();
+//! assert!(storage.get_user("no-such-id").await?.is_none());
+//! # Ok::<(), auth_storage::StorageError>(()) }).unwrap(); }
+//! ```
+#![warn(missing_docs)]
+
+use async_trait::async_trait;
+
+pub use auth_proto::v1::{Session, User};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod memory;
+
+/// How many retired refresh-token hashes a session remembers for reuse detection.
+pub const RETIRED_HASHES_KEPT: usize = 16;
+
+/// A storage failure. Each variant has a stable machine code ([`StorageError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A user with this username (or id) already exists.
+    #[error("a user with this username already exists")]
+    UserExists,
+    /// A session with this id already exists.
+    #[error("a session with this id already exists")]
+    SessionExists,
+    /// The record the operation names does not exist.
+    #[error("record not found")]
+    NotFound,
+    /// A compare-and-set failed: the record changed since it was read.
+    #[error("version conflict: the record changed since it was read")]
+    Conflict,
+    /// The request is malformed (e.g. an update that changes an immutable field).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+    /// The backend cannot serve the request now (no quorum, shutting down, I/O). Safe
+    /// to retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corruption inside the backend.
+    #[error("storage internal error: {0}")]
+    Internal(String),
+}
+
+impl StorageError {
+    /// A stable, machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageError::UserExists => "user_exists",
+            StorageError::SessionExists => "session_exists",
+            StorageError::NotFound => "not_found",
+            StorageError::Conflict => "conflict",
+            StorageError::Invalid(_) => "invalid",
+            StorageError::Unavailable(_) => "unavailable",
+            StorageError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Shorthand for storage results.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One atomic refresh-token rotation, as decided by the backend.
+///
+/// The backend looks up `session_id` and compares `presented_hash` with the session's
+/// hashes. All inputs that depend on the caller (the successor, the time, the lifetimes)
+/// travel in the request, so applying it is deterministic.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RotateRefresh {
+    /// The session the presented token names.
+    pub session_id: String,
+    /// SHA-256 of the presented refresh token.
+    pub presented_hash: Vec<u8>,
+    /// SHA-256 of the successor token the caller generated.
+    pub new_hash: Vec<u8>,
+    /// The successor sealed under the presented token (see `Session::sealed_successor`).
+    pub sealed_successor: Vec<u8>,
+    /// The caller's clock, unix millis.
+    pub now_ms: i64,
+    /// Idle lifetime: the new idle expiry is `min(now + idle_ttl, absolute expiry)`.
+    pub idle_ttl_ms: i64,
+    /// A token rotated at most this long ago may be presented again and yields
+    /// [`RotateOutcome::Replayed`] instead of revoking the session.
+    pub grace_ms: i64,
+}
+
+impl std::fmt::Debug for RotateRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateRefresh")
+            .field("session_id", &self.session_id)
+            .field("now_ms", &self.now_ms)
+            .field("idle_ttl_ms", &self.idle_ttl_ms)
+            .field("grace_ms", &self.grace_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Storage::rotate_refresh`] call did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RotateOutcome {
+    /// The presented token was current: it is now retired and the successor is current.
+    Rotated(Session),
+    /// The presented token was rotated within the grace window: nothing changed, and the
+    /// returned session's `sealed_successor` holds the token that replaced it.
+    Replayed(Session),
+    /// The presented token was rotated earlier (outside the grace window, or further
+    /// back): a sign of theft. The session has been deleted.
+    Reused,
+    /// The session has expired (idle or absolute); it has been deleted.
+    Expired,
+    /// No session with this id, or the token matches none of its hashes.
+    Invalid,
+}
+
+/// The backend seam of auth-sdk. See the crate docs for the atomicity contract.
+///
+/// Every method is cancel-safe in the sense that an operation either happened entirely
+/// or not at all; a caller that loses a reply may find it applied.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates `user` if neither its `id` nor its `username_key` is taken
+    /// ([`StorageError::UserExists`] otherwise). The stored record gets `version = 1`
+    /// and is returned.
+    async fn create_user(&self, user: User) -> Result<User>;
+
+    /// The user with this id.
+    async fn get_user(&self, id: &str) -> Result<Option<User>>;
+
+    /// The user with this `username_key` (normalised, lowercased username).
+    async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>>;
+
+    /// Compare-and-set: replaces the stored user with `user` if the stored `version`
+    /// equals `user.version` ([`StorageError::Conflict`] otherwise), then increments the
+    /// version and returns the stored record. `id`, `username_key` and `created_at_ms`
+    /// are immutable ([`StorageError::Invalid`]).
+    async fn update_user(&self, user: User) -> Result<User>;
+
+    /// Deletes the user and every session of theirs in one step. Returns how many
+    /// sessions went with them; [`StorageError::NotFound`] if there was no such user.
+    async fn delete_user(&self, id: &str) -> Result<u64>;
+
+    /// Creates a session for an existing user ([`StorageError::NotFound`] if the user
+    /// does not exist, [`StorageError::SessionExists`] if the id is taken).
+    async fn create_session(&self, session: Session) -> Result<Session>;
+
+    /// The session with this id, expired or not.
+    async fn get_session(&self, id: &str) -> Result<Option<Session>>;
+
+    /// True if the session exists, belongs to `user_id` and has not expired at `now_ms`.
+    /// The hot path of token verification: it must not copy the record.
+    async fn is_session_live(&self, id: &str, user_id: &str, now_ms: i64) -> Result<bool>;
+
+    /// The sessions of a user that have not expired at `now_ms`, oldest first.
+    async fn list_user_sessions(&self, user_id: &str, now_ms: i64) -> Result<Vec<Session>>;
+
+    /// Rotates a refresh token atomically; see [`RotateOutcome`].
+    async fn rotate_refresh(&self, req: RotateRefresh) -> Result<RotateOutcome>;
+
+    /// Deletes the session if it belongs to `user_id`. Returns whether it existed.
+    async fn delete_session(&self, id: &str, user_id: &str) -> Result<bool>;
+
+    /// Deletes every session of `user_id` except `keep` (if given). Returns how many.
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64>;
+
+    /// Deletes up to `limit` sessions whose idle expiry is at or before `now_ms`,
+    /// earliest first. Returns how many.
+    async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64>;
+}
+
+#[async_trait]
+impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+    async fn create_user(&self, user: User) -> Result<User> {
+        (**self).create_user(user).await
+    }
+    async fn get_user(&self, id: &str) -> Result<Option<User>> {
+        (**self).get_user(id).await
+    }
+    async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>> {
+        (**self).get_user_by_username(username_key).await
+    }
+    async fn update_user(&self, user: User) -> Result<User> {
+        (**self).update_user(user).await
+    }
+    async fn delete_user(&self, id: &str) -> Result<u64> {
+        (**self).delete_user(id).await
+    }
+    async fn create_session(&self, session: Session) -> Result<Session> {
+        (**self).create_session(session).await
+    }
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        (**self).get_session(id).await
+    }
+    async fn is_session_live(&self, id: &str, user_id: &str, now_ms: i64) -> Result<bool> {
+        (**self).is_session_live(id, user_id, now_ms).await
+    }
+    async fn list_user_sessions(&self, user_id: &str, now_ms: i64) -> Result<Vec<Session>> {
+        (**self).list_user_sessions(user_id, now_ms).await
+    }
+    async fn rotate_refresh(&self, req: RotateRefresh) -> Result<RotateOutcome> {
+        (**self).rotate_refresh(req).await
+    }
+    async fn delete_session(&self, id: &str, user_id: &str) -> Result<bool> {
+        (**self).delete_session(id, user_id).await
+    }
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
+        (**self).delete_user_sessions(user_id, keep).await
+    }
+    async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        (**self).delete_expired_sessions(now_ms, limit).await
+    }
+}

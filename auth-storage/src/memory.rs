@@ -1,0 +1,332 @@
+//! The in-memory backend.
+//!
+//! [`Tables`] is the data and the rules: plain synchronous methods that each apply one
+//! storage operation to maps and indexes. [`MemoryStorage`] puts `Tables` behind a
+//! `parking_lot::RwLock` so every operation is atomic with respect to every other. A
+//! replicated backend can apply its log entries to the same `Tables`, so it gives exactly
+//! the answers `MemoryStorage` gives.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use crate::{
+    RETIRED_HASHES_KEPT, Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError,
+    User,
+};
+
+/// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
+/// does) or own it from one task (as a state machine does).
+#[derive(Debug, Default, Clone)]
+pub struct Tables {
+    users: HashMap<String, User>,
+    /// `username_key` → user id.
+    usernames: HashMap<String, String>,
+    sessions: HashMap<String, Session>,
+    /// user id → that user's session ids.
+    user_sessions: HashMap<String, BTreeSet<String>>,
+    /// (idle expiry, session id), ordered so the sweeper takes the earliest first.
+    expiry: BTreeSet<(i64, String)>,
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Number of sessions (expired ones included until swept).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Every user, in no particular order (for snapshots).
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// Every session, in no particular order (for snapshots).
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// See [`Storage::create_user`].
+    pub fn create_user(&mut self, mut user: User) -> Result<User> {
+        if user.id.is_empty() || user.username_key.is_empty() {
+            return Err(StorageError::Invalid("user id and username_key are required".into()));
+        }
+        if self.users.contains_key(&user.id) || self.usernames.contains_key(&user.username_key)
+        {
+            return Err(StorageError::UserExists);
+        }
+        user.version = 1;
+        self.usernames.insert(user.username_key.clone(), user.id.clone());
+        self.users.insert(user.id.clone(), user.clone());
+        Ok(user)
+    }
+
+    /// See [`Storage::get_user`].
+    pub fn get_user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    /// See [`Storage::get_user_by_username`].
+    pub fn get_user_by_username(&self, username_key: &str) -> Option<&User> {
+        self.usernames.get(username_key).and_then(|id| self.users.get(id))
+    }
+
+    /// See [`Storage::update_user`].
+    pub fn update_user(&mut self, mut user: User) -> Result<User> {
+        let stored = self.users.get_mut(&user.id).ok_or(StorageError::NotFound)?;
+        if stored.version != user.version {
+            return Err(StorageError::Conflict);
+        }
+        if stored.username_key != user.username_key || stored.created_at_ms != user.created_at_ms
+        {
+            return Err(StorageError::Invalid(
+                "username_key and created_at_ms are immutable".into(),
+            ));
+        }
+        user.version = stored.version + 1;
+        *stored = user.clone();
+        Ok(user)
+    }
+
+    /// See [`Storage::delete_user`].
+    pub fn delete_user(&mut self, id: &str) -> Result<u64> {
+        let user = self.users.remove(id).ok_or(StorageError::NotFound)?;
+        self.usernames.remove(&user.username_key);
+        let ids = self.user_sessions.remove(id).unwrap_or_default();
+        let n = ids.len() as u64;
+        for sid in ids {
+            if let Some(s) = self.sessions.remove(&sid) {
+                self.expiry.remove(&(s.expires_at_ms, sid));
+            }
+        }
+        Ok(n)
+    }
+
+    /// See [`Storage::create_session`].
+    pub fn create_session(&mut self, session: Session) -> Result<Session> {
+        if session.id.is_empty() {
+            return Err(StorageError::Invalid("session id is required".into()));
+        }
+        if !self.users.contains_key(&session.user_id) {
+            return Err(StorageError::NotFound);
+        }
+        if self.sessions.contains_key(&session.id) {
+            return Err(StorageError::SessionExists);
+        }
+        self.user_sessions
+            .entry(session.user_id.clone())
+            .or_default()
+            .insert(session.id.clone());
+        self.expiry.insert((session.expires_at_ms, session.id.clone()));
+        self.sessions.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// See [`Storage::get_session`].
+    pub fn get_session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    /// See [`Storage::is_session_live`].
+    pub fn is_session_live(&self, id: &str, user_id: &str, now_ms: i64) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|s| s.user_id == user_id && s.expires_at_ms > now_ms)
+    }
+
+    /// See [`Storage::list_user_sessions`].
+    pub fn list_user_sessions(&self, user_id: &str, now_ms: i64) -> Vec<Session> {
+        let mut out: Vec<Session> = self
+            .user_sessions
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|sid| self.sessions.get(sid))
+            .filter(|s| s.expires_at_ms > now_ms)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        out
+    }
+
+    /// See [`Storage::rotate_refresh`].
+    pub fn rotate_refresh(&mut self, req: RotateRefresh) -> RotateOutcome {
+        let Some(s) = self.sessions.get_mut(&req.session_id) else {
+            return RotateOutcome::Invalid;
+        };
+        if s.expires_at_ms <= req.now_ms {
+            self.remove_session(&req.session_id);
+            return RotateOutcome::Expired;
+        }
+        // Hashes of 256-bit random tokens: comparing them in variable time reveals
+        // nothing an attacker can use, so plain equality is fine here.
+        if s.refresh_hash == req.presented_hash {
+            let old_expiry = s.expires_at_ms;
+            let retired = std::mem::replace(&mut s.refresh_hash, req.new_hash);
+            s.retired_refresh_hashes.insert(0, retired);
+            s.retired_refresh_hashes.truncate(RETIRED_HASHES_KEPT);
+            s.sealed_successor = req.sealed_successor;
+            s.rotated_at_ms = req.now_ms;
+            s.last_used_at_ms = req.now_ms;
+            s.generation += 1;
+            s.expires_at_ms = req
+                .now_ms
+                .saturating_add(req.idle_ttl_ms)
+                .min(s.absolute_expires_at_ms);
+            let new_expiry = s.expires_at_ms;
+            let session = s.clone();
+            self.expiry.remove(&(old_expiry, req.session_id.clone()));
+            self.expiry.insert((new_expiry, req.session_id));
+            return RotateOutcome::Rotated(session);
+        }
+        let just_retired = s.retired_refresh_hashes.first() == Some(&req.presented_hash);
+        if just_retired && req.now_ms.saturating_sub(s.rotated_at_ms) <= req.grace_ms {
+            return RotateOutcome::Replayed(s.clone());
+        }
+        if s.retired_refresh_hashes.contains(&req.presented_hash) {
+            self.remove_session(&req.session_id);
+            return RotateOutcome::Reused;
+        }
+        RotateOutcome::Invalid
+    }
+
+    /// See [`Storage::delete_session`].
+    pub fn delete_session(&mut self, id: &str, user_id: &str) -> bool {
+        match self.sessions.get(id) {
+            Some(s) if s.user_id == user_id => self.remove_session(id),
+            _ => false,
+        }
+    }
+
+    /// See [`Storage::delete_user_sessions`].
+    pub fn delete_user_sessions(&mut self, user_id: &str, keep: Option<&str>) -> u64 {
+        let ids: Vec<String> = self
+            .user_sessions
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter(|sid| Some(sid.as_str()) != keep)
+            .cloned()
+            .collect();
+        ids.iter().filter(|sid| self.remove_session(sid)).count() as u64
+    }
+
+    /// See [`Storage::delete_expired_sessions`].
+    pub fn delete_expired_sessions(&mut self, now_ms: i64, limit: usize) -> u64 {
+        let due: Vec<String> = self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        due.iter().filter(|sid| self.remove_session(sid)).count() as u64
+    }
+
+    fn remove_session(&mut self, id: &str) -> bool {
+        let Some(s) = self.sessions.remove(id) else {
+            return false;
+        };
+        self.expiry.remove(&(s.expires_at_ms, s.id.clone()));
+        if let Some(set) = self.user_sessions.get_mut(&s.user_id) {
+            set.remove(id);
+            if set.is_empty() {
+                self.user_sessions.remove(&s.user_id);
+            }
+        }
+        true
+    }
+}
+
+/// Thread-safe in-memory [`Storage`]: [`Tables`] behind a `parking_lot::RwLock`.
+///
+/// Reads share the lock; each write holds it exclusively for one operation, which is
+/// what makes create-if-absent, compare-and-set and rotation atomic. Data lives as long
+/// as the value: use it for a single process, for tests, and as the reference the
+/// replicated backend is checked against.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    tables: RwLock<Tables>,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of users stored.
+    pub fn user_count(&self) -> usize {
+        self.tables.read().user_count()
+    }
+
+    /// Number of sessions stored (expired ones included until swept).
+    pub fn session_count(&self) -> usize {
+        self.tables.read().session_count()
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn create_user(&self, user: User) -> Result<User> {
+        self.tables.write().create_user(user)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>> {
+        Ok(self.tables.read().get_user(id).cloned())
+    }
+
+    async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>> {
+        Ok(self.tables.read().get_user_by_username(username_key).cloned())
+    }
+
+    async fn update_user(&self, user: User) -> Result<User> {
+        self.tables.write().update_user(user)
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<u64> {
+        self.tables.write().delete_user(id)
+    }
+
+    async fn create_session(&self, session: Session) -> Result<Session> {
+        self.tables.write().create_session(session)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        Ok(self.tables.read().get_session(id).cloned())
+    }
+
+    async fn is_session_live(&self, id: &str, user_id: &str, now_ms: i64) -> Result<bool> {
+        Ok(self.tables.read().is_session_live(id, user_id, now_ms))
+    }
+
+    async fn list_user_sessions(&self, user_id: &str, now_ms: i64) -> Result<Vec<Session>> {
+        Ok(self.tables.read().list_user_sessions(user_id, now_ms))
+    }
+
+    async fn rotate_refresh(&self, req: RotateRefresh) -> Result<RotateOutcome> {
+        Ok(self.tables.write().rotate_refresh(req))
+    }
+
+    async fn delete_session(&self, id: &str, user_id: &str) -> Result<bool> {
+        Ok(self.tables.write().delete_session(id, user_id))
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
+        Ok(self.tables.write().delete_user_sessions(user_id, keep))
+    }
+
+    async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        Ok(self.tables.write().delete_expired_sessions(now_ms, limit))
+    }
+}

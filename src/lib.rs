@@ -1,0 +1,42 @@
+//! # auth-sdk
+//!
+//! An authentication SDK for Rust services: argon2id passwords, JWT access tokens,
+//! rotating refresh tokens with theft detection, lockout, and a pluggable storage
+//! backend (in memory, or Raft-replicated in `auth-raft`).
+//!
+//! This crate is the facade: add `auth-sdk` and reach everything through it.
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`core`] | `auth-core` | [`Auth`], [`Config`], [`AuthError`], [`AuthApi`] |
+//! | [`storage`] | `auth-storage` | the [`Storage`] trait and [`MemoryStorage`] |
+//! | [`proto`] | `auth-proto` | the protobuf records and gRPC API types |
+//!
+//! ```
+//! use auth_sdk::{Auth, AuthApi, Config, HashParams, MemoryStorage};
+//! use auth_sdk::api::{LoginRequest, RegisterRequest, VerifyRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), auth_sdk::AuthError> {
+//! let auth = Auth::new(Config { hash: HashParams::insecure_fast(), ..Config::default() }, MemoryStorage::new())?;
+//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into() }).await?;
+//! let tokens = auth
+//!     .login(LoginRequest { username: "alice".into(), password: "correct horse".into(), client: None })
+//!     .await?
+//!     .tokens
+//!     .unwrap();
+//! let me = auth.verify(VerifyRequest { access_token: tokens.access_token }).await?;
+//! assert_eq!(me.username, "alice");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub use auth_core as core;
+pub use auth_proto as proto;
+pub use auth_storage as storage;
+
+pub use auth_core::{
+    Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, KeyRing, LockoutPolicy,
+    ManualClock, PasswordPolicy, SessionCheck, SigningKey, SystemClock, UsernamePolicy, api,
+};
+pub use auth_storage::{Storage, StorageError, memory::MemoryStorage};
