@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::{
-    RETIRED_HASHES_KEPT, Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError,
-    User,
+    RETIRED_HASHES_KEPT, Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError, User,
 };
 
 /// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
@@ -59,14 +58,16 @@ impl Tables {
     /// See [`Storage::create_user`].
     pub fn create_user(&mut self, mut user: User) -> Result<User> {
         if user.id.is_empty() || user.username_key.is_empty() {
-            return Err(StorageError::Invalid("user id and username_key are required".into()));
+            return Err(StorageError::Invalid(
+                "user id and username_key are required".into(),
+            ));
         }
-        if self.users.contains_key(&user.id) || self.usernames.contains_key(&user.username_key)
-        {
+        if self.users.contains_key(&user.id) || self.usernames.contains_key(&user.username_key) {
             return Err(StorageError::UserExists);
         }
         user.version = 1;
-        self.usernames.insert(user.username_key.clone(), user.id.clone());
+        self.usernames
+            .insert(user.username_key.clone(), user.id.clone());
         self.users.insert(user.id.clone(), user.clone());
         Ok(user)
     }
@@ -78,7 +79,9 @@ impl Tables {
 
     /// See [`Storage::get_user_by_username`].
     pub fn get_user_by_username(&self, username_key: &str) -> Option<&User> {
-        self.usernames.get(username_key).and_then(|id| self.users.get(id))
+        self.usernames
+            .get(username_key)
+            .and_then(|id| self.users.get(id))
     }
 
     /// See [`Storage::update_user`].
@@ -87,8 +90,7 @@ impl Tables {
         if stored.version != user.version {
             return Err(StorageError::Conflict);
         }
-        if stored.username_key != user.username_key || stored.created_at_ms != user.created_at_ms
-        {
+        if stored.username_key != user.username_key || stored.created_at_ms != user.created_at_ms {
             return Err(StorageError::Invalid(
                 "username_key and created_at_ms are immutable".into(),
             ));
@@ -127,7 +129,8 @@ impl Tables {
             .entry(session.user_id.clone())
             .or_default()
             .insert(session.id.clone());
-        self.expiry.insert((session.expires_at_ms, session.id.clone()));
+        self.expiry
+            .insert((session.expires_at_ms, session.id.clone()));
         self.sessions.insert(session.id.clone(), session.clone());
         Ok(session)
     }
@@ -287,7 +290,11 @@ impl Storage for MemoryStorage {
     }
 
     async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>> {
-        Ok(self.tables.read().get_user_by_username(username_key).cloned())
+        Ok(self
+            .tables
+            .read()
+            .get_user_by_username(username_key)
+            .cloned())
     }
 
     async fn update_user(&self, user: User) -> Result<User> {
