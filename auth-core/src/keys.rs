@@ -93,9 +93,8 @@ impl SigningKey {
     pub fn ed25519_pkcs8_der(kid: impl Into<String>, der: &[u8]) -> Result<Self, AuthError> {
         let kid = kid.into();
         check_kid(&kid)?;
-        let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|_| {
-            AuthError::InvalidConfig("not a PKCS#8 DER Ed25519 private key".into())
-        })?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_der(der)
+            .map_err(|_| AuthError::InvalidConfig("not a PKCS#8 DER Ed25519 private key".into()))?;
         Ok(Self::from_dalek(kid, &key))
     }
 
@@ -104,9 +103,8 @@ impl SigningKey {
     pub fn ed25519_pem(kid: impl Into<String>, pem: &str) -> Result<Self, AuthError> {
         let kid = kid.into();
         check_kid(&kid)?;
-        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| {
-            AuthError::InvalidConfig("not a PKCS#8 PEM Ed25519 private key".into())
-        })?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| AuthError::InvalidConfig("not a PKCS#8 PEM Ed25519 private key".into()))?;
         Ok(Self::from_dalek(kid, &key))
     }
 
@@ -281,9 +279,7 @@ mod tests {
                 .with_previous(SigningKey::hs256("a", &[2u8; 32]).unwrap())
                 .is_err()
         );
-        let ring = ring
-            .with_previous(SigningKey::generate_ed25519())
-            .unwrap();
+        let ring = ring.with_previous(SigningKey::generate_ed25519()).unwrap();
         assert_eq!(ring.keys().count(), 2);
     }
 }

@@ -52,9 +52,7 @@ pub use api::AuthApi;
 pub use auth::Auth;
 pub use auth_storage::{Storage, StorageError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{
-    Config, HashParams, LockoutPolicy, PasswordPolicy, SessionCheck, UsernamePolicy,
-};
+pub use config::{Config, HashParams, LockoutPolicy, PasswordPolicy, SessionCheck, UsernamePolicy};
 pub use error::AuthError;
 pub use keys::{KeyRing, SigningKey};
 pub use policy::Username;

@@ -249,7 +249,9 @@ impl RefreshToken {
     /// Opens a successor sealed with [`RefreshToken::seal`].
     pub(crate) fn open(&self, sealed: &[u8]) -> Result<RefreshToken, AuthError> {
         if sealed.len() != SECRET_BYTES {
-            return Err(AuthError::Internal("sealed successor has the wrong size".into()));
+            return Err(AuthError::Internal(
+                "sealed successor has the wrong size".into(),
+            ));
         }
         let pad = self.pad();
         let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
@@ -285,7 +287,11 @@ mod tests {
             &format!("{}x.{}", &sid[..31], &wire[33..]),
             &format!("{sid}.{}!", &wire[33..75]),
         ] {
-            assert_eq!(RefreshToken::parse(bad), Err(AuthError::InvalidToken), "{bad}");
+            assert_eq!(
+                RefreshToken::parse(bad),
+                Err(AuthError::InvalidToken),
+                "{bad}"
+            );
         }
         assert!(!format!("{t:?}").contains(&wire[33..]));
     }
