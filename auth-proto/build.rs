@@ -29,7 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
+    let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("auth_descriptor.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptor)
         .skip_debug(REDACTED.iter().copied())
         .compile_protos(&files, &[root])?;
     Ok(())

@@ -35,6 +35,13 @@ pub use auth_core as core;
 pub use auth_proto as proto;
 pub use auth_storage as storage;
 
+/// The gRPC server and the failover client (feature `grpc`).
+#[cfg(feature = "grpc")]
+pub use auth_backend as grpc;
+/// The web site (feature `web`).
+#[cfg(feature = "web")]
+pub use auth_web as web;
+
 pub use auth_core::{
     Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, KeyRing, LockoutPolicy,
     ManualClock, PasswordPolicy, SessionCheck, SigningKey, SystemClock, UsernamePolicy, api,

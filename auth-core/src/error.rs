@@ -1,5 +1,6 @@
 //! [`AuthError`]: every way an auth operation can fail, with a stable code.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use auth_storage::StorageError;
@@ -14,10 +15,10 @@ use auth_storage::StorageError;
 pub enum AuthError {
     /// The username breaks the username policy; the text says which rule.
     #[error("invalid username: {0}")]
-    InvalidUsername(&'static str),
+    InvalidUsername(Cow<'static, str>),
     /// The new password breaks the password policy; the text says which rule.
     #[error("invalid password: {0}")]
-    InvalidPassword(&'static str),
+    InvalidPassword(Cow<'static, str>),
     /// The username is taken (case-insensitively, after Unicode normalisation).
     #[error("username is already taken")]
     UserExists,
@@ -50,7 +51,7 @@ pub enum AuthError {
     NotFound,
     /// A request field is missing or malformed.
     #[error("invalid argument: {0}")]
-    InvalidArgument(&'static str),
+    InvalidArgument(Cow<'static, str>),
     /// The configuration is unusable; the text says why.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -25,30 +25,30 @@ impl UsernamePolicy {
     /// the single code point `é` name the same account.
     pub fn normalize(&self, input: &str) -> Result<Username, AuthError> {
         if input.is_empty() {
-            return Err(AuthError::InvalidUsername("must not be empty"));
+            return Err(AuthError::InvalidUsername("must not be empty".into()));
         }
         if input.len() > MAX_USERNAME_INPUT_BYTES {
-            return Err(AuthError::InvalidUsername("too long"));
+            return Err(AuthError::InvalidUsername("too long".into()));
         }
         let display: String = input.nfc().collect();
         let chars = display.chars().count();
         if chars < self.min_chars {
-            return Err(AuthError::InvalidUsername("too short"));
+            return Err(AuthError::InvalidUsername("too short".into()));
         }
         if chars > self.max_chars {
-            return Err(AuthError::InvalidUsername("too long"));
+            return Err(AuthError::InvalidUsername("too long".into()));
         }
         if !display
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             return Err(AuthError::InvalidUsername(
-                "only letters, digits, '.', '_' and '-' are allowed",
+                "only letters, digits, '.', '_' and '-' are allowed".into(),
             ));
         }
         if !display.chars().next().is_some_and(char::is_alphanumeric) {
             return Err(AuthError::InvalidUsername(
-                "must start with a letter or digit",
+                "must start with a letter or digit".into(),
             ));
         }
         let key: String = display.to_lowercase().nfc().collect();
@@ -60,10 +60,10 @@ impl PasswordPolicy {
     /// Checks a new password's length.
     pub fn check(&self, password: &str) -> Result<(), AuthError> {
         if password.len() < self.min_bytes {
-            return Err(AuthError::InvalidPassword("too short"));
+            return Err(AuthError::InvalidPassword("too short".into()));
         }
         if password.len() > self.max_bytes {
-            return Err(AuthError::InvalidPassword("too long"));
+            return Err(AuthError::InvalidPassword("too long".into()));
         }
         Ok(())
     }
@@ -116,7 +116,7 @@ mod tests {
         assert!(p.check(&"x".repeat(1024)).is_ok());
         assert_eq!(
             p.check(&"x".repeat(1025)).unwrap_err(),
-            AuthError::InvalidPassword("too long")
+            AuthError::InvalidPassword("too long".into())
         );
         assert!(p.check(&"x".repeat(1 << 20)).is_err());
     }

@@ -248,7 +248,7 @@ impl<S: Storage> AuthApi for Auth<S> {
             me.storage.delete_session(&claims.sid, &claims.sub).await?;
         } else {
             return Err(AuthError::InvalidArgument(
-                "access_token or refresh_token is required",
+                "access_token or refresh_token is required".into(),
             ));
         }
         Ok(LogoutResponse {})
@@ -376,7 +376,7 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, _) = me.authenticate(&req.access_token).await?;
         if req.session_id.is_empty() {
-            return Err(AuthError::InvalidArgument("session_id is required"));
+            return Err(AuthError::InvalidArgument("session_id is required".into()));
         }
         if me
             .storage

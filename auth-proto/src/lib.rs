@@ -19,5 +19,8 @@ pub mod v1 {
 
 mod redact;
 
+/// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
+
 pub use prost;
 pub use tonic;

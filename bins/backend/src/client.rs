@@ -1,0 +1,359 @@
+//! [`RemoteAuth`]: [`AuthApi`] over gRPC with endpoint failover.
+//!
+//! Given several backend endpoints, a call goes to the last endpoint that worked. When
+//! an endpoint fails at the transport level it is marked down and the call moves on to
+//! the next one, if the call is safe to send again. A marked-down endpoint receives no
+//! traffic until the background health probe sees it serving again, so a dead node costs
+//! one failed call, not one per request.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth_core::{AuthApi, AuthError};
+use auth_proto::v1::auth_service_client::AuthServiceClient;
+use auth_proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::status::{CODE_KEY, from_status};
+
+/// Client tuning.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Time allowed to open a connection. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for one call on one endpoint. Default 10 s (a login waits for a
+    /// password hash, which may queue under load).
+    pub request_timeout: Duration,
+    /// How often marked-down endpoints are probed. Default 500 ms.
+    pub probe_interval: Duration,
+    /// Largest response accepted. Default 4 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_millis(500),
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Whether a call may be sent again after it may have reached a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Idempotent: repeating it changes nothing (verify, logout, refresh within the
+    /// grace window, ...).
+    Safe,
+    /// Not idempotent: only retried when the connection was never made.
+    IfNotSent,
+}
+
+struct Node {
+    url: String,
+    client: AuthServiceClient<Channel>,
+    health: HealthClient<Channel>,
+    up: AtomicBool,
+}
+
+struct Inner {
+    nodes: Vec<Node>,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+    options: RemoteOptions,
+}
+
+/// The health of one endpoint as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointState {
+    /// The endpoint URL.
+    pub url: String,
+    /// False while marked down (no traffic until a probe succeeds).
+    pub up: bool,
+}
+
+/// [`AuthApi`] over gRPC to one or more `auth-backend` endpoints, with failover.
+#[derive(Clone)]
+pub struct RemoteAuth {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RemoteAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAuth")
+            .field("endpoints", &self.endpoints())
+            .finish()
+    }
+}
+
+/// `host:port` gets an `http://` scheme; URLs pass through.
+fn normalize(endpoint: &str) -> String {
+    let e = endpoint.trim();
+    if e.contains("://") {
+        e.to_owned()
+    } else {
+        format!("http://{e}")
+    }
+}
+
+impl RemoteAuth {
+    /// A client for these endpoints (`host:port` or `http://host:port`). Connections
+    /// are opened lazily. Must be called inside a tokio runtime (it starts the probe).
+    pub fn new<I, E>(endpoints: I, options: RemoteOptions) -> Result<Self, AuthError>
+    where
+        I: IntoIterator<Item = E>,
+        E: AsRef<str>,
+    {
+        let mut nodes = Vec::new();
+        for e in endpoints {
+            let url = normalize(e.as_ref());
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|_| AuthError::InvalidConfig(format!("bad endpoint {url:?}")))?
+                .connect_timeout(options.connect_timeout)
+                .tcp_nodelay(true)
+                .connect_lazy();
+            nodes.push(Node {
+                url,
+                client: AuthServiceClient::new(channel.clone())
+                    .max_decoding_message_size(options.max_response_bytes),
+                health: HealthClient::new(channel),
+                up: AtomicBool::new(true),
+            });
+        }
+        if nodes.is_empty() {
+            return Err(AuthError::InvalidConfig(
+                "no backend endpoints given".into(),
+            ));
+        }
+        let inner = Arc::new(Inner {
+            nodes,
+            preferred: AtomicUsize::new(0),
+            options,
+        });
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| AuthError::InvalidConfig("RemoteAuth needs a tokio runtime".into()))?;
+        runtime.spawn(probe_loop(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// Every endpoint and whether it is in use.
+    pub fn endpoints(&self) -> Vec<EndpointState> {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| EndpointState {
+                url: n.url.clone(),
+                up: n.up.load(Ordering::SeqCst),
+            })
+            .collect()
+    }
+
+    /// Asks every endpoint's health service whether it is serving, now.
+    pub async fn health(&self) -> Vec<(String, Result<bool, AuthError>)> {
+        let mut out = Vec::new();
+        for n in &self.inner.nodes {
+            out.push((n.url.clone(), probe(n, &self.inner.options).await));
+        }
+        out
+    }
+
+    async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, AuthError>
+    where
+        F: Fn(AuthServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let nodes = &self.inner.nodes;
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..nodes.len() {
+            let i = (start + k) % nodes.len();
+            let node = &nodes[i];
+            if !node.up.load(Ordering::SeqCst) {
+                continue;
+            }
+            let outcome =
+                tokio::time::timeout(self.inner.options.request_timeout, f(node.client.clone()))
+                    .await;
+            let status = match outcome {
+                Ok(Ok(resp)) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded("request timed out"),
+            };
+            let answered = status.metadata().get(CODE_KEY).is_some();
+            if answered && status.code() != Code::Unavailable {
+                // The backend answered: an application error, final.
+                return Err(from_status(&status));
+            }
+            let error = from_status(&status);
+            if !answered {
+                // Transport failure: stop sending here until a probe sees it back.
+                node.up.store(false, Ordering::SeqCst);
+                tracing::warn!(endpoint = %node.url, error = %status.message(), "backend endpoint marked down");
+            }
+            let not_sent = !answered && never_connected(&status);
+            if retry == Retry::IfNotSent && !not_sent {
+                return Err(error);
+            }
+            last = Some(error);
+        }
+        Err(last
+            .unwrap_or_else(|| AuthError::Unavailable("no backend endpoint is reachable".into())))
+    }
+}
+
+/// True if the status says the connection was never established, so the request
+/// cannot have reached a server.
+fn never_connected(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn probe(node: &Node, options: &RemoteOptions) -> Result<bool, AuthError> {
+    let mut health = node.health.clone();
+    let req = HealthCheckRequest {
+        service: String::new(),
+    };
+    match tokio::time::timeout(options.connect_timeout * 2, health.check(req)).await {
+        Ok(Ok(r)) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
+        Ok(Err(s)) => Err(from_status(&s)),
+        Err(_) => Err(AuthError::Unavailable("health check timed out".into())),
+    }
+}
+
+async fn probe_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let interval = inner.options.probe_interval;
+        for node in inner.nodes.iter().filter(|n| !n.up.load(Ordering::SeqCst)) {
+            if let Ok(true) = probe(node, &inner.options).await {
+                node.up.store(true, Ordering::SeqCst);
+                tracing::info!(endpoint = %node.url, "backend endpoint is back");
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[async_trait]
+impl AuthApi for RemoteAuth {
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        self.call(Retry::IfNotSent, |mut c| {
+            let req = req.clone();
+            async move { c.register(req).await }
+        })
+        .await
+    }
+
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
+        self.call(Retry::IfNotSent, |mut c| {
+            let req = req.clone();
+            async move { c.login(req).await }
+        })
+        .await
+    }
+
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.verify(req).await }
+        })
+        .await
+    }
+
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        // Safe: a repeat inside the grace window returns the same successor.
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.refresh(req).await }
+        })
+        .await
+    }
+
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.logout(req).await }
+        })
+        .await
+    }
+
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.logout_all(req).await }
+        })
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        self.call(Retry::IfNotSent, |mut c| {
+            let req = req.clone();
+            async move { c.change_password(req).await }
+        })
+        .await
+    }
+
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        self.call(Retry::IfNotSent, |mut c| {
+            let req = req.clone();
+            async move { c.delete_user(req).await }
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.list_sessions(req).await }
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move { c.revoke_session(req).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,17 @@
+//! The auth-sdk gRPC backend.
+//!
+//! - [`server`]: `AuthService` (from `auth.proto`) served over any [`AuthApi`], with gRPC
+//!   health and reflection, request size limits and graceful shutdown.
+//! - [`client::RemoteAuth`]: an [`AuthApi`] that talks to one or more backends and fails
+//!   over between them, so a front end is written once for in-process and remote use.
+//! - [`status`]: the single mapping between `AuthError` and `tonic::Status`.
+//!
+//! [`AuthApi`]: auth_core::AuthApi
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod server;
+pub mod status;
+
+pub use client::{RemoteAuth, RemoteOptions};
+pub use server::{ServerOptions, serve};

@@ -1,0 +1,2 @@
+//! Placeholder; the web site example is being written.
+fn main() {}
