@@ -17,6 +17,7 @@ const REDACTED: &[&str] = &[
     "auth.v1.DeleteUserRequest",
     "auth.v1.ListSessionsRequest",
     "auth.v1.RevokeSessionRequest",
+    "auth.v1.RotateRefreshCommand",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
-    let files = ["auth/v1/models.proto", "auth/v1/auth.proto"].map(|f| root.join(f));
+    let files = [
+        "auth/v1/models.proto",
+        "auth/v1/auth.proto",
+        "auth/v1/raft.proto",
+    ]
+    .map(|f| root.join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

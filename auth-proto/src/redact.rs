@@ -161,6 +161,17 @@ impl fmt::Debug for RevokeSessionRequest {
     }
 }
 
+impl fmt::Debug for RotateRefreshCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateRefreshCommand")
+            .field("session_id", &self.session_id)
+            .field("now_ms", &self.now_ms)
+            .field("idle_ttl_ms", &self.idle_ttl_ms)
+            .field("grace_ms", &self.grace_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,34 @@ impl Tables {
         Self::default()
     }
 
+    /// Rebuilds tables from records as they were stored (versions kept), e.g. from a
+    /// snapshot. Fails on duplicate ids or usernames, or sessions of unknown users.
+    pub fn restore(
+        users: impl IntoIterator<Item = User>,
+        sessions: impl IntoIterator<Item = Session>,
+    ) -> Result<Self> {
+        let mut t = Self::new();
+        for u in users {
+            if t.users.contains_key(&u.id) || t.usernames.contains_key(&u.username_key) {
+                return Err(StorageError::Invalid(format!("duplicate user {}", u.id)));
+            }
+            t.usernames.insert(u.username_key.clone(), u.id.clone());
+            t.users.insert(u.id.clone(), u);
+        }
+        for s in sessions {
+            if !t.users.contains_key(&s.user_id) || t.sessions.contains_key(&s.id) {
+                return Err(StorageError::Invalid(format!("bad session {}", s.id)));
+            }
+            t.user_sessions
+                .entry(s.user_id.clone())
+                .or_default()
+                .insert(s.id.clone());
+            t.expiry.insert((s.expires_at_ms, s.id.clone()));
+            t.sessions.insert(s.id.clone(), s);
+        }
+        Ok(t)
+    }
+
     /// Number of users.
     pub fn user_count(&self) -> usize {
         self.users.len()

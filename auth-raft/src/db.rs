@@ -1,0 +1,176 @@
+//! The on-disk store: one redb file per node holding the Raft log, the vote, the
+//! committed index, the latest snapshot and the cluster identity.
+//!
+//! redb commits with `Durability::Immediate` by default, i.e. fsync before `commit`
+//! returns; that is what the log and the vote use. Only the committed index (which Raft
+//! can recompute) is written without waiting for the disk.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(crate) const VOTE: &str = "vote";
+pub(crate) const COMMITTED: &str = "committed";
+pub(crate) const LAST_PURGED: &str = "last_purged";
+pub(crate) const CLUSTER_ID: &str = "cluster_id";
+pub(crate) const NODE_ID: &str = "node_id";
+pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
+pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// A failure of the node's disk store.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// redb failed (I/O, corruption, ...).
+    #[error("raft store: {0}")]
+    Redb(String),
+    /// A record does not decode.
+    #[error("raft store: corrupt record {0}")]
+    Corrupt(String),
+    /// The data directory belongs to another cluster or node.
+    #[error("raft store: {0}")]
+    Identity(String),
+}
+
+fn redb_err(e: impl std::fmt::Display) -> DbError {
+    DbError::Redb(e.to_string())
+}
+
+/// Shared handle to the node's redb database.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) inner: Arc<Database>,
+}
+
+impl Db {
+    /// Opens (or creates) the store in `dir` and checks that it belongs to this cluster
+    /// and node, recording them on first use.
+    pub(crate) fn open(dir: &Path, cluster_id: &str, node_id: u64) -> Result<Self, DbError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DbError::Redb(format!("{}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("raft.redb")).map_err(redb_err)?;
+        let db = Self {
+            inner: Arc::new(db),
+        };
+        {
+            let tx = db.inner.begin_write().map_err(redb_err)?;
+            {
+                tx.open_table(LOGS).map_err(redb_err)?;
+                let mut meta = tx.open_table(META).map_err(redb_err)?;
+                let stored_cluster = meta
+                    .get(CLUSTER_ID)
+                    .map_err(redb_err)?
+                    .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+                let stored_node = meta
+                    .get(NODE_ID)
+                    .map_err(redb_err)?
+                    .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+                match (stored_cluster, stored_node) {
+                    (None, None) => {
+                        meta.insert(CLUSTER_ID, cluster_id.as_bytes())
+                            .map_err(redb_err)?;
+                        meta.insert(NODE_ID, node_id.to_string().as_bytes())
+                            .map_err(redb_err)?;
+                    }
+                    (Some(c), _) if c != cluster_id => {
+                        return Err(DbError::Identity(format!(
+                            "data directory {} belongs to cluster {c:?}, not {cluster_id:?}",
+                            dir.display()
+                        )));
+                    }
+                    (_, Some(n)) if n != node_id.to_string() => {
+                        return Err(DbError::Identity(format!(
+                            "data directory {} belongs to node {n}, not {node_id}",
+                            dir.display()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            tx.commit().map_err(redb_err)?;
+        }
+        Ok(db)
+    }
+
+    pub(crate) fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let tx = self.inner.begin_read().map_err(redb_err)?;
+        let t = tx.open_table(META).map_err(redb_err)?;
+        Ok(t.get(key).map_err(redb_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes meta records in one transaction; `durable` waits for fsync.
+    pub(crate) fn put_meta(&self, records: &[(&str, &[u8])], durable: bool) -> Result<(), DbError> {
+        let mut tx = self.inner.begin_write().map_err(redb_err)?;
+        if !durable {
+            tx.set_durability(Durability::None).map_err(redb_err)?;
+        }
+        {
+            let mut t = tx.open_table(META).map_err(redb_err)?;
+            for (k, v) in records {
+                t.insert(*k, *v).map_err(redb_err)?;
+            }
+        }
+        tx.commit().map_err(redb_err)
+    }
+
+    /// Appends encoded entries (index, bytes) durably.
+    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), DbError> {
+        let tx = self.inner.begin_write().map_err(redb_err)?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+            for (i, bytes) in entries {
+                t.insert(*i, bytes.as_slice()).map_err(redb_err)?;
+            }
+        }
+        tx.commit().map_err(redb_err)
+    }
+
+    /// Removes every entry with index >= `from`.
+    pub(crate) fn truncate(&self, from: u64) -> Result<(), DbError> {
+        let tx = self.inner.begin_write().map_err(redb_err)?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+            t.retain_in(from.., |_, _| false).map_err(redb_err)?;
+        }
+        tx.commit().map_err(redb_err)
+    }
+
+    /// Records `last_purged` and removes every entry with index <= `upto`, atomically.
+    pub(crate) fn purge(&self, upto: u64, last_purged: &[u8]) -> Result<(), DbError> {
+        let tx = self.inner.begin_write().map_err(redb_err)?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+            t.retain_in(..=upto, |_, _| false).map_err(redb_err)?;
+            let mut m = tx.open_table(META).map_err(redb_err)?;
+            m.insert(LAST_PURGED, last_purged).map_err(redb_err)?;
+        }
+        tx.commit().map_err(redb_err)
+    }
+
+    /// Entries in `[start, end)`, in order.
+    pub(crate) fn range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
+        let tx = self.inner.begin_read().map_err(redb_err)?;
+        let t = tx.open_table(LOGS).map_err(redb_err)?;
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        for item in t.range(start..end).map_err(redb_err)? {
+            let (k, v) = item.map_err(redb_err)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last entry, if any.
+    pub(crate) fn last(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+        let tx = self.inner.begin_read().map_err(redb_err)?;
+        let t = tx.open_table(LOGS).map_err(redb_err)?;
+        Ok(t.last()
+            .map_err(redb_err)?
+            .map(|(k, v)| (k.value(), v.value().to_vec())))
+    }
+}

@@ -1,0 +1,204 @@
+//! The Raft log and vote, on redb ([`RaftLogStorage`], storage API v2).
+//!
+//! `save_vote` returns only after the vote is on disk, and `append` calls back only
+//! after the entries are: both commit with fsync.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use auth_proto::v1 as pb;
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+use prost::Message;
+
+use crate::convert::*;
+use crate::db::{COMMITTED, Db, DbError, LAST_PURGED, VOTE};
+use crate::types::*;
+
+/// The log store. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Redb(format!("storage task: {e}")))?
+}
+
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, DbError> {
+    let pb =
+        pb::EntryPb::decode(bytes).map_err(|e| DbError::Corrupt(format!("log {index}: {e}")))?;
+    let e = entry_from_pb(pb).map_err(|e| DbError::Corrupt(format!("log {index}: {e}")))?;
+    if e.log_id.index != index {
+        return Err(DbError::Corrupt(format!(
+            "log {index}: holds index {}",
+            e.log_id.index
+        )));
+    }
+    Ok(e)
+}
+
+fn decode_log_id(bytes: &[u8]) -> Result<LogId, DbError> {
+    let pb = pb::LogIdPb::decode(bytes).map_err(|e| DbError::Corrupt(format!("log id: {e}")))?;
+    log_id_from_pb(pb).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+fn read_err(e: DbError) -> StorageIoError {
+    StorageIOError::read_logs(AnyError::error(e)).into()
+}
+
+fn write_err(e: DbError) -> StorageIoError {
+    StorageIOError::write_logs(AnyError::error(e)).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageIoError> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.saturating_add(1),
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            db.range(start, end)?
+                .into_iter()
+                .map(|(i, b)| decode_entry(i, &b))
+                .collect()
+        })
+        .await
+        .map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageIoError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let last_purged = db
+                .get_meta(LAST_PURGED)?
+                .map(|b| decode_log_id(&b))
+                .transpose()?;
+            let last = match db.last()? {
+                Some((i, b)) => Some(decode_entry(i, &b)?.log_id),
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+        .await
+        .map_err(read_err)
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageIoError> {
+        let db = self.db.clone();
+        let bytes = vote_to_pb(vote).encode_to_vec();
+        blocking(move || db.put_meta(&[(VOTE, &bytes)], true))
+            .await
+            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageIoError> {
+        let db = self.db.clone();
+        blocking(move || {
+            db.get_meta(VOTE)?
+                .map(|b| {
+                    let pb = pb::VotePb::decode(b.as_slice())
+                        .map_err(|e| DbError::Corrupt(format!("vote: {e}")))?;
+                    vote_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
+                })
+                .transpose()
+        })
+        .await
+        .map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageIoError> {
+        let Some(c) = committed else { return Ok(()) };
+        let db = self.db.clone();
+        let bytes = log_id_to_pb(&c).encode_to_vec();
+        // Not waited on: Raft recomputes the committed index if it is lost.
+        blocking(move || db.put_meta(&[(COMMITTED, &bytes)], false))
+            .await
+            .map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageIoError> {
+        let db = self.db.clone();
+        blocking(move || {
+            db.get_meta(COMMITTED)?
+                .map(|b| decode_log_id(&b))
+                .transpose()
+        })
+        .await
+        .map_err(read_err)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageIoError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, entry_to_pb(&e).encode_to_vec()))
+            .collect();
+        let db = self.db.clone();
+        let result = blocking(move || db.append(&encoded)).await;
+        // The callback fires only once the entries are on disk (commit = fsync).
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
+        let db = self.db.clone();
+        blocking(move || db.truncate(log_id.index))
+            .await
+            .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
+        let db = self.db.clone();
+        let bytes = log_id_to_pb(&log_id).encode_to_vec();
+        blocking(move || db.purge(log_id.index, &bytes))
+            .await
+            .map_err(write_err)
+    }
+}

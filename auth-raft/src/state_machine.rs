@@ -1,0 +1,174 @@
+//! The Raft state machine ([`RaftStateMachine`], storage API v2): applies command
+//! batches to the in-memory [`SmState`] and keeps the latest snapshot in redb.
+//!
+//! Durability: the state machine itself lives in memory. What is durable is the log
+//! (every entry fsynced before it is acknowledged), the committed index, and the latest
+//! snapshot. On restart the snapshot is loaded and openraft re-applies the committed log
+//! after it, which rebuilds exactly the state that was acknowledged.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use auth_proto::v1 as pb;
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use parking_lot::RwLock;
+use prost::Message;
+
+use crate::convert::*;
+use crate::db::{Db, DbError, SNAPSHOT_DATA, SNAPSHOT_META};
+use crate::state::SmState;
+use crate::types::*;
+
+/// The state machine. Clones share the state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    pub(crate) state: Arc<RwLock<SmState>>,
+    db: Db,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+fn load_snapshot(db: &Db) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DbError> {
+    match (db.get_meta(SNAPSHOT_META)?, db.get_meta(SNAPSHOT_DATA)?) {
+        (Some(m), Some(d)) => {
+            let pb = pb::SnapshotMetaPb::decode(m.as_slice())
+                .map_err(|e| DbError::Corrupt(format!("snapshot meta: {e}")))?;
+            let meta =
+                snapshot_meta_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))?;
+            Ok(Some((meta, d)))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn snap_err(e: impl std::fmt::Display) -> StorageIoError {
+    StorageIOError::read_snapshot(None, AnyError::error(e)).into()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, starting from the stored snapshot if there is one.
+    pub(crate) fn open(db: Db) -> Result<Self, DbError> {
+        let state = match load_snapshot(&db)? {
+            Some((meta, data)) => {
+                SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
+                    .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?
+            }
+            None => SmState::default(),
+        };
+        Ok(Self {
+            state: Arc::new(RwLock::new(state)),
+            db,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageIoError> {
+        let db = self.db.clone();
+        let meta_bytes = snapshot_meta_to_pb(meta).encode_to_vec();
+        tokio::task::spawn_blocking(move || {
+            db.put_meta(
+                &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &data)],
+                true,
+            )
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)).into())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageIoError> {
+        let (data, last_applied, membership) = {
+            let s = self.state.read();
+            (s.encode_snapshot(), s.last_applied, s.membership.clone())
+        };
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(l) => format!(
+                "{}-{}-{}-{seq}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
+            None => format!("empty-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.persist(&meta, data.clone()).await?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageIoError> {
+        let s = self.state.read();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<pb::BatchResult>, StorageIoError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut s = self.state.write();
+        let mut out = Vec::new();
+        for e in entries {
+            s.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(pb::BatchResult::default()),
+                EntryPayload::Normal(batch) => out.push(s.apply_batch(&batch)),
+                EntryPayload::Membership(m) => {
+                    s.membership = StoredMembership::new(Some(e.log_id), m);
+                    out.push(pb::BatchResult::default());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageIoError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageIoError> {
+        let data = snapshot.into_inner();
+        let new_state =
+            SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership.clone())
+                .map_err(snap_err)?;
+        self.persist(meta, data).await?;
+        *self.state.write() = new_state;
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageIoError> {
+        let db = self.db.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&db))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
