@@ -9,7 +9,9 @@ use auth_storage::StorageError;
 /// message is for people and never contains a password, token or key.
 ///
 /// Unknown user and wrong password are both [`AuthError::InvalidCredentials`], so a
-/// caller cannot tell which accounts exist.
+/// failed login does not tell which accounts exist. Two things still do, by design:
+/// registration (`user_exists`) and lockout (only a real account can be `locked`).
+/// Rate-limit both at the edge if enumeration matters to you.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -26,7 +28,7 @@ pub enum AuthError {
     #[error("invalid username or password")]
     InvalidCredentials,
     /// Too many failed logins: try again after `retry_after`.
-    #[error("account temporarily locked; retry in {}s", retry_after.as_secs().max(1))]
+    #[error("account temporarily locked; retry in {}s", retry_after.as_millis().div_ceil(1000).max(1))]
     Locked {
         /// How long until a login may be attempted again.
         retry_after: Duration,

@@ -104,7 +104,7 @@ pub struct RotateRefresh {
     /// Idle lifetime: the new idle expiry is `min(now + idle_ttl, absolute expiry)`.
     pub idle_ttl_ms: i64,
     /// A token rotated at most this long ago may be presented again and yields
-    /// [`RotateOutcome::Replayed`] instead of revoking the session.
+    /// [`RotateOutcome::Replayed`] instead of revoking the session. Zero disables replay.
     pub grace_ms: i64,
 }
 

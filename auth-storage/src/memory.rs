@@ -221,7 +221,11 @@ impl Tables {
             return RotateOutcome::Rotated(session);
         }
         let just_retired = s.retired_refresh_hashes.first() == Some(&req.presented_hash);
-        if just_retired && req.now_ms.saturating_sub(s.rotated_at_ms) <= req.grace_ms {
+        // A grace of zero (or less) disables replay entirely.
+        if just_retired
+            && req.grace_ms > 0
+            && req.now_ms.saturating_sub(s.rotated_at_ms) <= req.grace_ms
+        {
             return RotateOutcome::Replayed(s.clone());
         }
         if s.retired_refresh_hashes.contains(&req.presented_hash) {
