@@ -1,0 +1,479 @@
+//! One Raft node: opens the stores, runs openraft, batches writes (group commit),
+//! forwards them to the leader, and serves linearizable reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use auth_proto::v1 as pb;
+use auth_proto::v1::raft_service_client::RaftServiceClient;
+use auth_storage::StorageError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::transport::Channel;
+
+use crate::convert::*;
+use crate::network::{Network, raft_client};
+use crate::state_machine::StateMachineStore;
+use crate::types::*;
+
+/// Most commands in one log entry.
+const MAX_BATCH: usize = 512;
+/// Batches being committed at once; while they are, new writes queue and join the next.
+const MAX_INFLIGHT_BATCHES: usize = 2;
+
+/// How reads are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Linearizable (default): before reading, the node learns the leader's commit
+    /// index (openraft's read index, confirmed by a quorum) and waits until it has
+    /// applied that far. A read sees every write acknowledged before it started.
+    #[default]
+    Linearizable,
+    /// Read this node's state as it is: lower latency, but possibly stale. Risk: on a
+    /// lagging node a logged-out session may still verify for a moment.
+    Local,
+}
+
+/// Configuration of one node.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// The address other nodes and clients reach this node at (`host:port`).
+    pub addr: String,
+    /// Where the log, vote and snapshots are kept.
+    pub data_dir: PathBuf,
+    /// Identifies the cluster; a node refuses data dirs and messages of other clusters.
+    pub cluster_id: String,
+    /// The initial members (id → address), this node included. The member with the
+    /// smallest id initialises the cluster on first start.
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// Read consistency of [`RaftStorage`](crate::RaftStorage) reads.
+    pub read_consistency: ReadConsistency,
+    /// How long a write or a linearizable read may take before `unavailable`.
+    pub request_timeout: Duration,
+    /// Raft heartbeat interval. Default 50 ms.
+    pub heartbeat: Duration,
+    /// Election timeout range lower bound (upper = 2×). Default 150 ms.
+    pub election_timeout: Duration,
+    /// Build a snapshot (and compact the log) every this many entries. Default 10 000.
+    pub snapshot_every: u64,
+}
+
+impl RaftConfig {
+    /// A configuration with defaults for everything but identity and placement.
+    pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            cluster_id: "auth-sdk".into(),
+            initial_members: BTreeMap::new(),
+            read_consistency: ReadConsistency::Linearizable,
+            request_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(150),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// Failure to start a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("raft config: {0}")]
+    Config(String),
+    /// The data directory could not be used.
+    #[error(transparent)]
+    Store(#[from] crate::db::DbError),
+    /// openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+struct Pending {
+    cmd: pb::Command,
+    reply: oneshot::Sender<Result<pb::CommandResult, StorageError>>,
+}
+
+pub(crate) struct NodeShared {
+    pub(crate) id: NodeId,
+    pub(crate) addr: String,
+    pub(crate) cluster_id: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachineStore,
+    pub(crate) read_consistency: ReadConsistency,
+    pub(crate) request_timeout: Duration,
+    peers: Mutex<HashMap<NodeId, (String, RaftServiceClient<Channel>)>>,
+    batch_tx: mpsc::Sender<Pending>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn unavailable(m: impl std::fmt::Display) -> StorageError {
+    StorageError::Unavailable(m.to_string())
+}
+
+/// A running node. Dropping it does not stop Raft: call [`RaftNode::shutdown`].
+#[derive(Clone)]
+pub struct RaftNode {
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+impl RaftNode {
+    /// Opens the data directory, starts Raft and, on the member with the smallest id
+    /// of a fresh cluster, initialises it with `initial_members`.
+    pub async fn start(cfg: RaftConfig) -> Result<Self, StartError> {
+        if cfg.id == 0 {
+            return Err(StartError::Config("node id must be non-zero".into()));
+        }
+        if !cfg.initial_members.is_empty() {
+            match cfg.initial_members.get(&cfg.id) {
+                Some(a) if *a == cfg.addr => {}
+                Some(a) => {
+                    return Err(StartError::Config(format!(
+                        "node {} is listed at {a} but listens at {}",
+                        cfg.id, cfg.addr
+                    )));
+                }
+                None => {
+                    return Err(StartError::Config(format!(
+                        "node {} is not in the member list",
+                        cfg.id
+                    )));
+                }
+            }
+        }
+        let (log, sm) = crate::open_stores(&cfg.data_dir, &cfg.cluster_id, cfg.id)?;
+        let heartbeat = cfg.heartbeat.as_millis().max(1) as u64;
+        let election = cfg.election_timeout.as_millis().max(heartbeat as u128 * 3) as u64;
+        let raft_config = openraft::Config {
+            cluster_name: cfg.cluster_id.clone(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            // openraft's 200 ms default cannot move a large snapshot; a timed-out
+            // transfer restarts from scratch and would loop.
+            install_snapshot_timeout: 30_000,
+            snapshot_max_chunk_size: 1024 * 1024,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 500,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let network = Network {
+            cluster_id: cfg.cluster_id.clone(),
+        };
+        let raft = openraft::Raft::new(cfg.id, Arc::new(raft_config), network, log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (batch_tx, batch_rx) = mpsc::channel(16 * 1024);
+        let shared = Arc::new(NodeShared {
+            id: cfg.id,
+            addr: cfg.addr.clone(),
+            cluster_id: cfg.cluster_id.clone(),
+            raft,
+            sm,
+            read_consistency: cfg.read_consistency,
+            request_timeout: cfg.request_timeout,
+            peers: Mutex::new(HashMap::new()),
+            batch_tx,
+        });
+        tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
+        let smallest = cfg.initial_members.keys().next().copied();
+        if smallest == Some(cfg.id) {
+            let initialized = shared
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<NodeId, BasicNode> = cfg
+                    .initial_members
+                    .iter()
+                    .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                    .collect();
+                if let Err(e) = shared.raft.initialize(members).await {
+                    tracing::warn!(error = %e, "cluster initialisation skipped");
+                } else {
+                    tracing::info!(members = cfg.initial_members.len(), "cluster initialised");
+                }
+            }
+        }
+        Ok(Self { shared })
+    }
+
+    /// The [`Storage`](auth_storage::Storage) view of this node.
+    pub fn storage(&self) -> crate::RaftStorage {
+        crate::RaftStorage {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// A snapshot of this node's Raft state.
+    pub fn status(&self) -> pb::StatusResponse {
+        self.shared.status()
+    }
+
+    /// Waits until some node is known as leader, or `timeout` passes.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        self.shared
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader known")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+    }
+
+    /// Asks this node to build a snapshot now (and compact its log).
+    pub async fn trigger_snapshot(&self) -> Result<(), StorageError> {
+        self.shared
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Stops Raft on this node.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.raft.shutdown().await;
+    }
+}
+
+impl NodeShared {
+    pub(crate) fn status(&self) -> pb::StatusResponse {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        pb::StatusResponse {
+            id: self.id,
+            addr: self.addr.clone(),
+            role: role.into(),
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            membership: Some(membership_to_pb(m.membership_config.membership())),
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
+
+    /// The current leader and, if it is another node, a client for it.
+    fn leader(&self) -> Option<(NodeId, Option<RaftServiceClient<Channel>>)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        if leader == self.id {
+            return Some((leader, None));
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
+        let mut peers = self.peers.lock();
+        if let Some((a, c)) = peers.get(&leader) {
+            if *a == addr {
+                return Some((leader, Some(c.clone())));
+            }
+        }
+        let client = raft_client(&addr, Duration::from_millis(500)).ok()?;
+        peers.insert(leader, (addr, client.clone()));
+        Some((leader, Some(client)))
+    }
+
+    /// Proposes a batch on the leader (locally or by forwarding), retrying on leader
+    /// changes until `request_timeout`. Retries re-send the same request ids, which the
+    /// state machine applies once.
+    async fn submit(&self, batch: pb::CommandBatch) -> Result<pb::BatchResult, StorageError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut attempt = 0u32;
+        let mut last = String::from("no leader");
+        while Instant::now() < deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.leader() {
+                Some((_, None)) => {
+                    match tokio::time::timeout(remaining, self.raft.client_write(batch.clone()))
+                        .await
+                    {
+                        Ok(Ok(resp)) => return Ok(resp.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            last = "leadership moved".into();
+                        }
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(_) => break,
+                    }
+                }
+                Some((id, Some(mut client))) => {
+                    let mut req = tonic::Request::new(pb::ForwardRequest {
+                        batch: Some(batch.clone()),
+                        cluster_id: self.cluster_id.clone(),
+                    });
+                    req.set_timeout(remaining);
+                    match client.forward(req).await {
+                        Ok(r) => return Ok(r.into_inner()),
+                        Err(s) => last = format!("forward to node {id}: {}", s.message()),
+                    }
+                }
+                None => {}
+            }
+            attempt += 1;
+            let pause = Duration::from_millis((10 * u64::from(attempt)).min(100));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+        Err(unavailable(format!("write not committed in time: {last}")))
+    }
+
+    /// Queues one command for the next batch and waits for its result.
+    pub(crate) async fn write(
+        &self,
+        op: pb::command::Op,
+    ) -> Result<pb::CommandResult, StorageError> {
+        let mut request_id = [0u8; 16];
+        rand::Rng::fill(&mut rand::rng(), &mut request_id);
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            cmd: pb::Command {
+                request_id: request_id.to_vec(),
+                op: Some(op),
+            },
+            reply,
+        };
+        self.batch_tx
+            .send(pending)
+            .await
+            .map_err(|_| unavailable("raft node is shutting down"))?;
+        rx.await
+            .map_err(|_| unavailable("raft node is shutting down"))?
+    }
+
+    /// Returns once this node has applied every write committed before the call
+    /// (linearizable reads); immediately with [`ReadConsistency::Local`].
+    pub(crate) async fn read_barrier(&self) -> Result<(), StorageError> {
+        if self.read_consistency == ReadConsistency::Local {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        let mut attempt = 0u32;
+        let mut last = String::from("no leader");
+        while Instant::now() < deadline {
+            let read_index = match self.leader() {
+                Some((_, None)) => match self.raft.get_read_log_id().await {
+                    Ok((read, _)) => Some(read.map(|l| l.index)),
+                    Err(e) => {
+                        last = e.to_string();
+                        None
+                    }
+                },
+                Some((id, Some(mut client))) => {
+                    let mut req = tonic::Request::new(pb::ReadIndexRequest {
+                        cluster_id: self.cluster_id.clone(),
+                    });
+                    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                    match client.read_index(req).await {
+                        Ok(r) => match opt_log_id_from_pb(r.into_inner().read_log_id) {
+                            Ok(l) => Some(l.map(|l| l.index)),
+                            Err(e) => {
+                                last = e.to_string();
+                                None
+                            }
+                        },
+                        Err(s) => {
+                            last = format!("read index from node {id}: {}", s.message());
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(index) = read_index {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(remaining))
+                    .applied_index_at_least(index, "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable(format!("read barrier: {e}")));
+            }
+            attempt += 1;
+            let pause = Duration::from_millis((10 * u64::from(attempt)).min(100));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+        Err(unavailable(format!("linearizable read timed out: {last}")))
+    }
+}
+
+/// Collects queued writes into batches: while up to `MAX_INFLIGHT_BATCHES` batches are
+/// being committed, new writes wait and then go together in one log entry.
+async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+            break;
+        };
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
+            }
+        }
+        let Some(shared) = weak.upgrade() else { break };
+        tokio::spawn(async move {
+            let batch = pb::CommandBatch {
+                proposed_at_ms: now_ms(),
+                commands: pending.iter().map(|p| p.cmd.clone()).collect(),
+            };
+            let result = shared.submit(batch).await;
+            drop(permit);
+            match result {
+                Ok(r) if r.results.len() == pending.len() => {
+                    for (p, res) in pending.into_iter().zip(r.results) {
+                        let _ = p.reply.send(Ok(res));
+                    }
+                }
+                Ok(r) => {
+                    let e = StorageError::Internal(format!(
+                        "batch of {} got {} results",
+                        pending.len(),
+                        r.results.len()
+                    ));
+                    for p in pending {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for p in pending {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,180 @@
+//! [`RaftStorage`]: the [`Storage`] trait over a Raft node.
+//!
+//! Writes become commands in the replicated log and answer with exactly what
+//! `MemoryStorage` would (the state machine applies them to the same `Tables`). Reads
+//! run against the local state machine after a read barrier (see [`ReadConsistency`]).
+//!
+//! [`ReadConsistency`]: crate::ReadConsistency
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use auth_proto::v1 as pb;
+use auth_proto::v1::command::Op;
+use auth_proto::v1::command_result::Result as Res;
+use auth_proto::v1::rotate_result::Kind;
+use auth_storage::memory::Tables;
+use auth_storage::{Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError, User};
+
+use crate::node::NodeShared;
+
+/// A [`Storage`] replicated over Raft. Cheap to clone; any node's `RaftStorage` accepts
+/// writes (followers forward them to the leader).
+#[derive(Clone)]
+pub struct RaftStorage {
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+impl std::fmt::Debug for RaftStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStorage")
+            .field("node", &self.shared.id)
+            .field("read_consistency", &self.shared.read_consistency)
+            .finish()
+    }
+}
+
+/// Rebuilds the `StorageError` the state machine reported.
+fn storage_error(f: pb::StorageFailure) -> StorageError {
+    match f.code.as_str() {
+        "user_exists" => StorageError::UserExists,
+        "session_exists" => StorageError::SessionExists,
+        "not_found" => StorageError::NotFound,
+        "conflict" => StorageError::Conflict,
+        "invalid" => StorageError::Invalid(f.message),
+        "unavailable" => StorageError::Unavailable(f.message),
+        _ => StorageError::Internal(f.message),
+    }
+}
+
+fn unexpected(r: Option<Res>) -> StorageError {
+    StorageError::Internal(format!("unexpected state machine result: {r:?}"))
+}
+
+impl RaftStorage {
+    async fn write(&self, op: Op) -> Result<Res> {
+        match self.shared.write(op).await?.result {
+            Some(Res::Failure(f)) => Err(storage_error(f)),
+            Some(r) => Ok(r),
+            None => Err(unexpected(None)),
+        }
+    }
+
+    async fn read<T>(&self, f: impl FnOnce(&Tables) -> T) -> Result<T> {
+        self.shared.read_barrier().await?;
+        let state = self.shared.sm.state.read();
+        Ok(f(&state.tables))
+    }
+
+    async fn write_user(&self, op: Op) -> Result<User> {
+        match self.write(op).await? {
+            Res::User(u) => Ok(u),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn write_count(&self, op: Op) -> Result<u64> {
+        match self.write(op).await? {
+            Res::Count(n) => Ok(n),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for RaftStorage {
+    async fn create_user(&self, user: User) -> Result<User> {
+        self.write_user(Op::CreateUser(user)).await
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>> {
+        self.read(|t| t.get_user(id).cloned()).await
+    }
+
+    async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>> {
+        self.read(|t| t.get_user_by_username(username_key).cloned())
+            .await
+    }
+
+    async fn update_user(&self, user: User) -> Result<User> {
+        self.write_user(Op::UpdateUser(user)).await
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<u64> {
+        self.write_count(Op::DeleteUser(id.to_owned())).await
+    }
+
+    async fn create_session(&self, session: Session) -> Result<Session> {
+        match self.write(Op::CreateSession(session)).await? {
+            Res::Session(s) => Ok(s),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        self.read(|t| t.get_session(id).cloned()).await
+    }
+
+    async fn is_session_live(&self, id: &str, user_id: &str, now_ms: i64) -> Result<bool> {
+        self.read(|t| t.is_session_live(id, user_id, now_ms)).await
+    }
+
+    async fn list_user_sessions(&self, user_id: &str, now_ms: i64) -> Result<Vec<Session>> {
+        self.read(|t| t.list_user_sessions(user_id, now_ms)).await
+    }
+
+    async fn rotate_refresh(&self, req: RotateRefresh) -> Result<RotateOutcome> {
+        let cmd = pb::RotateRefreshCommand {
+            session_id: req.session_id,
+            presented_hash: req.presented_hash,
+            new_hash: req.new_hash,
+            sealed_successor: req.sealed_successor,
+            now_ms: req.now_ms,
+            idle_ttl_ms: req.idle_ttl_ms,
+            grace_ms: req.grace_ms,
+        };
+        let Res::Rotate(r) = self.write(Op::RotateRefresh(cmd)).await? else {
+            return Err(unexpected(None));
+        };
+        let session = || {
+            r.session
+                .clone()
+                .ok_or_else(|| StorageError::Internal("rotation result without session".into()))
+        };
+        Ok(match Kind::try_from(r.kind) {
+            Ok(Kind::Rotated) => RotateOutcome::Rotated(session()?),
+            Ok(Kind::Replayed) => RotateOutcome::Replayed(session()?),
+            Ok(Kind::Reused) => RotateOutcome::Reused,
+            Ok(Kind::Expired) => RotateOutcome::Expired,
+            Ok(Kind::Invalid) => RotateOutcome::Invalid,
+            _ => return Err(StorageError::Internal("unknown rotation result".into())),
+        })
+    }
+
+    async fn delete_session(&self, id: &str, user_id: &str) -> Result<bool> {
+        let op = Op::DeleteSession(pb::DeleteSessionCommand {
+            session_id: id.to_owned(),
+            user_id: user_id.to_owned(),
+        });
+        match self.write(op).await? {
+            Res::Flag(b) => Ok(b),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
+        self.write_count(Op::DeleteUserSessions(pb::DeleteUserSessionsCommand {
+            user_id: user_id.to_owned(),
+            keep_session_id: keep.unwrap_or_default().to_owned(),
+        }))
+        .await
+    }
+
+    async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        self.write_count(Op::DeleteExpired(pb::DeleteExpiredCommand {
+            now_ms,
+            limit: limit as u64,
+        }))
+        .await
+    }
+}

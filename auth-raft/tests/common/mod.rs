@@ -1,0 +1,126 @@
+//! An in-process cluster on loopback: each node has its own data dir, its own tonic
+//! server on an ephemeral port, and talks to the others over real gRPC.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use auth_raft::{RaftConfig, RaftNode, RaftStorage, ReadConsistency};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub struct Node {
+    pub node: RaftNode,
+    pub addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub dir: TempDir,
+    pub cluster_id: String,
+}
+
+async fn serve(node: &RaftNode, listener: TcpListener) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let svc = node.grpc_service();
+    let handle = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, handle)
+}
+
+impl Cluster {
+    /// Starts `n` nodes, waits for a leader.
+    pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    pub async fn start_with(n: u64, tweak: impl Fn(&mut RaftConfig)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        let mut members = BTreeMap::new();
+        for id in 1..=n {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            members.insert(id, l.local_addr().unwrap().to_string());
+            listeners.push(l);
+        }
+        let cluster_id = format!("test-{}", std::process::id());
+        let mut nodes = Vec::new();
+        for (id, listener) in (1..=n).zip(listeners) {
+            let addr = members[&id].clone();
+            let mut cfg = RaftConfig::new(id, addr.clone(), dir.path().join(format!("n{id}")));
+            cfg.cluster_id = cluster_id.clone();
+            cfg.initial_members = members.clone();
+            tweak(&mut cfg);
+            let node = RaftNode::start(cfg).await.unwrap();
+            let (stop, server) = serve(&node, listener).await;
+            nodes.push(Node {
+                node,
+                addr,
+                stop: Some(stop),
+                server: Some(server),
+            });
+        }
+        let c = Cluster {
+            nodes,
+            dir,
+            cluster_id,
+        };
+        c.leader(Duration::from_secs(10)).await;
+        c
+    }
+
+    /// The id of the leader, waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for n in &self.nodes {
+            if n.stop.is_none() {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(l) = n.node.wait_for_leader(left).await {
+                return l;
+            }
+        }
+        panic!("no leader within {timeout:?}");
+    }
+
+    pub fn storage(&self, id: u64) -> RaftStorage {
+        self.nodes[(id - 1) as usize].node.storage()
+    }
+
+    /// A node that is not the leader.
+    pub async fn follower(&self) -> u64 {
+        let leader = self.leader(Duration::from_secs(10)).await;
+        (1..=self.nodes.len() as u64)
+            .find(|id| *id != leader)
+            .unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        for n in &mut self.nodes {
+            if let Some(stop) = n.stop.take() {
+                let _ = stop.send(());
+            }
+            n.node.shutdown().await;
+            if let Some(s) = n.server.take() {
+                let _ = s.await;
+            }
+        }
+    }
+}
+
+pub fn local(cfg: &mut RaftConfig) {
+    cfg.read_consistency = ReadConsistency::Local;
+}
