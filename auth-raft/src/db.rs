@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -33,16 +34,20 @@ pub enum DbError {
     /// The data directory belongs to another cluster or node.
     #[error("raft store: {0}")]
     Identity(String),
+    /// The node has shut down.
+    #[error("raft store: closed")]
+    Closed,
 }
 
 fn redb_err(e: impl std::fmt::Display) -> DbError {
     DbError::Redb(e.to_string())
 }
 
-/// Shared handle to the node's redb database.
+/// Shared handle to the node's redb database. [`Db::close`] releases the file even
+/// while clones of the handle are still around (they then get [`DbError::Closed`]).
 #[derive(Clone)]
 pub(crate) struct Db {
-    pub(crate) inner: Arc<Database>,
+    inner: Arc<RwLock<Option<Database>>>,
 }
 
 impl Db {
@@ -51,12 +56,9 @@ impl Db {
     pub(crate) fn open(dir: &Path, cluster_id: &str, node_id: u64) -> Result<Self, DbError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbError::Redb(format!("{}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("raft.redb")).map_err(redb_err)?;
-        let db = Self {
-            inner: Arc::new(db),
-        };
+        let database = Database::create(dir.join("raft.redb")).map_err(redb_err)?;
         {
-            let tx = db.inner.begin_write().map_err(redb_err)?;
+            let tx = database.begin_write().map_err(redb_err)?;
             {
                 tx.open_table(LOGS).map_err(redb_err)?;
                 let mut meta = tx.open_table(META).map_err(redb_err)?;
@@ -92,85 +94,112 @@ impl Db {
             }
             tx.commit().map_err(redb_err)?;
         }
-        Ok(db)
+        Ok(Self {
+            inner: Arc::new(RwLock::new(Some(database))),
+        })
+    }
+
+    /// Closes the database file now.
+    pub(crate) fn close(&self) {
+        self.inner.write().take();
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, DbError>) -> Result<T, DbError> {
+        let guard = self.inner.read();
+        let db = guard.as_ref().ok_or(DbError::Closed)?;
+        f(db)
     }
 
     pub(crate) fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let tx = self.inner.begin_read().map_err(redb_err)?;
-        let t = tx.open_table(META).map_err(redb_err)?;
-        Ok(t.get(key).map_err(redb_err)?.map(|v| v.value().to_vec()))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(redb_err)?;
+            let t = tx.open_table(META).map_err(redb_err)?;
+            Ok(t.get(key).map_err(redb_err)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Writes meta records in one transaction; `durable` waits for fsync.
     pub(crate) fn put_meta(&self, records: &[(&str, &[u8])], durable: bool) -> Result<(), DbError> {
-        let mut tx = self.inner.begin_write().map_err(redb_err)?;
-        if !durable {
-            tx.set_durability(Durability::None).map_err(redb_err)?;
-        }
-        {
-            let mut t = tx.open_table(META).map_err(redb_err)?;
-            for (k, v) in records {
-                t.insert(*k, *v).map_err(redb_err)?;
+        self.with(|db| {
+            let mut tx = db.begin_write().map_err(redb_err)?;
+            if !durable {
+                tx.set_durability(Durability::None).map_err(redb_err)?;
             }
-        }
-        tx.commit().map_err(redb_err)
+            {
+                let mut t = tx.open_table(META).map_err(redb_err)?;
+                for (k, v) in records {
+                    t.insert(*k, *v).map_err(redb_err)?;
+                }
+            }
+            tx.commit().map_err(redb_err)
+        })
     }
 
     /// Appends encoded entries (index, bytes) durably.
     pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), DbError> {
-        let tx = self.inner.begin_write().map_err(redb_err)?;
-        {
-            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-            for (i, bytes) in entries {
-                t.insert(*i, bytes.as_slice()).map_err(redb_err)?;
+        self.with(|db| {
+            let tx = db.begin_write().map_err(redb_err)?;
+            {
+                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+                for (i, bytes) in entries {
+                    t.insert(*i, bytes.as_slice()).map_err(redb_err)?;
+                }
             }
-        }
-        tx.commit().map_err(redb_err)
+            tx.commit().map_err(redb_err)
+        })
     }
 
     /// Removes every entry with index >= `from`.
     pub(crate) fn truncate(&self, from: u64) -> Result<(), DbError> {
-        let tx = self.inner.begin_write().map_err(redb_err)?;
-        {
-            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-            t.retain_in(from.., |_, _| false).map_err(redb_err)?;
-        }
-        tx.commit().map_err(redb_err)
+        self.with(|db| {
+            let tx = db.begin_write().map_err(redb_err)?;
+            {
+                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+                t.retain_in(from.., |_, _| false).map_err(redb_err)?;
+            }
+            tx.commit().map_err(redb_err)
+        })
     }
 
     /// Records `last_purged` and removes every entry with index <= `upto`, atomically.
     pub(crate) fn purge(&self, upto: u64, last_purged: &[u8]) -> Result<(), DbError> {
-        let tx = self.inner.begin_write().map_err(redb_err)?;
-        {
-            let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-            t.retain_in(..=upto, |_, _| false).map_err(redb_err)?;
-            let mut m = tx.open_table(META).map_err(redb_err)?;
-            m.insert(LAST_PURGED, last_purged).map_err(redb_err)?;
-        }
-        tx.commit().map_err(redb_err)
+        self.with(|db| {
+            let tx = db.begin_write().map_err(redb_err)?;
+            {
+                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+                t.retain_in(..=upto, |_, _| false).map_err(redb_err)?;
+                let mut m = tx.open_table(META).map_err(redb_err)?;
+                m.insert(LAST_PURGED, last_purged).map_err(redb_err)?;
+            }
+            tx.commit().map_err(redb_err)
+        })
     }
 
     /// Entries in `[start, end)`, in order.
     pub(crate) fn range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
-        let tx = self.inner.begin_read().map_err(redb_err)?;
-        let t = tx.open_table(LOGS).map_err(redb_err)?;
-        let mut out = Vec::new();
-        if start >= end {
-            return Ok(out);
-        }
-        for item in t.range(start..end).map_err(redb_err)? {
-            let (k, v) = item.map_err(redb_err)?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with(|db| {
+            let tx = db.begin_read().map_err(redb_err)?;
+            let t = tx.open_table(LOGS).map_err(redb_err)?;
+            let mut out = Vec::new();
+            if start >= end {
+                return Ok(out);
+            }
+            for item in t.range(start..end).map_err(redb_err)? {
+                let (k, v) = item.map_err(redb_err)?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// The last entry, if any.
     pub(crate) fn last(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
-        let tx = self.inner.begin_read().map_err(redb_err)?;
-        let t = tx.open_table(LOGS).map_err(redb_err)?;
-        Ok(t.last()
-            .map_err(redb_err)?
-            .map(|(k, v)| (k.value(), v.value().to_vec())))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(redb_err)?;
+            let t = tx.open_table(LOGS).map_err(redb_err)?;
+            Ok(t.last()
+                .map_err(redb_err)?
+                .map(|(k, v)| (k.value(), v.value().to_vec())))
+        })
     }
 }

@@ -40,6 +40,16 @@ pub fn open_stores(
     cluster_id: &str,
     node_id: NodeId,
 ) -> Result<(LogStore, StateMachineStore), DbError> {
+    let (_, log, sm) = open_all(dir, cluster_id, node_id)?;
+    Ok((log, sm))
+}
+
+pub(crate) fn open_all(
+    dir: &std::path::Path,
+    cluster_id: &str,
+    node_id: NodeId,
+) -> Result<(db::Db, LogStore, StateMachineStore), DbError> {
     let db = db::Db::open(dir, cluster_id, node_id)?;
-    Ok((LogStore::new(db.clone()), StateMachineStore::open(db)?))
+    let sm = StateMachineStore::open(db.clone())?;
+    Ok((db.clone(), LogStore::new(db), sm))
 }

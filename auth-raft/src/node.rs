@@ -62,6 +62,9 @@ pub struct RaftConfig {
     pub election_timeout: Duration,
     /// Build a snapshot (and compact the log) every this many entries. Default 10 000.
     pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little
+    /// (further behind, they get the snapshot). Default 1 000.
+    pub logs_to_keep: u64,
 }
 
 impl RaftConfig {
@@ -78,6 +81,7 @@ impl RaftConfig {
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(150),
             snapshot_every: 10_000,
+            logs_to_keep: 1_000,
         }
     }
 }
@@ -107,6 +111,7 @@ pub(crate) struct NodeShared {
     pub(crate) cluster_id: String,
     pub(crate) raft: Raft,
     pub(crate) sm: StateMachineStore,
+    db: crate::db::Db,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
     peers: Mutex<HashMap<NodeId, (String, RaftServiceClient<Channel>)>>,
@@ -154,7 +159,7 @@ impl RaftNode {
                 }
             }
         }
-        let (log, sm) = crate::open_stores(&cfg.data_dir, &cfg.cluster_id, cfg.id)?;
+        let (db, log, sm) = crate::open_all(&cfg.data_dir, &cfg.cluster_id, cfg.id)?;
         let heartbeat = cfg.heartbeat.as_millis().max(1) as u64;
         let election = cfg.election_timeout.as_millis().max(heartbeat as u128 * 3) as u64;
         let raft_config = openraft::Config {
@@ -167,7 +172,7 @@ impl RaftNode {
             install_snapshot_timeout: 30_000,
             snapshot_max_chunk_size: 1024 * 1024,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
-            max_in_snapshot_log_to_keep: 500,
+            max_in_snapshot_log_to_keep: cfg.logs_to_keep,
             max_payload_entries: 64,
             ..Default::default()
         }
@@ -176,9 +181,21 @@ impl RaftNode {
         let network = Network {
             cluster_id: cfg.cluster_id.clone(),
         };
-        let raft = openraft::Raft::new(cfg.id, Arc::new(raft_config), network, log, sm.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = match openraft::Raft::new(
+            cfg.id,
+            Arc::new(raft_config),
+            network,
+            log,
+            sm.clone(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                db.close();
+                return Err(StartError::Raft(e.to_string()));
+            }
+        };
         let (batch_tx, batch_rx) = mpsc::channel(16 * 1024);
         let shared = Arc::new(NodeShared {
             id: cfg.id,
@@ -186,6 +203,7 @@ impl RaftNode {
             cluster_id: cfg.cluster_id.clone(),
             raft,
             sm,
+            db,
             read_consistency: cfg.read_consistency,
             request_timeout: cfg.request_timeout,
             peers: Mutex::new(HashMap::new()),
@@ -253,9 +271,11 @@ impl RaftNode {
             .map_err(unavailable)
     }
 
-    /// Stops Raft on this node.
+    /// Stops Raft on this node and closes its data directory; later storage calls on
+    /// this node fail with `unavailable`.
     pub async fn shutdown(&self) {
         let _ = self.shared.raft.shutdown().await;
+        self.shared.db.close();
     }
 }
 
@@ -280,6 +300,7 @@ impl NodeShared {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             membership: Some(membership_to_pb(m.membership_config.membership())),
             cluster_id: self.cluster_id.clone(),
+            purged_index: m.purged.map_or(0, |l| l.index),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct Node {
     pub node: RaftNode,
     pub addr: String,
+    pub cfg: RaftConfig,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -63,11 +64,12 @@ impl Cluster {
             cfg.cluster_id = cluster_id.clone();
             cfg.initial_members = members.clone();
             tweak(&mut cfg);
-            let node = RaftNode::start(cfg).await.unwrap();
+            let node = RaftNode::start(cfg.clone()).await.unwrap();
             let (stop, server) = serve(&node, listener).await;
             nodes.push(Node {
                 node,
                 addr,
+                cfg,
                 stop: Some(stop),
                 server: Some(server),
             });
@@ -106,6 +108,34 @@ impl Cluster {
         (1..=self.nodes.len() as u64)
             .find(|id| *id != leader)
             .unwrap()
+    }
+
+    /// Stops a node's server and Raft (like a crash, minus the page cache).
+    pub async fn stop(&mut self, id: u64) {
+        let n = &mut self.nodes[(id - 1) as usize];
+        if let Some(stop) = n.stop.take() {
+            let _ = stop.send(());
+        }
+        n.node.shutdown().await;
+        if let Some(s) = n.server.take() {
+            let _ = s.await;
+        }
+    }
+
+    /// Starts a stopped node again from its data dir, on its old address.
+    pub async fn restart(&mut self, id: u64) {
+        let n = &mut self.nodes[(id - 1) as usize];
+        assert!(n.stop.is_none(), "node {id} is running");
+        let listener = TcpListener::bind(&n.addr).await.unwrap();
+        let node = RaftNode::start(n.cfg.clone()).await.unwrap();
+        let (stop, server) = serve(&node, listener).await;
+        n.node = node;
+        n.stop = Some(stop);
+        n.server = Some(server);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[(id - 1) as usize].stop.is_some()
     }
 
     pub async fn shutdown(mut self) {

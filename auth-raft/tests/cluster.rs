@@ -1,0 +1,375 @@
+//! Cluster behaviour of `RaftStorage` on in-process nodes over real gRPC: one set of
+//! tokens across nodes, no stale reads after logout, no writes without a majority,
+//! catch-up by snapshot, restart durability, and refusal of bad input.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_core::api::*;
+use auth_core::{Auth, AuthApi, Config, HashParams, KeyRing, SigningKey};
+use auth_proto::v1 as pb;
+use auth_proto::v1::raft_service_client::RaftServiceClient;
+use auth_raft::{RaftConfig, RaftNode, RaftStorage, StartError};
+use auth_storage::{Storage, StorageError, User};
+use common::Cluster;
+
+fn auth(storage: RaftStorage) -> Auth<RaftStorage> {
+    let keys = KeyRing::new(SigningKey::hs256("cluster", &[7u8; 32]).unwrap());
+    let config = Config {
+        hash: HashParams::insecure_fast(),
+        keys: Some(keys),
+        ..Config::default()
+    };
+    Auth::new(config, storage).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        id: format!("{:0>32}", name),
+        username: name.into(),
+        username_key: name.into(),
+        password_hash: "x".into(),
+        ..User::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_from_one_node_verifies_on_another_and_logout_is_seen_everywhere_at_once() {
+    let cluster = Cluster::start(3).await;
+    let (a, b, c) = (
+        auth(cluster.storage(1)),
+        auth(cluster.storage(2)),
+        auth(cluster.storage(3)),
+    );
+    a.register(RegisterRequest {
+        username: "alice".into(),
+        password: "password-1".into(),
+    })
+    .await
+    .unwrap();
+    let tokens = b
+        .login(LoginRequest {
+            username: "alice".into(),
+            password: "password-1".into(),
+            client: None,
+        })
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    for node in [&a, &b, &c] {
+        let me = node
+            .verify(VerifyRequest {
+                access_token: tokens.access_token.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(me.username, "alice");
+    }
+    b.logout(LogoutRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Linearizable reads: the very next verify on a third node sees the logout.
+    let e = c
+        .verify(VerifyRequest {
+            access_token: tokens.access_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "session_ended");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lockout_counts_are_cluster_wide() {
+    let cluster = Cluster::start(3).await;
+    let nodes = [
+        auth(cluster.storage(1)),
+        auth(cluster.storage(2)),
+        auth(cluster.storage(3)),
+    ];
+    nodes[0]
+        .register(RegisterRequest {
+            username: "bob".into(),
+            password: "password-1".into(),
+        })
+        .await
+        .unwrap();
+    // Five failures spread over three nodes lock the account on all of them.
+    for i in 0..5 {
+        let e = nodes[i % 3]
+            .login(LoginRequest {
+                username: "bob".into(),
+                password: "wrong-password".into(),
+                client: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_credentials");
+    }
+    for n in &nodes {
+        let e = n
+            .login(LoginRequest {
+                username: "bob".into(),
+                password: "password-1".into(),
+                client: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "locked");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_cannot_acknowledge_writes() {
+    let mut cluster =
+        Cluster::start_with(3, |c| c.request_timeout = Duration::from_millis(1500)).await;
+    let survivor = cluster.follower().await;
+    cluster
+        .storage(survivor)
+        .create_user(user("before"))
+        .await
+        .unwrap();
+    for id in 1..=3 {
+        if id != survivor {
+            cluster.stop(id).await;
+        }
+    }
+    let started = std::time::Instant::now();
+    let e = cluster
+        .storage(survivor)
+        .create_user(user("alone"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A linearizable read cannot be served either.
+    assert!(matches!(
+        cluster.storage(survivor).get_user(&user("before").id).await,
+        Err(StorageError::Unavailable(_))
+    ));
+    // With a majority back, writes resume.
+    let other = (1..=3).find(|id| *id != survivor).unwrap();
+    cluster.restart(other).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster.storage(survivor).create_user(user("after")).await {
+            Ok(_) => break,
+            Err(StorageError::UserExists) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}")
+            }
+            Err(e) => panic!("writes did not resume: {e:?}"),
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_behind_a_compacted_log_catches_up_by_snapshot_and_restarts_keep_everything() {
+    let mut cluster = Cluster::start_with(3, |c| {
+        c.snapshot_every = 50;
+        c.logs_to_keep = 0;
+    })
+    .await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    let lagging_last = cluster.nodes[(lagging - 1) as usize]
+        .node
+        .status()
+        .last_log_index;
+    cluster.stop(lagging).await;
+    let s = cluster.storage(leader);
+    for i in 0..300 {
+        s.create_user(user(&format!("u{i}"))).await.unwrap();
+    }
+    // The leader snapshotted and compacted past what the lagging node has.
+    let status = cluster.nodes[(leader - 1) as usize].node.status();
+    assert!(status.snapshot_index > 0, "{status:?}");
+    assert!(
+        status.purged_index > lagging_last,
+        "the log the lagging node needs must be gone: {status:?}"
+    );
+    cluster.restart(lagging).await;
+    let want = cluster.nodes[(leader - 1) as usize]
+        .node
+        .status()
+        .last_applied_index;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = cluster.nodes[(lagging - 1) as usize].node.status();
+        if st.last_applied_index >= want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not catch up: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = cluster.nodes[(lagging - 1) as usize].node.status();
+    assert!(
+        st.snapshot_index > lagging_last,
+        "caught up without a snapshot: {st:?}"
+    );
+    let local = cluster.storage(lagging);
+    assert!(local.get_user(&user("u299").id).await.unwrap().is_some());
+    // Stop everything and start again: every acknowledged write is still there.
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    cluster.leader(Duration::from_secs(10)).await;
+    for id in 1..=3 {
+        for i in [0, 150, 299] {
+            assert!(
+                cluster
+                    .storage(id)
+                    .get_user(&user(&format!("u{i}")).id)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "node {id} lost u{i}"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_raft_rpcs_are_refused_with_clear_errors() {
+    let cluster = Cluster::start(3).await;
+    let addr = format!("http://{}", cluster.nodes[0].addr);
+    let mut c = RaftServiceClient::connect(addr).await.unwrap();
+    // Malformed: no vote.
+    let e = c
+        .append_entries(pb::AppendEntriesRequestPb {
+            cluster_id: cluster.cluster_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // Another cluster.
+    let e = c
+        .vote(pb::VoteRequestPb {
+            vote: Some(pb::VotePb {
+                leader_id: Some(pb::LeaderIdPb {
+                    term: 99,
+                    node_id: 2,
+                }),
+                committed: false,
+            }),
+            last_log_id: None,
+            cluster_id: "someone-else".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    // A vote from a node that is not a member.
+    let e = c
+        .vote(pb::VoteRequestPb {
+            vote: Some(pb::VotePb {
+                leader_id: Some(pb::LeaderIdPb {
+                    term: 99,
+                    node_id: 42,
+                }),
+                committed: false,
+            }),
+            last_log_id: None,
+            cluster_id: cluster.cluster_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Oversized: beyond the 64 MiB message limit.
+    let e = c
+        .forward(pb::ForwardRequest {
+            batch: Some(pb::CommandBatch {
+                proposed_at_ms: 0,
+                commands: vec![pb::Command {
+                    request_id: vec![0; 65 * 1024 * 1024],
+                    op: None,
+                }],
+            }),
+            cluster_id: cluster.cluster_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal
+        ),
+        "{e:?}"
+    );
+    // The cluster is unharmed and its term did not jump to 99.
+    let status = cluster.nodes[0].node.status();
+    assert!(status.term < 99, "{status:?}");
+    cluster
+        .storage(1)
+        .create_user(user("still-fine"))
+        .await
+        .unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dirs_of_other_clusters_and_corrupt_logs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftConfig::new(1, "127.0.0.1:1", dir.path().join("n1"));
+    cfg.cluster_id = "first".into();
+    let node = RaftNode::start(cfg.clone()).await.unwrap();
+    node.shutdown().await;
+    drop(node);
+
+    let mut other = cfg.clone();
+    other.cluster_id = "second".into();
+    let e = RaftNode::start(other).await.err().unwrap();
+    assert!(matches!(e, StartError::Store(_)), "{e}");
+    assert!(e.to_string().contains("belongs to cluster"), "{e}");
+
+    let mut wrong_id = cfg.clone();
+    wrong_id.id = 2;
+    let e = RaftNode::start(wrong_id).await.err().unwrap();
+    assert!(e.to_string().contains("belongs to node"), "{e}");
+
+    // Corrupt the last log record as a crash mid-write might.
+    {
+        let db = redb::Database::create(dir.path().join("n1/raft.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let logs: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("logs");
+            let mut t = tx.open_table(logs).unwrap();
+            t.insert(7u64, &b"\xff\xfe garbage"[..]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let e = RaftNode::start(cfg).await.err().unwrap();
+    assert!(e.to_string().contains("corrupt"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_member_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftConfig::new(3, "127.0.0.1:7003", dir.path().join("n3"));
+    cfg.initial_members = [
+        (1, "127.0.0.1:7001".to_string()),
+        (2, "127.0.0.1:7002".to_string()),
+    ]
+    .into();
+    let e = RaftNode::start(cfg.clone()).await.err().unwrap();
+    assert!(e.to_string().contains("not in the member list"), "{e}");
+    cfg.initial_members.insert(3, "127.0.0.1:9999".into());
+    let e = RaftNode::start(cfg).await.err().unwrap();
+    assert!(e.to_string().contains("listens at"), "{e}");
+    let _ = Arc::new(());
+}
