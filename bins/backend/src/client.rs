@@ -196,6 +196,13 @@ impl RemoteAuth {
                 // The backend answered: an application error, final.
                 return Err(from_status(&status));
             }
+            if !answered && !transport_failure(status.code()) {
+                // A server (or proxy) answered without our metadata, e.g. tonic's
+                // OUT_OF_RANGE for an oversized request: final, and the endpoint is
+                // healthy. Marking it down here would let one bad request take every
+                // endpoint out of service.
+                return Err(from_status(&status));
+            }
             let error = from_status(&status);
             if !answered {
                 // Transport failure: stop sending here until a probe sees it back.
@@ -213,21 +220,34 @@ impl RemoteAuth {
     }
 }
 
+/// True for the codes a broken or unreachable connection produces (as opposed to a
+/// status some server chose to send).
+fn transport_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
 /// True if the status says the connection was never established, so the request
 /// cannot have reached a server.
 fn never_connected(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused
                     | std::io::ErrorKind::AddrNotAvailable
                     | std::io::ErrorKind::HostUnreachable
                     | std::io::ErrorKind::NetworkUnreachable
-            ) {
-                return true;
-            }
+            )
+        {
+            return true;
         }
         let text = e.to_string();
         if text.contains("tcp connect error") || text.contains("error trying to connect") {

@@ -5,11 +5,15 @@
 //! - [`client::RemoteAuth`]: an [`AuthApi`] that talks to one or more backends and fails
 //!   over between them, so a front end is written once for in-process and remote use.
 //! - [`status`]: the single mapping between `AuthError` and `tonic::Status`.
+//! - [`config`] and [`app`]: the `auth-backend` binary (flags, TOML file, logging,
+//!   signals), as testable library code.
 //!
 //! [`AuthApi`]: auth_core::AuthApi
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod client;
+pub mod config;
 pub mod server;
 pub mod status;
 

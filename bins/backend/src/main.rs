@@ -1,1 +1,12 @@
-fn main() {}
+//! `auth-backend`: the auth-sdk gRPC server. See `auth-backend serve --help`.
+
+use std::process::ExitCode;
+
+use auth_backend::config::{Cli, Command};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => auth_backend::app::main_serve(&args),
+    }
+}

@@ -106,10 +106,10 @@ impl AuthService for AuthGrpc {
         let peer = req.remote_addr();
         let mut inner = req.into_inner();
         let client = inner.client.get_or_insert_with(ClientInfo::default);
-        if client.ip.is_empty() {
-            if let Some(peer) = peer {
-                client.ip = peer.ip().to_string();
-            }
+        if client.ip.is_empty()
+            && let Some(peer) = peer
+        {
+            client.ip = peer.ip().to_string();
         }
         reply(self.api.login(inner).await)
     }

@@ -40,10 +40,10 @@ pub fn to_status(e: &AuthError) -> Status {
     let mut status = Status::new(grpc_code(e), e.to_string());
     let md = status.metadata_mut();
     md.insert(CODE_KEY, MetadataValue::from_static(e.code()));
-    if let Some(d) = e.retry_after() {
-        if let Ok(v) = MetadataValue::try_from(d.as_millis().to_string()) {
-            md.insert(RETRY_AFTER_KEY, v);
-        }
+    if let Some(d) = e.retry_after()
+        && let Ok(v) = MetadataValue::try_from(d.as_millis().to_string())
+    {
+        md.insert(RETRY_AFTER_KEY, v);
     }
     status
 }
@@ -82,8 +82,11 @@ pub fn from_status(s: &Status) -> AuthError {
         "session_ended" => AuthError::SessionEnded,
         "refresh_token_reused" => AuthError::RefreshTokenReused,
         "not_found" => AuthError::NotFound,
-        "stopped" | "unavailable" => AuthError::Unavailable(s.message().to_owned()),
-        "invalid_config" | "internal" => AuthError::Internal(s.message().to_owned()),
+        // `detail` drops the `Display` prefix the server added, so the rebuilt error
+        // does not print it twice ("temporarily unavailable: temporarily unavailable: ...").
+        "stopped" | "unavailable" => AuthError::Unavailable(detail().into_owned()),
+        "internal" => AuthError::Internal(detail().into_owned()),
+        "invalid_config" => AuthError::Internal(s.message().to_owned()),
         _ => match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
                 AuthError::Unavailable(format!("backend: {}", s.message()))
@@ -123,17 +126,16 @@ mod tests {
         for e in errors {
             let back = from_status(&to_status(&e));
             assert_eq!(back.code(), e.code());
-            if !matches!(e, AuthError::Unavailable(_)) {
-                assert_eq!(back, e);
-            }
+            assert_eq!(back, e);
+            assert_eq!(back.to_string(), e.to_string());
         }
         assert_eq!(
-            from_status(&to_status(&AuthError::Stopped)).code(),
-            "unavailable"
+            from_status(&to_status(&AuthError::Stopped)),
+            AuthError::Unavailable("auth service stopped".into())
         );
         assert_eq!(
-            from_status(&to_status(&AuthError::Internal("x".into()))).code(),
-            "internal"
+            from_status(&to_status(&AuthError::Internal("x: y".into()))),
+            AuthError::Internal("x: y".into())
         );
     }
 

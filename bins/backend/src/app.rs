@@ -1,0 +1,231 @@
+//! What the `auth-backend` binary does, as library functions: logging set-up, signal
+//! handling and [`run`], which serves until shut down. `main.rs` only parses flags and
+//! calls [`main_serve`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use auth_core::{Auth, AuthApi};
+use auth_storage::memory::MemoryStorage;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, LogFormat, ServeArgs, ServeConfig, StorageKind};
+use crate::server::serve;
+
+/// Exit status for a configuration or usage error (same as clap's).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status for a failure while running (cannot bind, server error).
+pub const EXIT_RUNTIME: u8 = 1;
+
+/// Why [`run`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The configuration cannot be used (bad key file, ...).
+    Config(ConfigError),
+    /// The listen address cannot be bound.
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    Serve(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Config(e) => e.fmt(f),
+            RunError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            RunError::Serve(m) => write!(f, "server failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<ConfigError> for RunError {
+    fn from(e: ConfigError) -> Self {
+        RunError::Config(e)
+    }
+}
+
+/// Installs the global tracing subscriber: logs on stderr, level from `RUST_LOG`
+/// (default `info`), as text or JSON lines. Does nothing if one is already installed.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A future that resolves on the first SIGINT or SIGTERM.
+///
+/// The handlers are installed when this function returns, not when the future is first
+/// polled, so a signal that arrives before serving starts is not lost (and does not kill
+/// the process with the default action).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        })
+    }
+}
+
+/// Builds the auth service, binds `cfg.listen`, calls `on_listening` with the bound
+/// address, and serves until `shutdown` resolves. Then it stops accepting, lets
+/// in-flight calls finish (for at most `cfg.shutdown_timeout`) and stops the service.
+pub async fn run(
+    cfg: &ServeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), RunError> {
+    cfg.check()?;
+    let core = cfg.auth_config()?;
+    if core.keys.is_none() {
+        tracing::warn!(
+            "no signing key configured (--signing-key-file): using a random key; \
+             access tokens will not survive a restart nor verify on other backends"
+        );
+    }
+    let auth = match cfg.storage {
+        StorageKind::Memory => Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?,
+        other => return Err(ConfigError::UnsupportedStorage(other).into()),
+    };
+    auth.start().map_err(ConfigError::from)?;
+    let result = serve_until(cfg, Arc::new(auth.clone()), shutdown, on_listening).await;
+    auth.stop().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Serves any `api` the way the binary does: binds `cfg.listen`, reports the bound
+/// address to `on_listening`, serves with `cfg.server_options()` until `shutdown`
+/// resolves, then waits at most `cfg.shutdown_timeout` for in-flight calls.
+pub async fn serve_until(
+    cfg: &ServeConfig,
+    api: Arc<dyn AuthApi>,
+    shutdown: impl Future<Output = ()> + Send,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), RunError> {
+    let listener = TcpListener::bind(cfg.listen.as_str())
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
+    tracing::info!(
+        %addr,
+        storage = %cfg.storage,
+        max_request_bytes = cfg.max_request_bytes,
+        "auth-backend listening"
+    );
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let graceful = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let mut server = tokio::spawn(serve(listener, api, cfg.server_options(), graceful));
+    on_listening(addr);
+    let joined = tokio::select! {
+        joined = &mut server => joined,
+        () = shutdown => {
+            tracing::info!("shutting down: no new calls, finishing in-flight ones");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(cfg.shutdown_timeout, &mut server).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!(
+                        timeout = ?cfg.shutdown_timeout,
+                        "in-flight calls did not finish in time; closing them"
+                    );
+                    server.abort();
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RunError::Serve(e.to_string())),
+        Err(e) => Err(RunError::Serve(e.to_string())),
+    }
+}
+
+/// `auth-backend serve`: resolves the configuration, sets up logging, serves until
+/// SIGINT/SIGTERM and returns the process exit status (0 after a clean shutdown,
+/// [`EXIT_CONFIG`] for a configuration error, [`EXIT_RUNTIME`] otherwise).
+///
+/// Prints exactly one line on stdout, `listening on <addr>`, once the port is bound.
+pub fn main_serve(args: &ServeArgs) -> ExitCode {
+    let cfg = match args.resolve() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("auth-backend: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(cfg.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("auth-backend: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let shutdown = shutdown_signal().map_err(|e| RunError::Serve(e.to_string()))?;
+        run(&cfg, shutdown, |addr| {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            let _ = out.flush();
+        })
+        .await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "auth-backend failed");
+            eprintln!("auth-backend: {e}");
+            match e {
+                RunError::Config(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_RUNTIME),
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The `auth-backend` binary end to end: start it on an ephemeral port, talk gRPC to it,
+//! stop it with a signal; configuration errors exit non-zero with a clear message.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use auth_core::api::*;
+use auth_proto::v1::auth_service_client::AuthServiceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
+const DEADLINE: Duration = Duration::from_secs(30);
+const PW: &str = "correct horse battery";
+const FAST: &[&str] = &["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
+
+/// A running `auth-backend`; killed on drop if it has not exited.
+struct Backend {
+    pid: u32,
+    addr: String,
+    exited: mpsc::Receiver<ExitStatus>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    done: bool,
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTH_BACKEND_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Collects a pipe on a thread (so the child never blocks on a full pipe); lines are
+/// sent as they come, the whole text once the pipe closes.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    lines: Option<mpsc::Sender<String>>,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+            if let Some(l) = &lines {
+                let _ = l.send(line.clone());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+fn wait_thread(mut child: Child) -> mpsc::Receiver<ExitStatus> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait() {
+            let _ = tx.send(status);
+        }
+    });
+    rx
+}
+
+impl Backend {
+    /// Starts `auth-backend serve ARGS` and waits (bounded) for `listening on <addr>`.
+    fn start(args: &[&str]) -> Self {
+        Self::start_with(command(&[&["serve"], args].concat()))
+    }
+
+    fn start_with(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("spawn auth-backend");
+        let pid = child.id();
+        let (line_tx, line_rx) = mpsc::channel();
+        let stdout = drain(child.stdout.take().unwrap(), Some(line_tx));
+        let stderr = drain(child.stderr.take().unwrap(), None);
+        let exited = wait_thread(child);
+        let mut backend = Self {
+            pid,
+            addr: String::new(),
+            exited,
+            stdout,
+            stderr,
+            done: false,
+        };
+        match line_rx.recv_timeout(DEADLINE) {
+            Ok(line) => {
+                let addr = line
+                    .trim_end()
+                    .strip_prefix("listening on ")
+                    .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
+                backend.addr = addr.to_owned();
+            }
+            Err(_) => {
+                let stderr = backend.stderr_after_exit();
+                panic!("auth-backend did not report its address; stderr:\n{stderr}");
+            }
+        }
+        backend
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait(&mut self) -> ExitStatus {
+        match self.exited.recv_timeout(DEADLINE) {
+            Ok(status) => {
+                self.done = true;
+                status
+            }
+            Err(_) => panic!("auth-backend did not exit within {DEADLINE:?}"),
+        }
+    }
+
+    /// Everything written to stderr (after the process exited).
+    fn stderr_after_exit(&mut self) -> String {
+        if !self.done {
+            self.signal("KILL");
+            let _ = self.wait();
+        }
+        self.stderr.recv_timeout(DEADLINE).unwrap_or_default()
+    }
+
+    fn stdout_after_exit(&self) -> String {
+        self.stdout.recv_timeout(DEADLINE).unwrap_or_default()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Runs the binary to completion (bounded) and returns (status, stdout, stderr).
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = command(args).spawn().expect("spawn");
+    let pid = child.id();
+    let out = drain(child.stdout.take().unwrap(), None);
+    let err = drain(child.stderr.take().unwrap(), None);
+    let exited = wait_thread(child);
+    let status = exited.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("auth-backend {args:?} did not exit");
+    });
+    (
+        status,
+        out.recv_timeout(DEADLINE).unwrap_or_default(),
+        err.recv_timeout(DEADLINE).unwrap_or_default(),
+    )
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("auth-backend-bin-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Register + login + verify over gRPC; returns the access token.
+fn register_and_login(url: &str, name: &str) -> String {
+    runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(url.to_owned())
+            .await
+            .expect("connect");
+        c.register(RegisterRequest {
+            username: name.into(),
+            password: PW.into(),
+        })
+        .await
+        .expect("register");
+        let t = c
+            .login(LoginRequest {
+                username: name.into(),
+                password: PW.into(),
+                client: None,
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        let v = c
+            .verify(VerifyRequest {
+                access_token: t.access_token.clone(),
+            })
+            .await
+            .expect("verify")
+            .into_inner();
+        assert_eq!(v.username, name);
+        t.access_token
+    })
+}
+
+#[test]
+fn serves_grpc_and_exits_zero_on_sigterm() {
+    let mut b = Backend::start(&[&["--listen", "127.0.0.1:0"], FAST].concat());
+    assert!(!b.addr.ends_with(":0"), "{}", b.addr);
+    register_and_login(&b.url(), "alice");
+    b.signal("TERM");
+    let status = b.wait();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(b.stdout_after_exit(), format!("listening on {}\n", b.addr));
+    let stderr = b.stderr_after_exit();
+    assert!(
+        stderr.contains("random key"),
+        "no warning about the random key:\n{stderr}"
+    );
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+#[test]
+fn exits_zero_on_sigint_too() {
+    let mut b = Backend::start(&[&["--listen", "127.0.0.1:0"], FAST].concat());
+    b.signal("INT");
+    assert!(b.wait().success());
+}
+
+#[test]
+fn config_file_and_environment_are_used_and_flags_win() {
+    let dir = temp_dir("cfg");
+    // 32 bytes of 'A', base64.
+    write(
+        &dir,
+        "hs.key",
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n",
+    );
+    let conf = write(
+        &dir,
+        "backend.toml",
+        r#"
+        listen = "256.0.0.1:1"        # invalid on purpose: the flag must win
+        storage = "memory"
+        access_token_ttl = "5m"
+        issuer = "file-issuer"
+        signing_key_file = "hs.key"
+        signing_key_id = "file-kid"
+        log_format = "json"
+        [argon2]
+        memory_kib = 64
+        iterations = 1
+        "#,
+    );
+    let mut cmd = command(&["serve", "--listen", "127.0.0.1:0"]);
+    cmd.env("AUTH_BACKEND_CONFIG", &conf)
+        .env("AUTH_BACKEND_MAX_REQUEST_BYTES", "4096");
+    let mut b = Backend::start_with(cmd);
+    let token = register_and_login(&b.url(), "bob");
+
+    // The token is signed with the configured key id and issuer, lives 5 minutes.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let header: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], "file-kid", "{header}");
+    assert_eq!(claims["iss"], "file-issuer", "{claims}");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+
+    // The environment's request limit applies.
+    runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(b.url()).await.unwrap();
+        let e = c
+            .verify(VerifyRequest {
+                access_token: "x".repeat(8192),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+    });
+
+    b.signal("TERM");
+    assert!(b.wait().success());
+    // Logs are JSON lines on stderr; no warning about a random key.
+    let stderr = b.stderr_after_exit();
+    assert!(!stderr.contains("random key"), "{stderr}");
+    let mut lines = 0;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= 2, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unknown_config_key_exits_non_zero_with_a_clear_message() {
+    let dir = temp_dir("unknown");
+    let conf = write(
+        &dir,
+        "bad.toml",
+        "listen = \"127.0.0.1:0\"\nlisten_adress = \"x\"\n",
+    );
+    let (status, stdout, stderr) = run_to_exit(&["serve", "--config", conf.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("unknown field `listen_adress`"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_configurations_exit_non_zero() {
+    let (status, _, stderr) = run_to_exit(&["serve", "--storage", "raft"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("not available yet"), "{stderr}");
+
+    let (status, _, stderr) = run_to_exit(&["serve", "--config", "/nonexistent/backend.toml"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("/nonexistent/backend.toml"), "{stderr}");
+
+    let (status, _, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--signing-key-file",
+        "/nonexistent/key",
+    ]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("cannot read key file"), "{stderr}");
+
+    let (status, _, stderr) = run_to_exit(&["serve", "--log-format", "xml"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("xml"), "{stderr}");
+
+    let (status, _, _) = run_to_exit(&["frobnicate"]);
+    assert_eq!(status.code(), Some(2));
+
+    let (status, stdout, _) = run_to_exit(&["serve", "--help"]);
+    assert!(status.success());
+    assert!(stdout.contains("--signing-key-file"), "{stdout}");
+    assert!(stdout.contains("AUTH_BACKEND_LISTEN"), "{stdout}");
+}
+
+#[test]
+fn a_busy_port_exits_with_a_runtime_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stdout, stderr) =
+        run_to_exit(&[&["serve", "--listen", addr.as_str()], FAST].concat());
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+}

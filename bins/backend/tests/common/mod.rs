@@ -1,0 +1,365 @@
+//! Helpers shared by the integration tests: in-process servers on ephemeral ports,
+//! wrapping `AuthApi`s that count or stall calls, and deadline-bounded waiting.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use auth_backend::{ServerOptions, serve};
+use auth_core::api::*;
+use auth_core::{Auth, AuthApi, AuthError, Config, HashParams};
+use auth_storage::memory::MemoryStorage;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous upper bound for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A test configuration: cheap hashing, everything else default.
+pub fn fast_config() -> Config {
+    Config {
+        hash: HashParams::insecure_fast(),
+        ..Config::default()
+    }
+}
+
+/// A started `Auth` over memory storage with cheap hashing.
+pub fn fast_auth() -> Auth<MemoryStorage> {
+    fast_auth_with(fast_config())
+}
+
+/// A started `Auth` with this configuration.
+pub fn fast_auth_with(config: Config) -> Auth<MemoryStorage> {
+    let auth = Auth::new(config, MemoryStorage::new()).expect("valid test config");
+    auth.start().expect("start");
+    auth
+}
+
+/// `auth_backend::serve` running on a local port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TestServer {
+    /// Serves `api` on an ephemeral port.
+    pub async fn start(api: Arc<dyn AuthApi>, options: ServerOptions) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), api, options).await
+    }
+
+    /// Serves `api` on `addr` (to bring a stopped backend back on its old port).
+    pub async fn start_on(addr: SocketAddr, api: Arc<dyn AuthApi>, options: ServerOptions) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(serve(listener, api, options, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Triggers graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits (bounded) for the server to return.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        let joined = tokio::time::timeout(DEADLINE, &mut self.handle)
+            .await
+            .expect("server did not shut down within the deadline");
+        joined.expect("server task").expect("server result");
+    }
+
+    /// Waits (bounded) for the server to return after [`TestServer::begin_shutdown`].
+    pub async fn join(mut self) -> Result<(), tonic::transport::Error> {
+        tokio::time::timeout(DEADLINE, &mut self.handle)
+            .await
+            .expect("server did not shut down within the deadline")
+            .expect("server task")
+    }
+}
+
+/// Polls `cond` until it holds or `within` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Holds calls until released: `entered` is notified when a call arrives, and the
+/// call proceeds once `release` is notified (one permit per call).
+#[derive(Clone, Default)]
+pub struct Gate {
+    pub entered: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+/// An `AuthApi` that counts the calls it forwards (and optionally holds them at a gate).
+pub struct Counting {
+    inner: Arc<dyn AuthApi>,
+    calls: AtomicUsize,
+    gate: Option<Gate>,
+    /// If set, the next call answers with this error instead of forwarding.
+    pub fail_next: parking_lot::Mutex<Option<AuthError>>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn AuthApi>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            gate: None,
+            fail_next: parking_lot::Mutex::new(None),
+        })
+    }
+
+    pub fn gated(inner: Arc<dyn AuthApi>, gate: Gate) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            gate: Some(gate),
+            fail_next: parking_lot::Mutex::new(None),
+        })
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn hit(&self) -> Result<(), AuthError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(g) = &self.gate {
+            g.entered.notify_one();
+            g.release.notified().await;
+        }
+        match self.fail_next.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl AuthApi for Counting {
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        self.hit().await?;
+        self.inner.register(req).await
+    }
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
+        self.hit().await?;
+        self.inner.login(req).await
+    }
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        self.hit().await?;
+        self.inner.verify(req).await
+    }
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        self.hit().await?;
+        self.inner.refresh(req).await
+    }
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        self.hit().await?;
+        self.inner.logout(req).await
+    }
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        self.hit().await?;
+        self.inner.logout_all(req).await
+    }
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        self.hit().await?;
+        self.inner.change_password(req).await
+    }
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        self.hit().await?;
+        self.inner.delete_user(req).await
+    }
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        self.hit().await?;
+        self.inner.list_sessions(req).await
+    }
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        self.hit().await?;
+        self.inner.revoke_session(req).await
+    }
+}
+
+/// What a [`Scripted`] backend does with a call.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Answer with this error.
+    Fail(AuthError),
+    /// Pass `gate`, then answer with this error.
+    Stall { gate: Gate, then: AuthError },
+}
+
+/// An `AuthApi` whose every call follows one [`Behaviour`] (and counts).
+pub struct Scripted {
+    pub behaviour: Behaviour,
+    calls: AtomicUsize,
+}
+
+impl Scripted {
+    pub fn new(behaviour: Behaviour) -> Arc<Self> {
+        Arc::new(Self {
+            behaviour,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn act<T>(&self) -> Result<T, AuthError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match &self.behaviour {
+            Behaviour::Fail(e) => Err(e.clone()),
+            Behaviour::Stall { gate, then } => {
+                gate.entered.notify_one();
+                gate.release.notified().await;
+                Err(then.clone())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AuthApi for Scripted {
+    async fn register(&self, _: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        self.act().await
+    }
+    async fn login(&self, _: LoginRequest) -> Result<LoginResponse, AuthError> {
+        self.act().await
+    }
+    async fn verify(&self, _: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        self.act().await
+    }
+    async fn refresh(&self, _: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        self.act().await
+    }
+    async fn logout(&self, _: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        self.act().await
+    }
+    async fn logout_all(&self, _: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        self.act().await
+    }
+    async fn change_password(
+        &self,
+        _: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        self.act().await
+    }
+    async fn delete_user(&self, _: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        self.act().await
+    }
+    async fn list_sessions(
+        &self,
+        _: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        self.act().await
+    }
+    async fn revoke_session(
+        &self,
+        _: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        self.act().await
+    }
+}
+
+pub fn register_req(name: &str, password: &str) -> RegisterRequest {
+    RegisterRequest {
+        username: name.into(),
+        password: password.into(),
+    }
+}
+
+pub fn login_req(name: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        username: name.into(),
+        password: password.into(),
+        client: None,
+    }
+}
+
+/// A port that accepts TCP connections, counts them and closes them at once: a
+/// backend that is up at the TCP level but dead for gRPC.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn bind(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind black hole");
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and releases the port.
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A local port with nothing listening on it (connections are refused).
+pub async fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
