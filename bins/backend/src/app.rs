@@ -12,8 +12,13 @@ use auth_storage::memory::MemoryStorage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{ConfigError, LogFormat, ServeArgs, ServeConfig, StorageKind};
-use crate::server::serve;
+use auth_proto::v1::raft_service_server::RaftServiceServer;
+use auth_raft::{RaftConfig, RaftGrpc, RaftNode, ReadConsistency};
+
+use crate::config::{
+    ConfigError, LogFormat, RaftSettings, ReadMode, ServeArgs, ServeConfig, StorageKind,
+};
+use crate::server::serve_with_raft;
 
 /// Exit status for a configuration or usage error (same as clap's).
 pub const EXIT_CONFIG: u8 = 2;
@@ -35,6 +40,8 @@ pub enum RunError {
     },
     /// The gRPC server failed.
     Serve(String),
+    /// The Raft node could not start (bad data directory, another cluster's data, ...).
+    Raft(auth_raft::StartError),
 }
 
 impl std::fmt::Display for RunError {
@@ -43,6 +50,7 @@ impl std::fmt::Display for RunError {
             RunError::Config(e) => e.fmt(f),
             RunError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             RunError::Serve(m) => write!(f, "server failed: {m}"),
+            RunError::Raft(e) => write!(f, "raft node: {e}"),
         }
     }
 }
@@ -116,15 +124,74 @@ pub async fn run(
              access tokens will not survive a restart nor verify on other backends"
         );
     }
-    let auth = match cfg.storage {
-        StorageKind::Memory => Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?,
-        other => return Err(ConfigError::UnsupportedStorage(other).into()),
+    let listener = bind(cfg).await?;
+    let result = match (&cfg.raft, cfg.storage) {
+        (None, StorageKind::Memory) => {
+            let auth = Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?;
+            auth.start().map_err(ConfigError::from)?;
+            let r = serve_on(
+                listener,
+                cfg,
+                Arc::new(auth.clone()),
+                None,
+                shutdown,
+                on_listening,
+            )
+            .await;
+            auth.stop().await;
+            r
+        }
+        (Some(raft), StorageKind::Raft) => {
+            let node = RaftNode::start(raft_config(cfg, raft))
+                .await
+                .map_err(RunError::Raft)?;
+            let auth = Auth::new(core, node.storage()).map_err(ConfigError::from)?;
+            auth.start().map_err(ConfigError::from)?;
+            let service = node.grpc_service();
+            let r = serve_on(
+                listener,
+                cfg,
+                Arc::new(auth.clone()),
+                Some(service),
+                shutdown,
+                on_listening,
+            )
+            .await;
+            auth.stop().await;
+            node.shutdown().await;
+            r
+        }
+        (_, other) => return Err(ConfigError::UnsupportedStorage(other).into()),
     };
-    auth.start().map_err(ConfigError::from)?;
-    let result = serve_until(cfg, Arc::new(auth.clone()), shutdown, on_listening).await;
-    auth.stop().await;
     tracing::info!("stopped");
     result
+}
+
+/// The Raft node configuration for `serve --storage raft`.
+pub fn raft_config(cfg: &ServeConfig, raft: &RaftSettings) -> RaftConfig {
+    let addr = raft
+        .peers
+        .get(&raft.id)
+        .cloned()
+        .unwrap_or_else(|| cfg.listen.clone());
+    let mut rc = RaftConfig::new(raft.id, addr, raft.data_dir.clone());
+    rc.cluster_id = raft.cluster_id.clone();
+    rc.initial_members = raft.peers.clone();
+    rc.snapshot_every = raft.snapshot_every;
+    rc.read_consistency = match raft.read {
+        ReadMode::Linearizable => ReadConsistency::Linearizable,
+        ReadMode::Local => ReadConsistency::Local,
+    };
+    rc
+}
+
+async fn bind(cfg: &ServeConfig) -> Result<TcpListener, RunError> {
+    TcpListener::bind(cfg.listen.as_str())
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })
 }
 
 /// Serves any `api` the way the binary does: binds `cfg.listen`, reports the bound
@@ -136,12 +203,18 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
-    let listener = TcpListener::bind(cfg.listen.as_str())
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
+    let listener = bind(cfg).await?;
+    serve_on(listener, cfg, api, None, shutdown, on_listening).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    cfg: &ServeConfig,
+    api: Arc<dyn AuthApi>,
+    raft: Option<RaftServiceServer<RaftGrpc>>,
+    shutdown: impl Future<Output = ()> + Send,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(|source| RunError::Bind {
         addr: cfg.listen.clone(),
         source,
@@ -156,7 +229,13 @@ pub async fn serve_until(
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    let mut server = tokio::spawn(serve(listener, api, cfg.server_options(), graceful));
+    let mut server = tokio::spawn(serve_with_raft(
+        listener,
+        api,
+        raft,
+        cfg.server_options(),
+        graceful,
+    ));
     on_listening(addr);
     let joined = tokio::select! {
         joined = &mut server => joined,
@@ -223,7 +302,10 @@ pub fn main_serve(args: &ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "auth-backend failed");
             eprintln!("auth-backend: {e}");
             match e {
-                RunError::Config(_) => ExitCode::from(EXIT_CONFIG),
+                RunError::Config(_)
+                | RunError::Raft(
+                    auth_raft::StartError::Store(_) | auth_raft::StartError::Config(_),
+                ) => ExitCode::from(EXIT_CONFIG),
                 _ => ExitCode::from(EXIT_RUNTIME),
             }
         }

@@ -59,6 +59,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve AuthService (with gRPC health and reflection) until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Start a local Raft cluster of `serve --storage raft` processes (default 5 nodes
+    /// on ports 50051, 50061, …) and stop them all on Ctrl-C.
+    Cluster(crate::cluster::ClusterArgs),
 }
 
 /// Flags of `auth-backend serve`. Every field is optional so that a flag which was not
@@ -130,6 +133,98 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight calls before giving up [default: 30s].
     #[arg(long, env = "AUTH_BACKEND_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+
+    /// Raft: this node's id (non-zero).
+    #[arg(long, env = "AUTH_BACKEND_ID", value_name = "N")]
+    pub id: Option<u64>,
+
+    /// Raft: every initial member as `id=host:port`, comma-separated, this node
+    /// included (e.g. `1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071`).
+    #[arg(long, env = "AUTH_BACKEND_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+
+    /// Raft: directory for the log, vote and snapshots.
+    #[arg(long, env = "AUTH_BACKEND_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Raft: cluster name; a node refuses data directories and peers of other
+    /// clusters [default: auth-sdk].
+    #[arg(long, env = "AUTH_BACKEND_CLUSTER_ID", value_name = "NAME")]
+    pub cluster_id: Option<String>,
+
+    /// Raft: `linearizable` reads (default) or `local` (faster, possibly stale: a token
+    /// logged out a moment ago may still verify on a lagging node).
+    #[arg(long, env = "AUTH_BACKEND_READ_CONSISTENCY", value_enum)]
+    pub read_consistency: Option<ReadMode>,
+
+    /// Raft: build a snapshot and compact the log every N entries [default: 10000].
+    #[arg(long, env = "AUTH_BACKEND_SNAPSHOT_EVERY", value_name = "N")]
+    pub snapshot_every: Option<u64>,
+}
+
+/// Raft read consistency, as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Every read sees every write acknowledged before it started.
+    #[default]
+    Linearizable,
+    /// Read the local replica as it is.
+    Local,
+}
+
+/// The Raft settings of `serve --storage raft`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// This node's id.
+    pub id: u64,
+    /// Initial members, id → address.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Cluster name.
+    pub cluster_id: String,
+    /// Read consistency.
+    pub read: ReadMode,
+    /// Snapshot interval in log entries.
+    pub snapshot_every: u64,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id {id:?} is not a number"))?;
+        let addr = addr.trim();
+        if id == 0 {
+            return Err("peer ids must be non-zero".into());
+        }
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("peer {id} address {addr:?} is not host:port"));
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("the peer list is empty".into());
+    }
+    let mut addrs: Vec<&String> = out.values().collect();
+    addrs.sort();
+    addrs.dedup();
+    if addrs.len() != out.len() {
+        return Err("two peers share an address".into());
+    }
+    Ok(out)
 }
 
 /// Where accounts and sessions are kept.
@@ -138,7 +233,7 @@ pub struct ServeArgs {
 pub enum StorageKind {
     /// In this process's memory: lost on restart, not shared.
     Memory,
-    /// Replicated with Raft (not available yet).
+    /// Replicated with Raft across the `--peers` (needs `--id`, `--data-dir`).
     Raft,
 }
 
@@ -196,6 +291,18 @@ pub struct FileConfig {
     /// See `--shutdown-timeout`.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub shutdown_timeout: Option<Duration>,
+    /// See `--id`.
+    pub id: Option<u64>,
+    /// See `--peers`.
+    pub peers: Option<String>,
+    /// See `--data-dir`; relative to the configuration file.
+    pub data_dir: Option<PathBuf>,
+    /// See `--cluster-id`.
+    pub cluster_id: Option<String>,
+    /// See `--read-consistency`.
+    pub read_consistency: Option<ReadMode>,
+    /// See `--snapshot-every`.
+    pub snapshot_every: Option<u64>,
 }
 
 /// The `[argon2]` table of the configuration file.
@@ -231,6 +338,11 @@ impl FileConfig {
             && key.is_relative()
         {
             file.signing_key_file = Some(dir.join(key));
+        }
+        if let (Some(data), Some(dir)) = (&file.data_dir, path.parent())
+            && data.is_relative()
+        {
+            file.data_dir = Some(dir.join(data));
         }
         Ok(file)
     }
@@ -272,6 +384,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_timeout: Duration,
+    /// Raft settings, with `storage = raft`.
+    pub raft: Option<RaftSettings>,
 }
 
 impl Default for ServeConfig {
@@ -290,6 +404,7 @@ impl Default for ServeConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             log_format: LogFormat::Text,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            raft: None,
         }
     }
 }
@@ -329,7 +444,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::UnsupportedStorage(kind) => write!(
                 f,
-                "storage {kind:?} is not available yet (Raft storage is planned); use --storage memory",
+                "storage {kind:?} cannot be used with these settings",
                 kind = kind.to_string()
             ),
             ConfigError::Invalid(m) => write!(f, "invalid configuration: {m}"),
@@ -377,9 +492,48 @@ impl ServeArgs {
             }
             (None, None) => None,
         };
+        let storage = pick(self.storage, file.storage, d.storage);
+        let id = self.id.or(file.id);
+        let peers = self.peers.clone().or(file.peers);
+        let data_dir = self.data_dir.clone().or(file.data_dir);
+        let raft = match storage {
+            StorageKind::Raft => {
+                let missing = |f: &str| ConfigError::Invalid(format!("--storage raft needs --{f}"));
+                let id = id.ok_or_else(|| missing("id"))?;
+                let peers = parse_peers(&peers.ok_or_else(|| missing("peers"))?)
+                    .map_err(|e| ConfigError::Invalid(format!("--peers: {e}")))?;
+                Some(RaftSettings {
+                    id,
+                    peers,
+                    data_dir: data_dir.ok_or_else(|| missing("data-dir"))?,
+                    cluster_id: self
+                        .cluster_id
+                        .clone()
+                        .or(file.cluster_id)
+                        .unwrap_or_else(|| "auth-sdk".into()),
+                    read: self
+                        .read_consistency
+                        .or(file.read_consistency)
+                        .unwrap_or_default(),
+                    snapshot_every: self
+                        .snapshot_every
+                        .or(file.snapshot_every)
+                        .unwrap_or(10_000),
+                })
+            }
+            StorageKind::Memory => {
+                if id.is_some() || peers.is_some() || data_dir.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "--id, --peers and --data-dir only apply to --storage raft".into(),
+                    ));
+                }
+                None
+            }
+        };
         let cfg = ServeConfig {
+            raft,
             listen: pick(self.listen.clone(), file.listen, d.listen),
-            storage: pick(self.storage, file.storage, d.storage),
+            storage,
             access_token_ttl: pick(
                 self.access_token_ttl,
                 file.access_token_ttl,
@@ -424,6 +578,16 @@ impl ServeArgs {
     }
 }
 
+/// True if a node listening on `listen` is reachable at `advertised` (same port; a
+/// wildcard listen address matches any host).
+fn listen_matches(listen: &str, advertised: &str) -> bool {
+    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_owned());
+    let host = |a: &str| a.rsplit_once(':').map(|(h, _)| h.to_owned());
+    port(listen) == port(advertised)
+        && (host(listen) == host(advertised)
+            || matches!(host(listen).as_deref(), Some("0.0.0.0" | "[::]")))
+}
+
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
@@ -431,7 +595,26 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
 impl ServeConfig {
     /// Checks what can be checked without touching the key file.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.storage != StorageKind::Memory {
+        if let Some(r) = &self.raft {
+            if r.id == 0 {
+                return Err(ConfigError::Invalid("--id must be non-zero".into()));
+            }
+            match r.peers.get(&r.id) {
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--peers does not list this node (id {})",
+                        r.id
+                    )));
+                }
+                Some(a) if !listen_matches(&self.listen, a) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--peers lists node {} at {a} but it listens on {}",
+                        r.id, self.listen
+                    )));
+                }
+                Some(_) => {}
+            }
+        } else if self.storage == StorageKind::Raft {
             return Err(ConfigError::UnsupportedStorage(self.storage));
         }
         if self.listen.trim().is_empty() {
@@ -533,6 +716,7 @@ mod tests {
         argv.extend_from_slice(list);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(a) => a,
+            Command::Cluster(_) => unreachable!("serve was parsed"),
         }
     }
 
@@ -622,15 +806,71 @@ mod tests {
     }
 
     #[test]
-    fn raft_storage_is_rejected_for_now() {
+    fn raft_storage_needs_id_peers_and_data_dir() {
         let e = args(&["--storage", "raft"]).resolve().unwrap_err();
-        assert_eq!(e, ConfigError::UnsupportedStorage(StorageKind::Raft));
-        assert!(e.to_string().contains("not available yet"), "{e}");
-        let file = FileConfig::parse("storage = \"raft\"").unwrap();
-        assert!(args(&[]).resolve_with(file).is_err());
+        assert!(e.to_string().contains("--id"), "{e}");
+        let e = args(&["--storage", "raft", "--id", "1", "--data-dir", "/tmp/x"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("--peers"), "{e}");
         // A flag can override the file's choice.
         let file = FileConfig::parse("storage = \"raft\"").unwrap();
         assert!(args(&["--storage", "memory"]).resolve_with(file).is_ok());
+        let ok = args(&[
+            "--storage",
+            "raft",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:50061",
+            "--data-dir",
+            "/tmp/x",
+            "--peers",
+            "1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071",
+        ])
+        .resolve()
+        .unwrap();
+        let r = ok.raft.unwrap();
+        assert_eq!(r.id, 2);
+        assert_eq!(r.peers.len(), 3);
+        assert_eq!(r.read, ReadMode::Linearizable);
+    }
+
+    #[test]
+    fn wrong_peer_lists_are_rejected() {
+        let base = [
+            "--storage",
+            "raft",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:50061",
+            "--data-dir",
+            "/tmp/x",
+        ];
+        for (peers, why) in [
+            (
+                "1=127.0.0.1:50051,3=127.0.0.1:50071",
+                "does not list this node",
+            ),
+            ("1=127.0.0.1:50051,2=127.0.0.1:59999", "listens on"),
+            ("1=127.0.0.1:50051,1=127.0.0.1:50061", "twice"),
+            ("0=127.0.0.1:50061,2=127.0.0.1:50061", "non-zero"),
+            ("x=127.0.0.1:50061", "not a number"),
+            ("2=nowhere", "host:port"),
+            ("1=127.0.0.1:50061,2=127.0.0.1:50061", "share an address"),
+            ("", "empty"),
+        ] {
+            let mut a: Vec<&str> = base.to_vec();
+            a.extend(["--peers", peers]);
+            let e = args(&a).resolve().unwrap_err();
+            assert!(e.to_string().contains(why), "{peers}: {e}");
+        }
+        let e = args(&["--id", "1"]).resolve().unwrap_err();
+        assert!(
+            e.to_string().contains("only apply to --storage raft"),
+            "{e}"
+        );
     }
 
     #[test]

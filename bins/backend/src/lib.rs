@@ -12,7 +12,9 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod admin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod server;
 pub mod status;

@@ -8,5 +8,6 @@ use clap::Parser;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => auth_backend::app::main_serve(&args),
+        Command::Cluster(args) => auth_backend::cluster::main_cluster(&args),
     }
 }

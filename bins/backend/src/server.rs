@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use auth_core::AuthApi;
 use auth_proto::v1::auth_service_server::{AuthService, AuthServiceServer};
+use auth_proto::v1::raft_service_server::RaftServiceServer;
 use auth_proto::v1::*;
+use auth_raft::RaftGrpc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -164,6 +166,18 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_raft(listener, api, None, options, shutdown).await
+}
+
+/// Like [`serve`], plus a Raft node's `RaftService` (peer RPCs, forwarded writes,
+/// cluster admin) on the same port.
+pub async fn serve_with_raft(
+    listener: TcpListener,
+    api: Arc<dyn AuthApi>,
+    raft: Option<RaftServiceServer<RaftGrpc>>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AuthServiceServer<AuthGrpc>>()
@@ -177,7 +191,10 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .tcp_nodelay(true);
-    let router = builder.add_service(health).add_service(auth);
+    let router = builder
+        .add_service(health)
+        .add_service(auth)
+        .add_optional_service(raft);
     let router = match reflection {
         Ok(r) => router.add_service(r),
         Err(e) => {

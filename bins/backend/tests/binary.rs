@@ -351,7 +351,22 @@ fn unknown_config_key_exits_non_zero_with_a_clear_message() {
 fn bad_configurations_exit_non_zero() {
     let (status, _, stderr) = run_to_exit(&["serve", "--storage", "raft"]);
     assert_eq!(status.code(), Some(2));
-    assert!(stderr.contains("not available yet"), "{stderr}");
+    assert!(stderr.contains("--storage raft needs --id"), "{stderr}");
+
+    // A wrong --peers list: this node is not in it.
+    let (status, _, stderr) = run_to_exit(&[
+        "serve",
+        "--storage",
+        "raft",
+        "--id",
+        "3",
+        "--data-dir",
+        "/tmp/never-created",
+        "--peers",
+        "1=127.0.0.1:1,2=127.0.0.1:2",
+    ]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("does not list this node"), "{stderr}");
 
     let (status, _, stderr) = run_to_exit(&["serve", "--config", "/nonexistent/backend.toml"]);
     assert_eq!(status.code(), Some(2));

@@ -27,6 +27,7 @@
 //! | 3 | backend unreachable or unavailable (for `health`: some endpoint not serving) |
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod render;
 
 use std::ffi::OsString;
@@ -139,6 +140,9 @@ pub enum Cmd {
     },
     /// Ask every endpoint whether it is serving.
     Health,
+    /// Raft cluster status and membership (`status`, `add-learner`, `promote`, `remove`).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
 }
 
 /// Where a command reads and writes; the real process streams in `main`, buffers in
@@ -288,6 +292,9 @@ fn remote(cli: &Cli) -> Result<RemoteAuth, Failure> {
 }
 
 async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
+    if let Cmd::Cluster(cmd) = cli.command {
+        return cluster::execute(cmd, cli.endpoints, cli.timeout, cli.json, io).await;
+    }
     let api = remote(&cli)?;
     let json = cli.json;
     match cli.command {
@@ -415,6 +422,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
                 render::sessions_text(&r)
             })
         }
+        Cmd::Cluster(_) => Err(Failure::Usage("cluster commands are handled above".into())),
         Cmd::Health => {
             let results = api.health().await;
             let all_serving = results.iter().all(|(_, r)| matches!(r, Ok(true)));
@@ -450,7 +458,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
 }
 
 /// Writes the JSON value or the text, and returns success.
-fn emit(
+pub(crate) fn emit(
     io: &mut Io<'_>,
     json: bool,
     value: Value,

@@ -1,0 +1,357 @@
+//! `auth-backend cluster`: a local Raft cluster of `auth-backend serve --storage raft`
+//! child processes, for trying fail-over by hand (kill any two, see it still works).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::Args;
+use rand::RngCore;
+
+/// Flags of `auth-backend cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u16,
+    /// Host the nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of node 1; node N listens on base + (N-1) × step.
+    #[arg(long, default_value_t = 50051)]
+    pub base_port: u16,
+    /// Distance between the nodes' ports.
+    #[arg(long, default_value_t = 10)]
+    pub port_step: u16,
+    /// Directory for every node's data, logs, the cluster id and the shared signing key.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Extra `serve` flags for every node, after `--` (e.g. `-- --argon2-memory-kib 4096`).
+    #[arg(last = true)]
+    pub node_args: Vec<String>,
+}
+
+/// One node of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Node id (1-based).
+    pub id: u64,
+    /// Listen address.
+    pub addr: String,
+    /// Log file (the node's stdout and stderr).
+    pub log: PathBuf,
+    /// Arguments of `auth-backend` for this node.
+    pub args: Vec<String>,
+}
+
+/// Reads `DIR/NAME`, or creates it with `make()` (mode 0600).
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let value = make();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts
+                .open(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut f, value.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(value)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Lays out the cluster: ports, data dirs, a cluster id and one signing key shared by
+/// every node (so a token from any node verifies on all), created on first use.
+pub fn plan(args: &ClusterArgs) -> Result<Vec<NodePlan>, String> {
+    if args.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    let cluster_id = read_or_create(&args.data_dir.join("cluster-id"), || {
+        let mut b = [0u8; 6];
+        rand::rng().fill_bytes(&mut b);
+        format!(
+            "auth-{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    })?;
+    let key_file = args.data_dir.join("signing.key");
+    read_or_create(&key_file, || {
+        let mut b = [0u8; 32];
+        rand::rng().fill_bytes(&mut b);
+        base64::engine::general_purpose::STANDARD.encode(b)
+    })?;
+    let mut peers = BTreeMap::new();
+    for i in 0..args.nodes {
+        let port = u32::from(args.base_port) + u32::from(i) * u32::from(args.port_step);
+        let port = u16::try_from(port).map_err(|_| "ports run past 65535".to_string())?;
+        peers.insert(u64::from(i) + 1, format!("{}:{port}", args.host));
+    }
+    let peer_list = peers
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(peers
+        .iter()
+        .map(|(id, addr)| {
+            let mut a: Vec<String> = [
+                "serve",
+                "--storage",
+                "raft",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--peers",
+                &peer_list,
+                "--cluster-id",
+                &cluster_id,
+                "--signing-key-id",
+                "cluster",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.push("--data-dir".into());
+            a.push(
+                args.data_dir
+                    .join(format!("node-{id}"))
+                    .display()
+                    .to_string(),
+            );
+            a.push("--signing-key-file".into());
+            a.push(key_file.display().to_string());
+            a.extend(args.node_args.iter().cloned());
+            NodePlan {
+                id: *id,
+                addr: addr.clone(),
+                log: args.data_dir.join(format!("node-{id}.log")),
+                args: a,
+            }
+        })
+        .collect())
+}
+
+fn spawn(exe: &Path, node: &NodePlan) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .map_err(|e| format!("cannot open {}: {e}", node.log.display()))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open {}: {e}", node.log.display()))?;
+    Command::new(exe)
+        .args(&node.args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start node {}: {e}", node.id))
+}
+
+fn terminate(child: &Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: sending a signal to a child process we own; no memory is involved.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// `auth-backend cluster`: starts the nodes, prints their id, pid and address, reports
+/// nodes that exit, and stops them all on SIGINT/SIGTERM.
+pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("auth-backend cluster: {e}");
+            return ExitCode::from(crate::app::EXIT_CONFIG);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("auth-backend cluster: cannot find own executable: {e}");
+            return ExitCode::from(crate::app::EXIT_RUNTIME);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("auth-backend cluster: {e}");
+            return ExitCode::from(crate::app::EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = match crate::app::shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("auth-backend cluster: {e}");
+                return ExitCode::from(crate::app::EXIT_RUNTIME);
+            }
+        };
+        let mut children: Vec<(NodePlan, Option<Child>)> = Vec::new();
+        for node in &plan {
+            match spawn(&exe, node) {
+                Ok(c) => children.push((node.clone(), Some(c))),
+                Err(e) => {
+                    eprintln!("auth-backend cluster: {e}");
+                    for (_, c) in children
+                        .iter()
+                        .filter_map(|(n, c)| c.as_ref().map(|c| (n, c)))
+                    {
+                        terminate(c);
+                    }
+                    return ExitCode::from(crate::app::EXIT_RUNTIME);
+                }
+            }
+        }
+        println!(
+            "auth-backend cluster: {} nodes, data in {}",
+            plan.len(),
+            args.data_dir.display()
+        );
+        println!("{:>4}  {:>8}  {:<22}  log", "id", "pid", "address");
+        for (n, c) in &children {
+            let pid = c.as_ref().map_or(0, Child::id);
+            println!(
+                "{:>4}  {:>8}  {:<22}  {}",
+                n.id,
+                pid,
+                n.addr,
+                n.log.display()
+            );
+        }
+        let endpoints: Vec<&str> = plan.iter().map(|n| n.addr.as_str()).collect();
+        println!("endpoints: {}", endpoints.join(","));
+        println!(
+            "stop a node with `kill PID`; restart it with the `# restart node` line in its log"
+        );
+        println!("Ctrl-C stops every node.");
+        for n in &plan {
+            let line = format!(
+                "# restart node {}: {} {}\n",
+                n.id,
+                exe.display(),
+                n.args.join(" ")
+            );
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&n.log) {
+                let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => {
+                    for (n, slot) in &mut children {
+                        if let Some(c) = slot
+                            && let Ok(Some(status)) = c.try_wait()
+                        {
+                            println!("node {} (pid {}) exited: {status}", n.id, c.id());
+                            *slot = None;
+                        }
+                    }
+                }
+            }
+        }
+        println!(
+            "stopping {} nodes",
+            children.iter().filter(|(_, c)| c.is_some()).count()
+        );
+        for (_, c) in children
+            .iter()
+            .filter_map(|(n, c)| c.as_ref().map(|c| (n, c)))
+        {
+            terminate(c);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (_, slot) in &mut children {
+            if let Some(c) = slot {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if let Ok(None) = c.try_wait() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_gives_each_node_its_port_dir_and_the_shared_key() {
+        let dir = std::env::temp_dir().join(format!("auth-cluster-plan-{}", std::process::id()));
+        let args = ClusterArgs {
+            nodes: 5,
+            host: "127.0.0.1".into(),
+            base_port: 50051,
+            port_step: 10,
+            data_dir: dir.clone(),
+            node_args: vec!["--argon2-memory-kib".into(), "64".into()],
+        };
+        let p = plan(&args).unwrap();
+        assert_eq!(p.len(), 5);
+        assert_eq!(p[4].addr, "127.0.0.1:50091");
+        let peers = p[0].args.iter().position(|a| a == "--peers").unwrap();
+        assert_eq!(
+            p[0].args[peers + 1],
+            "1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071,4=127.0.0.1:50081,5=127.0.0.1:50091"
+        );
+        assert!(
+            p[2].args
+                .ends_with(&["--argon2-memory-kib".to_string(), "64".to_string()])
+        );
+        // The cluster id and key are created once and reused.
+        let id1 = std::fs::read_to_string(dir.join("cluster-id")).unwrap();
+        let key1 = std::fs::read_to_string(dir.join("signing.key")).unwrap();
+        plan(&args).unwrap();
+        assert_eq!(
+            id1,
+            std::fs::read_to_string(dir.join("cluster-id")).unwrap()
+        );
+        assert_eq!(
+            key1,
+            std::fs::read_to_string(dir.join("signing.key")).unwrap()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("signing.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let too_many = ClusterArgs {
+            base_port: 65530,
+            ..args.clone()
+        };
+        assert!(plan(&too_many).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
