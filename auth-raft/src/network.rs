@@ -84,6 +84,8 @@ fn malformed<E: std::error::Error>(e: Malformed) -> RpcErr<E> {
 }
 
 impl Connection {
+    // openraft's error type is large by design; it is returned once per failed RPC.
+    #[allow(clippy::result_large_err)]
     fn client<E: std::error::Error>(&self) -> Result<RaftServiceClient<Channel>, RpcErr<E>> {
         self.client
             .clone()

@@ -318,10 +318,10 @@ impl NodeShared {
             .addr
             .clone();
         let mut peers = self.peers.lock();
-        if let Some((a, c)) = peers.get(&leader) {
-            if *a == addr {
-                return Some((leader, Some(c.clone())));
-            }
+        if let Some((a, c)) = peers.get(&leader)
+            && *a == addr
+        {
+            return Some((leader, Some(c.clone())));
         }
         let client = raft_client(&addr, Duration::from_millis(500)).ok()?;
         peers.insert(leader, (addr, client.clone()));

@@ -87,10 +87,10 @@ impl RaftGrpc {
                 .borrow()
                 .membership_config
                 .clone();
-            if let Some(n) = m.membership().get_node(&id) {
-                if let Ok(v) = n.addr.parse() {
-                    s.metadata_mut().insert(LEADER_ADDR_KEY, v);
-                }
+            if let Some(n) = m.membership().get_node(&id)
+                && let Ok(v) = n.addr.parse()
+            {
+                s.metadata_mut().insert(LEADER_ADDR_KEY, v);
             }
         }
         s

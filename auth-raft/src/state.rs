@@ -56,10 +56,10 @@ impl SmState {
             .commands
             .iter()
             .map(|cmd| {
-                if !cmd.request_id.is_empty() {
-                    if let Some((_, r)) = self.dedup.get(&cmd.request_id) {
-                        return r.clone();
-                    }
+                if !cmd.request_id.is_empty()
+                    && let Some((_, r)) = self.dedup.get(&cmd.request_id)
+                {
+                    return r.clone();
                 }
                 let r = self.apply_command(cmd);
                 if !cmd.request_id.is_empty() {

@@ -28,6 +28,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 }
 
 #[test]
-fn openraft_storage_suite_passes() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite_passes() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

@@ -178,6 +178,7 @@ pub fn raft_config(cfg: &ServeConfig, raft: &RaftSettings) -> RaftConfig {
     rc.cluster_id = raft.cluster_id.clone();
     rc.initial_members = raft.peers.clone();
     rc.snapshot_every = raft.snapshot_every;
+    rc.logs_to_keep = raft.logs_to_keep;
     rc.read_consistency = match raft.read {
         ReadMode::Linearizable => ReadConsistency::Linearizable,
         ReadMode::Local => ReadConsistency::Local,

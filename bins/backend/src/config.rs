@@ -56,6 +56,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the flags would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve AuthService (with gRPC health and reflection) until SIGINT or SIGTERM.
     Serve(ServeArgs),
@@ -160,6 +162,16 @@ pub struct ServeArgs {
     /// Raft: build a snapshot and compact the log every N entries [default: 10000].
     #[arg(long, env = "AUTH_BACKEND_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
+
+    /// Raft: log entries kept behind a snapshot for slightly lagging followers
+    /// [default: 1000].
+    #[arg(long, env = "AUTH_BACKEND_LOGS_TO_KEEP", value_name = "N")]
+    pub logs_to_keep: Option<u64>,
+
+    /// Consecutive failed logins before an account locks; 0 disables lockout
+    /// [default: 5].
+    #[arg(long, env = "AUTH_BACKEND_LOCKOUT_MAX_FAILURES", value_name = "N")]
+    pub lockout_max_failures: Option<u32>,
 }
 
 /// Raft read consistency, as a flag value.
@@ -188,6 +200,8 @@ pub struct RaftSettings {
     pub read: ReadMode,
     /// Snapshot interval in log entries.
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    pub logs_to_keep: u64,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -303,6 +317,10 @@ pub struct FileConfig {
     pub read_consistency: Option<ReadMode>,
     /// See `--snapshot-every`.
     pub snapshot_every: Option<u64>,
+    /// See `--logs-to-keep`.
+    pub logs_to_keep: Option<u64>,
+    /// See `--lockout-max-failures`.
+    pub lockout_max_failures: Option<u32>,
 }
 
 /// The `[argon2]` table of the configuration file.
@@ -386,6 +404,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// Raft settings, with `storage = raft`.
     pub raft: Option<RaftSettings>,
+    /// Failed logins before lockout (0 = never lock).
+    pub lockout_max_failures: u32,
 }
 
 impl Default for ServeConfig {
@@ -405,6 +425,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             raft: None,
+            lockout_max_failures: core.lockout.max_failures,
         }
     }
 }
@@ -519,6 +540,7 @@ impl ServeArgs {
                         .snapshot_every
                         .or(file.snapshot_every)
                         .unwrap_or(10_000),
+                    logs_to_keep: self.logs_to_keep.or(file.logs_to_keep).unwrap_or(1_000),
                 })
             }
             StorageKind::Memory => {
@@ -532,6 +554,11 @@ impl ServeArgs {
         };
         let cfg = ServeConfig {
             raft,
+            lockout_max_failures: pick(
+                self.lockout_max_failures,
+                file.lockout_max_failures,
+                d.lockout_max_failures,
+            ),
             listen: pick(self.listen.clone(), file.listen, d.listen),
             storage,
             access_token_ttl: pick(
@@ -642,6 +669,10 @@ impl ServeConfig {
             hash: self.hash,
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
+            lockout: auth_core::LockoutPolicy {
+                max_failures: self.lockout_max_failures,
+                ..auth_core::LockoutPolicy::default()
+            },
             ..Config::default()
         }
     }

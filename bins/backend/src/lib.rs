@@ -11,8 +11,8 @@
 //! [`AuthApi`]: auth_core::AuthApi
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod admin;
+pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod config;
