@@ -203,7 +203,13 @@ impl RemoteAuth {
                 // endpoint out of service.
                 return Err(from_status(&status));
             }
-            let error = from_status(&status);
+            // The backend's own answer keeps its code; a broken connection is
+            // `unavailable` whatever status tonic reports for it.
+            let error = if answered {
+                from_status(&status)
+            } else {
+                AuthError::Unavailable(format!("backend {}: {}", node.url, status.message()))
+            };
             if !answered {
                 // Transport failure: stop sending here until a probe sees it back.
                 node.up.store(false, Ordering::SeqCst);

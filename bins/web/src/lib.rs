@@ -1,1 +1,166 @@
-//! placeholder
+//! The auth-sdk web site: server-rendered pages and a JSON API over any [`AuthApi`].
+//!
+//! The same [`router`] serves an [`auth_core::Auth`] embedded in the process or a
+//! cluster of `auth-backend`s reached through [`auth_backend::RemoteAuth`]; both are an
+//! `Arc<dyn AuthApi>`.
+//!
+//! **Pages** (HTML from askama templates, usable without JavaScript, one stylesheet):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | home: "Signed in as …" or links to sign up / log in |
+//! | `GET, POST /signup` | create an account, then sign in and go to `/account` |
+//! | `GET, POST /login` | log in |
+//! | `POST /logout` | end this browser's session |
+//! | `GET /account` | username, member since, active sessions, forms below |
+//! | `POST /account/password` | change password (ends the other sessions) |
+//! | `POST /account/sessions/{id}/revoke` | end one session |
+//! | `POST /account/logout-all` | end every session |
+//! | `POST /account/delete` | delete the account (password required) |
+//! | `GET /healthz` | `200 ok` |
+//! | `GET /static/style.css` | the stylesheet |
+//!
+//! Tokens live in `HttpOnly`, `SameSite=Lax` cookies (`Secure` with the `__Host-`
+//! prefix when [`WebConfig::secure_cookies`] is on); an expired access token is
+//! refreshed transparently from the refresh cookie. Every form carries a CSRF token
+//! checked against a `SameSite=Strict` cookie.
+//!
+//! **JSON API** (`application/json` in and out, bearer tokens, no cookies):
+//! `POST /api/v1/register`, `POST /api/v1/login`, `POST /api/v1/refresh`,
+//! `POST /api/v1/logout`, `GET /api/v1/me`. Errors are
+//! `{"error":{"code":"…","message":"…"}}` with the code from [`auth_core::AuthError`]
+//! (or `invalid_json`, `csrf`, `payload_too_large`, `unsupported_media_type`,
+//! `not_found`) and a matching status: 400, 401, 403, 404, 409, 413, 415, 429 (with
+//! `Retry-After`), 503 when the auth service is unavailable, 500.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use auth_core::{Auth, Config};
+//! use auth_storage::memory::MemoryStorage;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = Auth::new(Config::default(), MemoryStorage::new())?;
+//! auth.start()?;
+//! let app = auth_web::router(Arc::new(auth), auth_web::WebConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! auth_web::serve(listener, app, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod account;
+mod api;
+mod csrf;
+mod errors;
+mod extract;
+mod pages;
+mod session;
+mod templates;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use auth_core::AuthApi;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, header};
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::session::CookieNames;
+
+/// Default request body limit: 16 KiB (credentials and tokens are small).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How the site behaves.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Mark cookies `Secure` and give them the `__Host-` prefix. Turn on whenever the
+    /// site is reached over HTTPS (directly or through a TLS-terminating proxy); leave
+    /// off for plain-HTTP development, where browsers would drop such cookies.
+    /// Default `false`.
+    pub secure_cookies: bool,
+    /// Largest accepted request body; bigger ones get `413`. Default 16 KiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            secure_cookies: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub(crate) api: Arc<dyn AuthApi>,
+    pub(crate) config: WebConfig,
+    pub(crate) names: CookieNames,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The whole site (pages, JSON API, health, stylesheet) over `api`.
+///
+/// Serve it with [`serve`], or with `axum::serve` and
+/// `into_make_service_with_connect_info::<SocketAddr>()` so that sessions record the
+/// client's address.
+pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
+    let names = CookieNames::new(config.secure_cookies);
+    let limit = config.max_body_bytes;
+    let state = AppState(Arc::new(Shared { api, config, names }));
+    let header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    Router::new()
+        .merge(pages::routes())
+        .merge(account::routes())
+        .merge(api::routes())
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(header(header::CACHE_CONTROL, "no-store"))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
+/// lets requests in flight finish. Peer addresses are passed to the handlers (they
+/// are recorded with each login session).
+pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,5 +1,8 @@
 //! A Raft cluster of real `auth-backend serve --storage raft` processes on loopback,
 //! for fault tests: nodes can be killed (SIGKILL), paused (SIGSTOP) and restarted.
+//! Shared by `tests/raft_process.rs` and `examples/failover.rs`.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +12,14 @@ use std::time::{Duration, Instant};
 use auth_backend::admin::{ClusterAdmin, NodeStatus};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
+/// The `auth-backend` binary: cargo's for this package's tests, else `$AUTH_BACKEND_BIN`,
+/// else the release build (for the failover benchmark in `examples/`).
+fn bin() -> String {
+    option_env!("CARGO_BIN_EXE_auth-backend")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AUTH_BACKEND_BIN").ok())
+        .unwrap_or_else(|| "target/release/auth-backend".into())
+}
 
 pub struct ProcNode {
     pub addr: String,
@@ -111,7 +121,7 @@ impl ProcCluster {
             .append(true)
             .open(&log)
             .expect("log");
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(&node.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,266 @@
+//! The public pages: home, sign up, log in, log out, health, the stylesheet and the
+//! 404 fallback. The account pages are in `account.rs`.
+
+use askama::Template;
+use auth_core::AuthError;
+use auth_core::api::{LoginRequest, LogoutRequest, RegisterRequest};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::CookieJar;
+
+use crate::AppState;
+use crate::csrf;
+use crate::errors::{
+    ApiError, PageError, WebError, auth_message, auth_status, is_session_error, with_retry_after,
+};
+use crate::extract::{ClientMeta, CsrfForm, FormData};
+use crate::session::{SetCookies, Visitor, resolve};
+use crate::templates::{CredentialsPage, IndexPage, Nav, notice_text};
+
+/// The stylesheet, compiled in.
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+pub(crate) type PageResult = Result<Response, PageError>;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/signup", get(signup_form).post(signup))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/healthz", get(healthz))
+        .route("/static/style.css", get(stylesheet))
+}
+
+/// Renders a template with a status.
+pub(crate) fn html(status: StatusCode, page: &impl Template) -> Result<Response, WebError> {
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+/// The message for the `?notice=` of a redirect, if it is one we know.
+pub(crate) fn notice(uri: &Uri) -> Option<&'static str> {
+    let query = FormData::parse(uri.query()?.as_bytes()).ok()?;
+    query.get("notice").and_then(notice_text)
+}
+
+async fn index(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
+    let mut cookies = SetCookies::default();
+    let nav = match resolve(&state, &jar, &mut cookies).await? {
+        Visitor::SignedIn(s) => Nav {
+            user: Some(s.me.username),
+            csrf: csrf::token_for_page(&state, &jar, &mut cookies),
+        },
+        Visitor::Anonymous => Nav::default(),
+    };
+    let page = IndexPage {
+        title: "Home".into(),
+        nav,
+        notice: notice(&uri),
+    };
+    Ok((cookies, html(StatusCode::OK, &page)?).into_response())
+}
+
+/// What the sign-up and log-in pages show.
+struct Credentials<'a> {
+    signup: bool,
+    username: &'a str,
+    error: Option<String>,
+    status: StatusCode,
+    notice: Option<&'static str>,
+}
+
+fn credentials_page(
+    state: &AppState,
+    jar: &CookieJar,
+    mut cookies: SetCookies,
+    view: Credentials<'_>,
+) -> PageResult {
+    let page = CredentialsPage {
+        title: if view.signup {
+            "Create an account"
+        } else {
+            "Log in"
+        }
+        .into(),
+        nav: Nav::default(),
+        notice: view.notice,
+        action: if view.signup { "/signup" } else { "/login" },
+        csrf: csrf::token_for_page(state, jar, &mut cookies),
+        username: view.username.to_owned(),
+        error: view.error,
+        signup: view.signup,
+    };
+    Ok((cookies, html(view.status, &page)?).into_response())
+}
+
+/// `GET /signup` and `GET /login`: the form, or the account page for a visitor who is
+/// already signed in. A failing auth service does not hide the form.
+async fn credentials_form(state: AppState, jar: CookieJar, uri: Uri, signup: bool) -> PageResult {
+    let mut cookies = SetCookies::default();
+    match resolve(&state, &jar, &mut cookies).await {
+        Ok(Visitor::SignedIn(_)) => return Ok((cookies, Redirect::to("/account")).into_response()),
+        Ok(Visitor::Anonymous) => {}
+        Err(e) => tracing::debug!(code = e.code(), "sign-in state unknown; showing the form"),
+    }
+    let view = Credentials {
+        signup,
+        username: "",
+        error: None,
+        status: StatusCode::OK,
+        notice: notice(&uri),
+    };
+    credentials_page(&state, &jar, cookies, view)
+}
+
+async fn signup_form(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
+    credentials_form(state, jar, uri, true).await
+}
+
+async fn login_form(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
+    credentials_form(state, jar, uri, false).await
+}
+
+/// Handles both credential forms: validates the fields, registers (for sign-up), logs
+/// in, stores the tokens and goes to the account page. Problems the visitor can fix
+/// are shown on the form; service failures get an error page.
+async fn submit_credentials(
+    state: AppState,
+    jar: CookieJar,
+    client: ClientMeta,
+    form: FormData,
+    signup: bool,
+) -> PageResult {
+    let typed = form.get("username").unwrap_or("").trim();
+    let fields = form
+        .required("username", "Username")
+        .and_then(|u| Ok((u.trim(), form.required("password", "Password")?)));
+    let on_form = |error: String, status: StatusCode| {
+        let view = Credentials {
+            signup,
+            username: typed,
+            error: Some(error),
+            status,
+            notice: None,
+        };
+        credentials_page(&state, &jar, SetCookies::default(), view)
+    };
+    let (username, password) = match fields {
+        Ok(f) => f,
+        Err(message) => return on_form(message, StatusCode::BAD_REQUEST),
+    };
+    let shown_on_form = |e: AuthError| -> PageResult {
+        if auth_status(&e).is_client_error() {
+            Ok(with_retry_after(
+                on_form(auth_message(&e), auth_status(&e))?,
+                e.retry_after(),
+            ))
+        } else {
+            Err(e.into())
+        }
+    };
+    if signup {
+        let req = RegisterRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        };
+        if let Err(e) = state.api.register(req).await {
+            return shown_on_form(e);
+        }
+    }
+    let req = LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        client: Some(client.info()),
+    };
+    let tokens = match state.api.login(req).await {
+        Ok(resp) => resp
+            .tokens
+            .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?,
+        Err(e) => return shown_on_form(e),
+    };
+    let mut cookies = SetCookies::default();
+    cookies.tokens(&state, &tokens);
+    let to = if signup {
+        "/account?notice=welcome"
+    } else {
+        "/account"
+    };
+    Ok((cookies, Redirect::to(to)).into_response())
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    client: ClientMeta,
+    CsrfForm(form): CsrfForm,
+) -> PageResult {
+    submit_credentials(state, jar, client, form, true).await
+}
+
+async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    client: ClientMeta,
+    CsrfForm(form): CsrfForm,
+) -> PageResult {
+    submit_credentials(state, jar, client, form, false).await
+}
+
+/// Ends the browser's session (by its refresh token, else its access token) and
+/// clears the cookies. A session that is already gone is not an error.
+async fn logout(State(state): State<AppState>, jar: CookieJar, _: CsrfForm) -> PageResult {
+    let token = |name: &str| {
+        jar.get(name)
+            .map(|c| c.value().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let mut attempts = Vec::new();
+    if let Some(refresh_token) = token(state.names.refresh) {
+        attempts.push(LogoutRequest {
+            refresh_token,
+            ..LogoutRequest::default()
+        });
+    }
+    if let Some(access_token) = token(state.names.access) {
+        attempts.push(LogoutRequest {
+            access_token,
+            ..LogoutRequest::default()
+        });
+    }
+    for req in attempts {
+        match state.api.logout(req).await {
+            Ok(_) => break,
+            Err(e) if is_session_error(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut cookies = SetCookies::default();
+    cookies.clear_tokens(&state);
+    Ok((cookies, Redirect::to("/?notice=signed_out")).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLE_CSS,
+    )
+}
+
+/// 404: JSON under `/api/`, a page elsewhere.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError(WebError::NotFound).into_response()
+    } else {
+        PageError(WebError::NotFound).into_response()
+    }
+}

@@ -1,0 +1,242 @@
+//! The askama templates (in `templates/`) and the small view helpers they need.
+//! Output is HTML-escaped by askama.
+
+use askama::Template;
+use auth_core::api::SessionInfo;
+
+/// The header's sign-in state.
+#[derive(Debug, Default)]
+pub(crate) struct Nav {
+    /// The signed-in username, if any.
+    pub(crate) user: Option<String>,
+    /// CSRF token for the header's log-out form (only set when signed in).
+    pub(crate) csrf: String,
+}
+
+/// `GET /`.
+#[derive(Template)]
+#[template(path = "index.html")]
+pub(crate) struct IndexPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+}
+
+/// `GET|POST /signup` and `GET|POST /login`: one form, two uses.
+#[derive(Template)]
+#[template(path = "credentials.html")]
+pub(crate) struct CredentialsPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    /// `/signup` or `/login`.
+    pub(crate) action: &'static str,
+    pub(crate) csrf: String,
+    pub(crate) username: String,
+    pub(crate) error: Option<String>,
+    /// True on the sign-up page.
+    pub(crate) signup: bool,
+}
+
+/// One row of the session table.
+#[derive(Debug)]
+pub(crate) struct SessionRow {
+    pub(crate) id: String,
+    pub(crate) device: String,
+    pub(crate) user_agent: String,
+    pub(crate) ip: String,
+    pub(crate) created: String,
+    pub(crate) last_used: String,
+    pub(crate) current: bool,
+}
+
+impl From<&SessionInfo> for SessionRow {
+    fn from(s: &SessionInfo) -> Self {
+        Self {
+            id: s.id.clone(),
+            device: describe_device(&s.user_agent),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            created: format_time(s.created_at_ms),
+            last_used: format_time(s.last_used_at_ms),
+            current: s.current,
+        }
+    }
+}
+
+/// Which form on the account page an error belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccountForm {
+    /// The session list (revoke, sign out everywhere).
+    Sessions,
+    /// Change password.
+    Password,
+    /// Delete account.
+    Delete,
+}
+
+/// `GET /account`.
+#[derive(Template)]
+#[template(path = "account.html")]
+pub(crate) struct AccountPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) csrf: String,
+    pub(crate) username: String,
+    pub(crate) created: String,
+    pub(crate) sessions: Vec<SessionRow>,
+    pub(crate) sessions_error: Option<String>,
+    pub(crate) password_error: Option<String>,
+    pub(crate) delete_error: Option<String>,
+}
+
+/// Any error.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub(crate) struct ErrorPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) status: u16,
+    pub(crate) message: String,
+}
+
+/// The text for a `?notice=` key set by a redirect after a successful action.
+pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "welcome" => "Welcome! Your account is ready and you are signed in.",
+        "signed_out" => "You have been signed out.",
+        "signed_out_everywhere" => "You have been signed out on every device.",
+        "password_changed" => {
+            "Your password has been changed. Your other sessions were signed out."
+        }
+        "session_revoked" => "That session has been signed out.",
+        "account_deleted" => "Your account has been deleted.",
+        _ => return None,
+    })
+}
+
+/// `2025-03-01 14:05 UTC` for unix milliseconds.
+pub(crate) fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// "Firefox on Linux" from a user agent; the raw string is shown on hover.
+pub(crate) fn describe_device(ua: &str) -> String {
+    if ua.trim().is_empty() {
+        return "Unknown device".into();
+    }
+    let has = |needle: &str| ua.contains(needle);
+    let browser = if has("Edg/") {
+        "Edge"
+    } else if has("OPR/") {
+        "Opera"
+    } else if has("Firefox/") {
+        "Firefox"
+    } else if has("Chrome/") || has("Chromium/") || has("HeadlessChrome/") {
+        "Chrome"
+    } else if has("Safari/") {
+        "Safari"
+    } else if has("curl/") {
+        "curl"
+    } else {
+        return ua
+            .split_whitespace()
+            .next()
+            .unwrap_or("Unknown")
+            .chars()
+            .take(40)
+            .collect();
+    };
+    let os = if has("Android") {
+        "Android"
+    } else if has("iPhone") || has("iPad") {
+        "iOS"
+    } else if has("Windows") {
+        "Windows"
+    } else if has("Mac OS X") || has("Macintosh") {
+        "macOS"
+    } else if has("CrOS") {
+        "ChromeOS"
+    } else if has("Linux") {
+        "Linux"
+    } else {
+        return browser.into();
+    };
+    format!("{browser} on {os}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(format_time(1_740_837_900_000), "2025-03-01 14:05 UTC");
+        assert_eq!(format_time(-1), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn devices_are_summarised() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36";
+        assert_eq!(describe_device(chrome), "Chrome on Linux");
+        assert_eq!(
+            describe_device("Mozilla/5.0 (Windows NT 10.0; rv:120.0) Gecko/20100101 Firefox/120.0"),
+            "Firefox on Windows"
+        );
+        assert_eq!(describe_device("reqwest/0.12"), "reqwest/0.12");
+        assert_eq!(describe_device(""), "Unknown device");
+    }
+
+    #[test]
+    fn unknown_notices_are_ignored() {
+        assert!(notice_text("welcome").is_some());
+        assert!(notice_text("<script>").is_none());
+    }
+
+    #[test]
+    fn pages_escape_what_users_typed() {
+        let page = CredentialsPage {
+            title: "Log in".into(),
+            nav: Nav::default(),
+            notice: None,
+            action: "/login",
+            csrf: "t".into(),
+            username: "<script>alert(1)</script>".into(),
+            error: Some("bad & worse".into()),
+            signup: false,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<script>alert"));
+        assert!(
+            html.contains("&lt;script&gt;") || html.contains("&#60;script&#62;"),
+            "{html}"
+        );
+        assert!(html.contains("bad &amp; worse") || html.contains("bad &#38; worse"));
+    }
+}

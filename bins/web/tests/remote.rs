@@ -1,0 +1,360 @@
+//! auth-web → `RemoteAuth` → auth-backend over real gRPC: a user flow, failover between
+//! two backends, the only backend stopped (503) and restarted (recovery), and a backend
+//! killed in the middle of a request.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth_backend::{RemoteAuth, RemoteOptions, ServerOptions};
+use auth_core::api::*;
+use auth_core::{AuthApi, AuthError};
+use auth_web::WebConfig;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Notify, oneshot};
+
+const PW: &str = "correct horse battery";
+
+/// A listener on `addr` (port 0 for a new one) that can be re-bound right after the
+/// previous server on that port went away.
+fn listen(addr: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind");
+    socket.listen(128).expect("listen")
+}
+
+/// `auth_backend::serve` on the test runtime, stopped through its shutdown future.
+struct Backend {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    fn start(api: Arc<dyn AuthApi>, addr: SocketAddr) -> Self {
+        let listener = listen(addr);
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            auth_backend::serve(listener, api, ServerOptions::default(), shutdown)
+                .await
+                .expect("backend serve");
+        });
+        Self {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Triggers the shutdown future and waits (bounded) until the server is gone.
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("backend stops within 10 s")
+            .expect("backend task");
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A backend on its own runtime, so that it can be killed outright (every task and
+/// socket dropped at once, as when the process dies).
+struct KillableBackend {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl KillableBackend {
+    fn start(api: Arc<dyn AuthApi>, addr: SocketAddr) -> Self {
+        let listener = listen(addr);
+        let addr = listener.local_addr().expect("addr");
+        let listener = listener.into_std().expect("std listener");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("listener");
+            let forever = std::future::pending::<()>();
+            let _ = auth_backend::serve(listener, api, ServerOptions::default(), forever).await;
+        });
+        Self {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Drops every task of the backend at once (connections and requests in flight
+    /// included) and waits until they are gone, so the port is free again.
+    async fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(10)))
+                .await
+                .expect("runtime shutdown");
+        }
+    }
+}
+
+impl Drop for KillableBackend {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn remote(addrs: &[SocketAddr]) -> Arc<dyn AuthApi> {
+    let endpoints: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    Arc::new(RemoteAuth::new(endpoints, RemoteOptions::default()).expect("RemoteAuth"))
+}
+
+#[tokio::test]
+async fn the_site_works_over_grpc() {
+    let (auth, _clock) = new_auth();
+    let backend = Backend::start(Arc::new(auth.clone()), "127.0.0.1:0".parse().unwrap());
+    let web = WebServer::start(remote(&[backend.addr]), WebConfig::default()).await;
+    let v = Visitor::new(&web.url);
+
+    v.signup("alice", PW).await;
+    let html = v.page("/account", StatusCode::OK).await;
+    assert!(html.contains("id=\"account-username\">alice<"));
+    assert!(html.contains("127.0.0.1") && html.contains("Firefox on Linux"));
+    let resp = v.submit("/account", "/logout", &[]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(v.get("/account").await.status(), StatusCode::SEE_OTHER);
+
+    let resp = v
+        .submit(
+            "/login",
+            "/login",
+            &[("username", "alice"), ("password", "wrong pass")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    v.login("alice", PW).await;
+    assert_eq!(v.get("/account").await.status(), StatusCode::OK);
+    let resp = Visitor::new(&web.url)
+        .submit(
+            "/signup",
+            "/signup",
+            &[("username", "ALICE"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+
+    let login: serde_json::Value = v
+        .api_post(
+            "/api/v1/login",
+            json!({"username": "alice", "password": PW}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap();
+    let resp = v
+        .client
+        .get(v.url("/api/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["username"],
+        "alice"
+    );
+
+    web.stop().await;
+    backend.stop().await;
+    auth.stop().await;
+}
+
+#[tokio::test]
+async fn failover_then_outage_then_recovery() {
+    let (auth, _clock) = new_auth();
+    let api: Arc<dyn AuthApi> = Arc::new(auth.clone());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = Backend::start(api.clone(), any);
+    let b = Backend::start(api.clone(), any);
+    let b_addr = b.addr;
+    let web = WebServer::start(remote(&[a.addr, b.addr]), WebConfig::default()).await;
+    let v = Visitor::new(&web.url);
+    v.signup("bob", PW).await;
+    assert_eq!(v.get("/account").await.status(), StatusCode::OK);
+
+    // One backend gone: the site carries on through the other.
+    a.stop().await;
+    assert_eq!(v.get("/account").await.status(), StatusCode::OK);
+    let other = Visitor::new(&web.url);
+    other.login("bob", PW).await;
+    let resp = v
+        .api_post("/api/v1/login", json!({"username": "bob", "password": PW}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Both gone: 503, as a page and as JSON, quickly and without a panic.
+    b.stop().await;
+    let started = std::time::Instant::now();
+    let resp = v.get("/account").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("temporarily unavailable")
+    );
+    let resp = v
+        .api_post("/api/v1/login", json!({"username": "bob", "password": PW}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(resp).await, "unavailable");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    // Pages that need no backend still work.
+    assert_eq!(v.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(v.get("/login").await.status(), StatusCode::OK);
+
+    // A backend comes back on the same port: the site recovers by itself.
+    let b = Backend::start(api.clone(), b_addr);
+    wait_until(Duration::from_secs(15), "the site to recover", || async {
+        v.get("/account").await.status() == StatusCode::OK
+    })
+    .await;
+    Visitor::new(&web.url).login("bob", PW).await;
+
+    web.stop().await;
+    b.stop().await;
+    auth.stop().await;
+}
+
+/// Forwards to `inner`, except that an armed `login` signals `entered` and then never
+/// answers: the backend is "busy" with it until it is killed.
+struct StallLogin {
+    inner: Arc<dyn AuthApi>,
+    armed: AtomicBool,
+    entered: Notify,
+}
+
+#[async_trait]
+impl AuthApi for StallLogin {
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        self.inner.register(req).await
+    }
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.login(req).await
+    }
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
+        self.inner.verify(req).await
+    }
+    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
+        self.inner.refresh(req).await
+    }
+    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
+        self.inner.logout(req).await
+    }
+    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
+        self.inner.logout_all(req).await
+    }
+    async fn change_password(
+        &self,
+        req: ChangePasswordRequest,
+    ) -> Result<ChangePasswordResponse, AuthError> {
+        self.inner.change_password(req).await
+    }
+    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
+        self.inner.delete_user(req).await
+    }
+    async fn list_sessions(
+        &self,
+        req: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, AuthError> {
+        self.inner.list_sessions(req).await
+    }
+    async fn revoke_session(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<RevokeSessionResponse, AuthError> {
+        self.inner.revoke_session(req).await
+    }
+}
+
+#[tokio::test]
+async fn a_backend_killed_mid_request_gives_503_then_recovers() {
+    let (auth, _clock) = new_auth();
+    let stall = Arc::new(StallLogin {
+        inner: Arc::new(auth.clone()),
+        armed: AtomicBool::new(false),
+        entered: Notify::new(),
+    });
+    let mut backend = KillableBackend::start(stall.clone(), "127.0.0.1:0".parse().unwrap());
+    let addr = backend.addr;
+    let web = WebServer::start(remote(&[addr]), WebConfig::default()).await;
+    let v = Visitor::new(&web.url);
+    v.signup("carol", PW).await;
+
+    // A login reaches the backend, which dies before answering.
+    stall.armed.store(true, Ordering::SeqCst);
+    let client = v.client.clone();
+    let url = v.url("/api/v1/login");
+    let pending = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&json!({"username": "carol", "password": PW}))
+            .send()
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), stall.entered.notified())
+        .await
+        .expect("the login reaches the backend");
+    backend.kill().await;
+    let resp = tokio::time::timeout(Duration::from_secs(15), pending)
+        .await
+        .expect("the web answers instead of hanging")
+        .expect("task")
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(resp).await, "unavailable");
+    let resp = v.get("/account").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Restarted on the same port: the site recovers, and the user is still signed in.
+    let _backend = KillableBackend::start(stall.clone(), addr);
+    wait_until(Duration::from_secs(15), "the site to recover", || async {
+        v.get("/account").await.status() == StatusCode::OK
+    })
+    .await;
+    let resp = v
+        .api_post(
+            "/api/v1/login",
+            json!({"username": "carol", "password": PW}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    web.stop().await;
+    auth.stop().await;
+}

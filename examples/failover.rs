@@ -1,0 +1,131 @@
+//! Measures the write gap after a leader is killed: a local Raft cluster of release
+//! `auth-backend` processes under steady register load; the leader gets SIGKILL `--kills`
+//! times (restarted and caught up in between); prints each gap and the median.
+//!
+//! `cargo build --release -p auth-backend && cargo run --release --example failover -- --nodes 3 --kills 7`
+
+#[path = "../bins/backend/tests/cluster/procs.rs"]
+mod procs;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auth_sdk::proto::v1::RegisterRequest;
+use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
+use clap::Parser;
+use parking_lot::Mutex;
+use procs::ProcCluster;
+use tonic::transport::Endpoint;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Leader kills to measure.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let mut cluster = ProcCluster::start(args.nodes, &[]);
+    cluster.leader(Duration::from_secs(10)).await;
+    let endpoints = cluster.endpoints();
+    let successes = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..args.clients {
+        let (endpoints, successes, stop) =
+            (endpoints.clone(), Arc::clone(&successes), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let clients: Vec<_> = endpoints
+                .iter()
+                .map(|e| {
+                    AuthServiceClient::new(
+                        Endpoint::from_shared(format!("http://{e}"))
+                            .expect("endpoint")
+                            .connect_timeout(Duration::from_millis(200))
+                            .connect_lazy(),
+                    )
+                })
+                .collect();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = clients[(w + i) % clients.len()].clone();
+                let r = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.register(RegisterRequest {
+                        username: format!("f{w}x{i}"),
+                        password: "password-1".into(),
+                    }),
+                )
+                .await;
+                if matches!(r, Ok(Ok(_))) {
+                    successes.lock().push(Instant::now());
+                }
+                i += 1;
+            }
+        }));
+    }
+    let mut gaps = Vec::new();
+    for k in 0..args.kills {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let leader = cluster.leader(Duration::from_secs(10)).await;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        // Wait for writes to resume.
+        let deadline = killed_at + Duration::from_secs(30);
+        let resumed = loop {
+            if let Some(t) = successes.lock().iter().rev().find(|t| **t > killed_at) {
+                break *t;
+            }
+            assert!(Instant::now() < deadline, "writes did not resume");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let last_before = successes
+            .lock()
+            .iter()
+            .filter(|t| **t <= killed_at)
+            .max()
+            .copied()
+            .unwrap_or(killed_at);
+        let first_after = successes
+            .lock()
+            .iter()
+            .filter(|t| **t > killed_at)
+            .min()
+            .copied()
+            .unwrap_or(resumed);
+        let gap = first_after - last_before;
+        println!(
+            "kill {}: leader {leader}, gap between successful writes {:.0} ms",
+            k + 1,
+            gap.as_secs_f64() * 1000.0
+        );
+        gaps.push(gap);
+        cluster.restart(leader);
+        cluster.wait_caught_up(Duration::from_secs(30)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    gaps.sort();
+    let ms: Vec<String> = gaps
+        .iter()
+        .map(|g| format!("{:.0}", g.as_secs_f64() * 1000.0))
+        .collect();
+    println!(
+        "nodes={} kills={} gaps_ms=[{}] median={:.0} ms max={:.0} ms",
+        args.nodes,
+        gaps.len(),
+        ms.join(", "),
+        gaps[gaps.len() / 2].as_secs_f64() * 1000.0,
+        gaps.last().map_or(0.0, |g| g.as_secs_f64() * 1000.0)
+    );
+}
