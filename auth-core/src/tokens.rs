@@ -112,20 +112,13 @@ impl TokenCodec {
         Ok((token, claims))
     }
 
-    /// Checks signature, algorithm, issuer, audience and time; returns the claims.
-    pub(crate) fn decode(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
-        if token.is_empty() || token.len() > MAX_ACCESS_TOKEN_BYTES {
-            return Err(AuthError::InvalidToken);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.find(kid))
-            .ok_or(AuthError::InvalidToken)?;
-        if header.alg != key.algorithm() {
-            return Err(AuthError::InvalidToken);
-        }
+    /// Verifies `token` with `key` only: its algorithm, its `kid`, signature, issuer and
+    /// audience.
+    fn decode_with(
+        &self,
+        token: &str,
+        key: &crate::keys::SigningKey,
+    ) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
         let validation = match key.algorithm() {
             Algorithm::HS256 => &self.hs256,
             Algorithm::EdDSA => &self.eddsa,
@@ -133,6 +126,32 @@ impl TokenCodec {
         };
         let data = jsonwebtoken::decode::<Claims>(token, key.decoding(), validation)
             .map_err(|_| AuthError::InvalidToken)?;
+        if data.header.alg != key.algorithm() || data.header.kid.as_deref() != Some(key.kid()) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(data)
+    }
+
+    /// Checks signature, algorithm, issuer, audience and time; returns the claims.
+    pub(crate) fn decode(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
+        if token.is_empty() || token.len() > MAX_ACCESS_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken);
+        }
+        // Common case: the current key signed it. Its Validation pins the algorithm, and
+        // the header comes back with the data, so no separate header parse is needed.
+        let current = self.keys.current();
+        let data = match self.decode_with(token, current) {
+            Ok(data) => data,
+            Err(first) => {
+                // A token from a previous key (rotation): find it by `kid` and retry.
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+                match header.kid.as_deref().and_then(|kid| self.keys.find(kid)) {
+                    Some(key) if key.kid() != current.kid() => self.decode_with(token, key)?,
+                    _ => return Err(first),
+                }
+            }
+        };
         let claims = data.claims;
         let now_s = now_ms.div_euclid(1000);
         if claims.nbf > now_s.saturating_add(self.skew_s)
