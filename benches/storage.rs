@@ -110,8 +110,10 @@ fn bench_storage(c: &mut Criterion) {
         b.iter_custom(|iters| {
             run_threads(iters, |i| {
                 let id = &ids[(i * 7919) % USERS];
-                if i % 10 == 0 {
-                    if let Some(u) = bare.read().get(id).cloned() {
+                if i.is_multiple_of(10) {
+                    // Read, release the lock, then compare-and-set, as MemoryStorage does.
+                    let read = bare.read().get(id).cloned();
+                    if let Some(u) = read {
                         black_box(bare_update(&bare, u));
                     }
                 } else {
@@ -125,7 +127,7 @@ fn bench_storage(c: &mut Criterion) {
             run_threads(iters, |i| {
                 let id = &ids[(i * 7919) % USERS];
                 ready(async {
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         if let Some(u) = mem.get_user(id).await.expect("get") {
                             let _ = black_box(mem.update_user(u).await);
                         }

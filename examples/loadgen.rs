@@ -3,7 +3,8 @@
 //! `cargo run --release --example loadgen -- --endpoints 127.0.0.1:50051 --op verify -c 64 -d 10`
 //!
 //! Ops: `register` (a new user per call), `login`, `verify` (gRPC, one token),
-//! `me` (HTTP `GET /api/v1/me` against `--url`). Each of `-c` workers sends its next
+//! `health` (gRPC health check: the transport baseline), `me` (HTTP `GET /api/v1/me`
+//! against `--url`) and `healthz` (HTTP `GET /healthz`: the HTTP baseline). Each of `-c` workers sends its next
 //! request as soon as the previous answers, round-robin over the endpoints, for `-d`
 //! seconds. Prints throughput, latency percentiles, errors and the longest gap between
 //! two successful calls (the failover gap when a node is killed during the run).
@@ -76,7 +77,7 @@ async fn main() {
         })
         .await;
     let mut token = String::new();
-    if args.op != "register" {
+    if !["register", "health", "healthz"].contains(&args.op.as_str()) {
         let tokens = setup
             .login(LoginRequest {
                 username: user.clone(),
@@ -143,6 +144,26 @@ async fn main() {
                     .await
                     .map(|r| r.is_ok())
                     .unwrap_or(false),
+                    "health" => {
+                        let mut h = tonic_health::pb::health_client::HealthClient::new(
+                            channels[(w + i) % channels.len()].clone(),
+                        );
+                        tokio::time::timeout(
+                            timeout,
+                            h.check(tonic_health::pb::HealthCheckRequest {
+                                service: String::new(),
+                            }),
+                        )
+                        .await
+                        .map(|r| r.is_ok())
+                        .unwrap_or(false)
+                    }
+                    "healthz" => {
+                        tokio::time::timeout(timeout, http.get(format!("{url}/healthz")).send())
+                            .await
+                            .map(|r| r.map(|r| r.status().is_success()).unwrap_or(false))
+                            .unwrap_or(false)
+                    }
                     "me" => tokio::time::timeout(
                         timeout,
                         http.get(format!("{url}/api/v1/me"))
