@@ -115,7 +115,7 @@ impl<S: Storage> AuthApi for Auth<S> {
         let name = me.config.username.normalize(&req.username)?;
         me.config.password.check(&req.password)?;
         // Cheap early answer; create_user below is what actually guarantees uniqueness.
-        if me.storage.get_user_by_username(&name.key).await?.is_some() {
+        if me.storage.username_taken_hint(&name.key).await? {
             return Err(AuthError::UserExists);
         }
         let password_hash = me.hasher.hash(&req.password).await?;

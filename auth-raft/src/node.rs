@@ -116,6 +116,7 @@ pub(crate) struct NodeShared {
     pub(crate) request_timeout: Duration,
     peers: Mutex<HashMap<NodeId, (String, RaftServiceClient<Channel>)>>,
     batch_tx: mpsc::Sender<Pending>,
+    reads: Mutex<ReadQueue>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -208,6 +209,7 @@ impl RaftNode {
             request_timeout: cfg.request_timeout,
             peers: Mutex::new(HashMap::new()),
             batch_tx,
+            reads: Mutex::new(ReadQueue::default()),
         });
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         let smallest = cfg.initial_members.keys().next().copied();
@@ -377,39 +379,76 @@ impl NodeShared {
     ) -> Result<pb::CommandResult, StorageError> {
         let mut request_id = [0u8; 16];
         rand::Rng::fill(&mut rand::rng(), &mut request_id);
-        let (reply, rx) = oneshot::channel();
-        let pending = Pending {
-            cmd: pb::Command {
+        let rx = self
+            .enqueue(pb::Command {
                 request_id: request_id.to_vec(),
                 op: Some(op),
-            },
-            reply,
-        };
-        self.batch_tx
-            .send(pending)
-            .await
-            .map_err(|_| unavailable("raft node is shutting down"))?;
+            })
+            .await?;
         rx.await
             .map_err(|_| unavailable("raft node is shutting down"))?
     }
 
+    /// Puts a command in this node's batcher; the receiver yields its result.
+    pub(crate) async fn enqueue(
+        &self,
+        cmd: pb::Command,
+    ) -> Result<oneshot::Receiver<Result<pb::CommandResult, StorageError>>, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending { cmd, reply })
+            .await
+            .map_err(|_| unavailable("raft node is shutting down"))?;
+        Ok(rx)
+    }
+
+    /// True if this node currently leads.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// Returns once this node has applied every write committed before the call
     /// (linearizable reads); immediately with [`ReadConsistency::Local`].
-    pub(crate) async fn read_barrier(&self) -> Result<(), StorageError> {
+    ///
+    /// Concurrent reads share read-index requests: a reader joins the queue, and one
+    /// request at a time fetches the leader's commit index for everyone who queued
+    /// before it started. That is still linearizable (the index was read after each
+    /// of those reads began) and costs one quorum round per batch, not per read.
+    pub(crate) async fn read_barrier(self: &Arc<Self>) -> Result<(), StorageError> {
         if self.read_consistency == ReadConsistency::Local {
             return Ok(());
         }
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut q = self.reads.lock();
+            q.waiting.push(tx);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            tokio::spawn(read_index_loop(Arc::clone(self)));
+        }
+        let index = rx
+            .await
+            .map_err(|_| unavailable("raft node is shutting down"))??;
+        self.raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(index, "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(format!("read barrier: {e}")))
+    }
+
+    /// The leader's current commit index, asked of the leader (retrying across leader
+    /// changes until `request_timeout`).
+    async fn fetch_read_index(&self) -> Result<Option<u64>, StorageError> {
         let deadline = Instant::now() + self.request_timeout;
         let mut attempt = 0u32;
         let mut last = String::from("no leader");
         while Instant::now() < deadline {
-            let read_index = match self.leader() {
+            match self.leader() {
                 Some((_, None)) => match self.raft.get_read_log_id().await {
-                    Ok((read, _)) => Some(read.map(|l| l.index)),
-                    Err(e) => {
-                        last = e.to_string();
-                        None
-                    }
+                    Ok((read, _)) => return Ok(read.map(|l| l.index)),
+                    Err(e) => last = e.to_string(),
                 },
                 Some((id, Some(mut client))) => {
                     let mut req = tonic::Request::new(pb::ReadIndexRequest {
@@ -418,35 +457,44 @@ impl NodeShared {
                     req.set_timeout(deadline.saturating_duration_since(Instant::now()));
                     match client.read_index(req).await {
                         Ok(r) => match opt_log_id_from_pb(r.into_inner().read_log_id) {
-                            Ok(l) => Some(l.map(|l| l.index)),
-                            Err(e) => {
-                                last = e.to_string();
-                                None
-                            }
+                            Ok(l) => return Ok(l.map(|l| l.index)),
+                            Err(e) => last = e.to_string(),
                         },
-                        Err(s) => {
-                            last = format!("read index from node {id}: {}", s.message());
-                            None
-                        }
+                        Err(s) => last = format!("read index from node {id}: {}", s.message()),
                     }
                 }
-                None => None,
-            };
-            if let Some(index) = read_index {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                return self
-                    .raft
-                    .wait(Some(remaining))
-                    .applied_index_at_least(index, "linearizable read")
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable(format!("read barrier: {e}")));
+                None => {}
             }
             attempt += 1;
             let pause = Duration::from_millis((10 * u64::from(attempt)).min(100));
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
         Err(unavailable(format!("linearizable read timed out: {last}")))
+    }
+}
+
+/// Readers waiting for a read index, and whether a fetch is under way.
+#[derive(Default)]
+pub(crate) struct ReadQueue {
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<Option<u64>, StorageError>>>,
+}
+
+/// Serves queued readers one read-index fetch at a time until the queue is empty.
+async fn read_index_loop(shared: Arc<NodeShared>) {
+    loop {
+        let batch = {
+            let mut q = shared.reads.lock();
+            if q.waiting.is_empty() {
+                q.running = false;
+                return;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        let result = shared.fetch_read_index().await;
+        for tx in batch {
+            let _ = tx.send(result.clone());
+        }
     }
 }
 

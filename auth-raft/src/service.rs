@@ -186,10 +186,30 @@ impl RaftService for RaftGrpc {
         let batch = req
             .batch
             .ok_or_else(|| Status::invalid_argument("forward without a batch"))?;
-        match self.shared.raft.client_write(batch).await {
-            Ok(resp) => Ok(Response::new(resp.data)),
-            Err(e) => Err(self.write_error(e)),
+        if !self.shared.is_leader() {
+            let leader = self.shared.raft.metrics().borrow().current_leader;
+            return Err(self.not_leader(leader));
         }
+        // Re-batch on the leader: commands forwarded by every follower join the
+        // leader's own queue, so one log entry carries writes from all nodes.
+        let mut receivers = Vec::with_capacity(batch.commands.len());
+        for cmd in batch.commands {
+            receivers.push(
+                self.shared
+                    .enqueue(cmd)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?,
+            );
+        }
+        let mut results = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            match rx.await {
+                Ok(Ok(r)) => results.push(r),
+                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
+                Err(_) => return Err(Status::unavailable("raft node is shutting down")),
+            }
+        }
+        Ok(Response::new(pb::BatchResult { results }))
     }
 
     async fn read_index(

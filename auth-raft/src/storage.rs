@@ -96,6 +96,14 @@ impl Storage for RaftStorage {
             .await
     }
 
+    /// A local read, without the read barrier: only a hint, and lagging is harmless
+    /// (a name taken a moment ago is still refused by `create_user`; a name freed a
+    /// moment ago may be refused once).
+    async fn username_taken_hint(&self, username_key: &str) -> Result<bool> {
+        let state = self.shared.sm.state.read();
+        Ok(state.tables.get_user_by_username(username_key).is_some())
+    }
+
     async fn update_user(&self, user: User) -> Result<User> {
         self.write_user(Op::UpdateUser(user)).await
     }

@@ -153,6 +153,14 @@ pub trait Storage: Send + Sync + 'static {
     /// The user with this `username_key` (normalised, lowercased username).
     async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>>;
 
+    /// Whether a username looks taken, possibly from a stale replica: a cheap early
+    /// answer before expensive work (hashing a password for a registration). Never
+    /// the final word: [`Storage::create_user`] decides. The default asks
+    /// [`Storage::get_user_by_username`].
+    async fn username_taken_hint(&self, username_key: &str) -> Result<bool> {
+        Ok(self.get_user_by_username(username_key).await?.is_some())
+    }
+
     /// Compare-and-set: replaces the stored user with `user` if the stored `version`
     /// equals `user.version` ([`StorageError::Conflict`] otherwise), then increments the
     /// version and returns the stored record. `id`, `username_key` and `created_at_ms`
@@ -201,6 +209,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     async fn get_user_by_username(&self, username_key: &str) -> Result<Option<User>> {
         (**self).get_user_by_username(username_key).await
+    }
+    async fn username_taken_hint(&self, username_key: &str) -> Result<bool> {
+        (**self).username_taken_hint(username_key).await
     }
     async fn update_user(&self, user: User) -> Result<User> {
         (**self).update_user(user).await
