@@ -78,30 +78,35 @@ async fn main() {
         let leader = cluster.leader(Duration::from_secs(10)).await;
         let killed_at = Instant::now();
         cluster.kill(leader);
-        // Wait for writes to resume.
+        // Wait for writes to resume, give them a moment, then take the longest gap
+        // between consecutive successful writes around the kill. (Writes committed just
+        // before the kill can still answer just after it, so "first success after the
+        // kill" would hide the gap.)
         let deadline = killed_at + Duration::from_secs(30);
-        let resumed = loop {
-            if let Some(t) = successes.lock().iter().rev().find(|t| **t > killed_at) {
-                break *t;
+        loop {
+            let resumed = successes
+                .lock()
+                .iter()
+                .any(|t| *t > killed_at + Duration::from_millis(50));
+            if resumed {
+                break;
             }
             assert!(Instant::now() < deadline, "writes did not resume");
             tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let last_before = successes
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut window: Vec<Instant> = successes
             .lock()
             .iter()
-            .filter(|t| **t <= killed_at)
+            .filter(|t| **t + Duration::from_millis(500) > killed_at)
+            .copied()
+            .collect();
+        window.sort();
+        let gap = window
+            .windows(2)
+            .map(|w| w[1] - w[0])
             .max()
-            .copied()
-            .unwrap_or(killed_at);
-        let first_after = successes
-            .lock()
-            .iter()
-            .filter(|t| **t > killed_at)
-            .min()
-            .copied()
-            .unwrap_or(resumed);
-        let gap = first_after - last_before;
+            .unwrap_or_default();
         println!(
             "kill {}: leader {leader}, gap between successful writes {:.0} ms",
             k + 1,
