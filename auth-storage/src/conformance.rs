@@ -362,6 +362,32 @@ pub async fn get_user_found_and_missing<S: Storage>(s: &S) {
     );
 }
 
+/// `username_taken_hint` is false for a name never created and, once a user exists,
+/// becomes true (a replicated backend may answer from a lagging replica, so this waits
+/// for it, with a deadline).
+pub async fn username_taken_hint_follows_creation<S: Storage>(s: &S) {
+    let unknown = new_user();
+    assert!(
+        !s.username_taken_hint(&unknown.username_key)
+            .await
+            .expect("hint"),
+        "an unknown username looks taken"
+    );
+    let user = stored_user(s).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s
+        .username_taken_hint(&user.username_key)
+        .await
+        .expect("hint")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a created username never looked taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// `update_user` with the stored version replaces the record, increments the version
 /// and returns what it stored; successive updates keep incrementing it.
 pub async fn update_user_cas_bumps_version<S: Storage>(s: &S) {
@@ -1531,6 +1557,7 @@ macro_rules! conformance_tests {
             create_user_rejects_duplicate_username
             create_user_rejects_empty_id
             get_user_found_and_missing
+            username_taken_hint_follows_creation
             update_user_cas_bumps_version
             update_user_stale_version_conflicts
             update_user_missing_not_found
