@@ -13,11 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use auth_proto::v1::raft_service_server::RaftServiceServer;
-use auth_raft::{RaftConfig, RaftGrpc, RaftNode, ReadConsistency};
+use auth_raft::{RaftGrpc, RaftNode};
 
-use crate::config::{
-    ConfigError, LogFormat, RaftSettings, ReadMode, ServeArgs, ServeConfig, StorageKind,
-};
+use crate::config::{ConfigError, LogFormat, Settings};
 use crate::server::serve_with_raft;
 
 /// Exit status for a configuration or usage error (same as clap's).
@@ -108,30 +106,35 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
     }
 }
 
-/// Builds the auth service, binds `cfg.listen`, calls `on_listening` with the bound
-/// address, and serves until `shutdown` resolves. Then it stops accepting, lets
-/// in-flight calls finish (for at most `cfg.shutdown_timeout`) and stops the service.
+/// Builds the auth service, binds [`Settings::listen`], calls `on_listening` with the
+/// bound address, and serves until `shutdown` resolves. Then it stops accepting, lets
+/// in-flight calls finish (for at most [`Settings::shutdown_timeout`]) and stops the
+/// service.
+///
+/// `settings` are used as they are: the `--config` file, if any, must already be applied
+/// ([`Settings::load`], as [`main_serve`] does). They are checked here.
 pub async fn run(
-    cfg: &ServeConfig,
+    settings: &Settings,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
-    cfg.check()?;
-    let core = cfg.auth_config()?;
+    settings.check()?;
+    let core = settings.auth_config()?;
+    let raft = settings.raft_config()?;
     if core.keys.is_none() {
         tracing::warn!(
             "no signing key configured (--signing-key-file): using a random key; \
              access tokens will not survive a restart nor verify on other backends"
         );
     }
-    let listener = bind(cfg).await?;
-    let result = match (&cfg.raft, cfg.storage) {
-        (None, StorageKind::Memory) => {
+    let listener = bind(settings).await?;
+    let result = match raft {
+        None => {
             let auth = Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
             let r = serve_on(
                 listener,
-                cfg,
+                settings,
                 Arc::new(auth.clone()),
                 None,
                 shutdown,
@@ -141,16 +144,14 @@ pub async fn run(
             auth.stop().await;
             r
         }
-        (Some(raft), StorageKind::Raft) => {
-            let node = RaftNode::start(raft_config(cfg, raft))
-                .await
-                .map_err(RunError::Raft)?;
+        Some(raft) => {
+            let node = RaftNode::start(raft).await.map_err(RunError::Raft)?;
             let auth = Auth::new(core, node.storage()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
             let service = node.grpc_service();
             let r = serve_on(
                 listener,
-                cfg,
+                settings,
                 Arc::new(auth.clone()),
                 Some(service),
                 shutdown,
@@ -161,93 +162,70 @@ pub async fn run(
             node.shutdown().await;
             r
         }
-        (_, other) => return Err(ConfigError::UnsupportedStorage(other).into()),
     };
     tracing::info!("stopped");
     result
 }
 
-/// The Raft node configuration for `serve --storage raft`.
-pub fn raft_config(cfg: &ServeConfig, raft: &RaftSettings) -> RaftConfig {
-    let addr = raft
-        .peers
-        .get(&raft.id)
-        .cloned()
-        .unwrap_or_else(|| cfg.listen.clone());
-    let mut rc = RaftConfig::new(raft.id, addr, raft.data_dir.clone());
-    rc.cluster_id = raft.cluster_id.clone();
-    rc.initial_members = raft.peers.clone();
-    rc.snapshot_every = raft.snapshot_every;
-    rc.logs_to_keep = raft.logs_to_keep;
-    rc.read_consistency = match raft.read {
-        ReadMode::Linearizable => ReadConsistency::Linearizable,
-        ReadMode::Local => ReadConsistency::Local,
-    };
-    rc
-}
-
-async fn bind(cfg: &ServeConfig) -> Result<TcpListener, RunError> {
-    TcpListener::bind(cfg.listen.as_str())
+async fn bind(settings: &Settings) -> Result<TcpListener, RunError> {
+    TcpListener::bind(settings.listen())
         .await
         .map_err(|source| RunError::Bind {
-            addr: cfg.listen.clone(),
+            addr: settings.listen().to_owned(),
             source,
         })
 }
 
-/// Serves any `api` the way the binary does: binds `cfg.listen`, reports the bound
-/// address to `on_listening`, serves with `cfg.server_options()` until `shutdown`
-/// resolves, then waits at most `cfg.shutdown_timeout` for in-flight calls.
+/// Serves any `api` the way the binary does: binds [`Settings::listen`], reports the
+/// bound address to `on_listening`, serves with [`Settings::server_options`] until
+/// `shutdown` resolves, then waits at most [`Settings::shutdown_timeout`] for in-flight
+/// calls. Only the server settings are used.
 pub async fn serve_until(
-    cfg: &ServeConfig,
+    settings: &Settings,
     api: Arc<dyn AuthApi>,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
-    let listener = bind(cfg).await?;
-    serve_on(listener, cfg, api, None, shutdown, on_listening).await
+    let listener = bind(settings).await?;
+    serve_on(listener, settings, api, None, shutdown, on_listening).await
 }
 
 async fn serve_on(
     listener: TcpListener,
-    cfg: &ServeConfig,
+    settings: &Settings,
     api: Arc<dyn AuthApi>,
     raft: Option<RaftServiceServer<RaftGrpc>>,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: cfg.listen.clone(),
+        addr: settings.listen().to_owned(),
         source,
     })?;
+    let options = settings.server_options();
+    let shutdown_timeout = settings.shutdown_timeout();
     tracing::info!(
         %addr,
-        storage = %cfg.storage,
-        max_request_bytes = cfg.max_request_bytes,
+        storage = %settings.storage(),
+        max_request_bytes = options.max_request_bytes,
         "auth-backend listening"
     );
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    let mut server = tokio::spawn(serve_with_raft(
-        listener,
-        api,
-        raft,
-        cfg.server_options(),
-        graceful,
-    ));
+    let mut server = tokio::spawn(serve_with_raft(listener, api, raft, options, graceful));
     on_listening(addr);
     let joined = tokio::select! {
         joined = &mut server => joined,
         () = shutdown => {
             tracing::info!("shutting down: no new calls, finishing in-flight ones");
             let _ = stop_tx.send(true);
-            match tokio::time::timeout(cfg.shutdown_timeout, &mut server).await {
+            match tokio::time::timeout(shutdown_timeout, &mut server).await {
                 Ok(joined) => joined,
                 Err(_) => {
                     tracing::warn!(
-                        timeout = ?cfg.shutdown_timeout,
+                        timeout = ?shutdown_timeout,
                         "in-flight calls did not finish in time; closing them"
                     );
                     server.abort();
@@ -263,20 +241,21 @@ async fn serve_on(
     }
 }
 
-/// `auth-backend serve`: resolves the configuration, sets up logging, serves until
-/// SIGINT/SIGTERM and returns the process exit status (0 after a clean shutdown,
-/// [`EXIT_CONFIG`] for a configuration error, [`EXIT_RUNTIME`] otherwise).
+/// `auth-backend serve`: applies the configuration file under the flags, checks the
+/// settings, sets up logging, serves until SIGINT/SIGTERM and returns the process exit
+/// status (0 after a clean shutdown, [`EXIT_CONFIG`] for a configuration error,
+/// [`EXIT_RUNTIME`] otherwise).
 ///
 /// Prints exactly one line on stdout, `listening on <addr>`, once the port is bound.
-pub fn main_serve(args: &ServeArgs) -> ExitCode {
-    let cfg = match args.resolve() {
-        Ok(cfg) => cfg,
+pub fn main_serve(flags: &Settings) -> ExitCode {
+    let settings = match flags.clone().load().and_then(|s| s.check().map(|()| s)) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("auth-backend: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(cfg.log_format);
+    init_logging(settings.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -289,7 +268,7 @@ pub fn main_serve(args: &ServeArgs) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let shutdown = shutdown_signal().map_err(|e| RunError::Serve(e.to_string()))?;
-        run(&cfg, shutdown, |addr| {
+        run(&settings, shutdown, |addr| {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on {addr}");

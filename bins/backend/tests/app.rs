@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_backend::app::{RunError, run, serve_until};
-use auth_backend::config::{KeySource, ServeConfig};
+use auth_backend::config::{Settings, TokenSettings};
 use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::VerifyRequest;
 use auth_core::{AuthApi, HashParams};
@@ -16,11 +16,11 @@ use tokio::sync::oneshot;
 
 const PW: &str = "correct horse battery";
 
-fn test_config() -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".into(),
-        hash: HashParams::insecure_fast(),
-        ..ServeConfig::default()
+fn test_config() -> Settings {
+    Settings {
+        listen: Some("127.0.0.1:0".into()),
+        argon2: HashParams::insecure_fast().into(),
+        ..Settings::default()
     }
 }
 
@@ -78,8 +78,8 @@ async fn run_serves_until_shutdown_then_returns_ok() {
 async fn shutdown_gives_up_on_calls_that_never_finish() {
     let gate = Gate::default();
     let api = Counting::gated(Arc::new(fast_auth()), gate.clone());
-    let cfg = ServeConfig {
-        shutdown_timeout: Duration::from_millis(200),
+    let cfg = Settings {
+        shutdown_timeout: Some(Duration::from_millis(200)),
         ..test_config()
     };
     let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
@@ -120,11 +120,12 @@ async fn shutdown_gives_up_on_calls_that_never_finish() {
 
 #[tokio::test]
 async fn run_reports_configuration_and_bind_errors() {
-    let cfg = ServeConfig {
-        signing_key: Some(KeySource {
-            path: "/nonexistent/key".into(),
-            kid: "k1".into(),
-        }),
+    let cfg = Settings {
+        tokens: TokenSettings {
+            signing_key_file: Some("/nonexistent/key".into()),
+            signing_key_id: Some("k1".into()),
+            ..TokenSettings::default()
+        },
         ..test_config()
     };
     let e = run(&cfg, std::future::pending(), |_| {}).await.unwrap_err();
@@ -132,8 +133,8 @@ async fn run_reports_configuration_and_bind_errors() {
     assert!(e.to_string().contains("/nonexistent/key"), "{e}");
 
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cfg = ServeConfig {
-        listen: taken.local_addr().unwrap().to_string(),
+    let cfg = Settings {
+        listen: Some(taken.local_addr().unwrap().to_string()),
         ..test_config()
     };
     let e = run(&cfg, std::future::pending(), |_| {}).await.unwrap_err();

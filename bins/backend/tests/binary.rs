@@ -271,11 +271,12 @@ fn config_file_and_environment_are_used_and_flags_win() {
         r#"
         listen = "256.0.0.1:1"        # invalid on purpose: the flag must win
         storage = "memory"
+        log_format = "json"
+        [tokens]
         access_token_ttl = "5m"
         issuer = "file-issuer"
         signing_key_file = "hs.key"
         signing_key_id = "file-kid"
-        log_format = "json"
         [argon2]
         memory_kib = 64
         iterations = 1

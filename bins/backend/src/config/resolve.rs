@@ -1,0 +1,226 @@
+//! What the program asks [`Settings`] for: each value is the setting if given, else the
+//! default of the library that uses it; [`Settings::check`] validates them all.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth_core::{Config, KeyRing, SigningKey};
+use auth_raft::RaftConfig;
+
+use super::{
+    ConfigError, DEFAULT_KEY_ID, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, LogFormat, Settings,
+    StorageKind,
+};
+use crate::server::ServerOptions;
+
+/// Where the signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// The key file.
+    pub path: PathBuf,
+    /// The key id.
+    pub kid: String,
+}
+
+/// Overwrites `slot` with `value` if it is set.
+fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *slot = v.clone();
+    }
+}
+
+impl Settings {
+    /// Address to listen on; [`DEFAULT_LISTEN`] if not set.
+    pub fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
+    /// Storage backend; [`StorageKind::Memory`] if not set.
+    pub fn storage(&self) -> StorageKind {
+        self.storage.unwrap_or_default()
+    }
+
+    /// Log format; [`LogFormat::Text`] if not set.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or_default()
+    }
+
+    /// How long shutdown waits for in-flight calls; [`DEFAULT_SHUTDOWN_TIMEOUT`] if not
+    /// set.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+
+    /// The gRPC server options: [`ServerOptions::default()`] with what is set here.
+    pub fn server_options(&self) -> ServerOptions {
+        let mut options = ServerOptions::default();
+        set(&mut options.max_request_bytes, &self.max_request_bytes);
+        options
+    }
+
+    /// The signing key file and its id, if a file is set (the id defaults to
+    /// [`DEFAULT_KEY_ID`]). An id without a file is an error.
+    pub fn signing_key(&self) -> Result<Option<KeySource>, ConfigError> {
+        let t = &self.tokens;
+        match (&t.signing_key_file, &t.signing_key_id) {
+            (Some(path), kid) => Ok(Some(KeySource {
+                path: path.clone(),
+                kid: kid.clone().unwrap_or_else(|| DEFAULT_KEY_ID.to_owned()),
+            })),
+            (None, Some(_)) => Err(ConfigError::Invalid(
+                "signing_key_id is set but signing_key_file is not".into(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// [`Config::default()`] with the token, argon2 and lockout settings applied; no
+    /// keys.
+    fn core_config_without_keys(&self) -> Config {
+        let mut c = Config::default();
+        let t = &self.tokens;
+        set(&mut c.access_token_ttl, &t.access_token_ttl);
+        set(&mut c.refresh_token_ttl, &t.refresh_token_ttl);
+        set(&mut c.session_max_lifetime, &t.session_max_lifetime);
+        set(&mut c.issuer, &t.issuer);
+        set(&mut c.audience, &t.audience);
+        let a = &self.argon2;
+        set(&mut c.hash.memory_kib, &a.memory_kib);
+        set(&mut c.hash.iterations, &a.iterations);
+        set(&mut c.hash.parallelism, &a.parallelism);
+        set(&mut c.lockout.max_failures, &self.lockout.max_failures);
+        c
+    }
+
+    /// The `auth_core::Config`: [`Config::default()`] with these settings, and the
+    /// signing key loaded from its file (none: a random key at start-up).
+    pub fn auth_config(&self) -> Result<Config, ConfigError> {
+        let mut config = self.core_config_without_keys();
+        if let Some(src) = self.signing_key()? {
+            let key = SigningKey::from_file(src.kid, &src.path)?;
+            config.keys = Some(KeyRing::new(key));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The Raft node configuration with `--storage raft` ([`RaftConfig::new`] with these
+    /// settings), `None` with memory storage. Checks that `--id`, `--peers` and
+    /// `--data-dir` are given exactly when Raft is used, that the peer list is well
+    /// formed and that it lists this node at the address it listens on.
+    pub fn raft_config(&self) -> Result<Option<RaftConfig>, ConfigError> {
+        let r = &self.raft;
+        if self.storage() != StorageKind::Raft {
+            if r.id.is_some() || r.peers.is_some() || r.data_dir.is_some() {
+                return Err(ConfigError::Invalid(
+                    "--id, --peers and --data-dir only apply to --storage raft".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let missing = |f: &str| ConfigError::Invalid(format!("--storage raft needs --{f}"));
+        let id = r.id.ok_or_else(|| missing("id"))?;
+        let peers = parse_peers(r.peers.as_deref().ok_or_else(|| missing("peers"))?)
+            .map_err(|e| ConfigError::Invalid(format!("--peers: {e}")))?;
+        let data_dir = r.data_dir.clone().ok_or_else(|| missing("data-dir"))?;
+        if id == 0 {
+            return Err(ConfigError::Invalid("--id must be non-zero".into()));
+        }
+        let listen = self.listen();
+        let addr = match peers.get(&id) {
+            None => {
+                return Err(ConfigError::Invalid(format!(
+                    "--peers does not list this node (id {id})"
+                )));
+            }
+            Some(a) if !listen_matches(listen, a) => {
+                return Err(ConfigError::Invalid(format!(
+                    "--peers lists node {id} at {a} but it listens on {listen}"
+                )));
+            }
+            Some(a) => a.clone(),
+        };
+        let mut rc = RaftConfig::new(id, addr, data_dir);
+        rc.initial_members = peers;
+        set(&mut rc.cluster_id, &r.cluster_id);
+        set(&mut rc.snapshot_every, &r.snapshot_every);
+        set(&mut rc.logs_to_keep, &r.logs_to_keep);
+        set(
+            &mut rc.read_consistency,
+            &r.read_consistency.map(Into::into),
+        );
+        Ok(Some(rc))
+    }
+
+    /// Checks everything that can be checked without reading the key file: the signing
+    /// key settings, the Raft settings, the listen address, the request size limit and
+    /// the `auth_core::Config` (lifetimes, claims, argon2 parameters).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.signing_key()?;
+        self.raft_config()?;
+        if self.listen().trim().is_empty() {
+            return Err(ConfigError::Invalid("listen address is empty".into()));
+        }
+        let max_request_bytes = self.server_options().max_request_bytes;
+        if max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be at least 1024".into(),
+            ));
+        }
+        if u32::try_from(max_request_bytes).is_err() {
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be below 4 GiB".into(),
+            ));
+        }
+        self.core_config_without_keys().validate()?;
+        Ok(())
+    }
+}
+
+/// True if a node listening on `listen` is reachable at `advertised` (same port; a
+/// wildcard listen address matches any host).
+fn listen_matches(listen: &str, advertised: &str) -> bool {
+    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_owned());
+    let host = |a: &str| a.rsplit_once(':').map(|(h, _)| h.to_owned());
+    port(listen) == port(advertised)
+        && (host(listen) == host(advertised)
+            || matches!(host(listen).as_deref(), Some("0.0.0.0" | "[::]")))
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id {id:?} is not a number"))?;
+        let addr = addr.trim();
+        if id == 0 {
+            return Err("peer ids must be non-zero".into());
+        }
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("peer {id} address {addr:?} is not host:port"));
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("the peer list is empty".into());
+    }
+    let mut addrs: Vec<&String> = out.values().collect();
+    addrs.sort();
+    addrs.dedup();
+    if addrs.len() != out.len() {
+        return Err("two peers share an address".into());
+    }
+    Ok(out)
+}

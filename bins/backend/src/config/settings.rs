@@ -1,0 +1,310 @@
+//! [`Settings`]: every setting of `auth-backend serve`, as given (flags, environment,
+//! file), grouped the way the configuration file is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth_core::HashParams;
+use clap::Args;
+use serde::Deserialize;
+
+use super::duration::{de_opt_duration, parse_duration};
+use super::{LogFormat, ReadMode, StorageKind};
+
+/// The settings of `auth-backend serve`: flags (and their `AUTH_BACKEND_*` environment
+/// variables) with clap, the configuration file with serde. Every field is optional:
+/// what is not given is taken from the layer below ([`Settings::merge`]) and finally
+/// from the libraries' defaults (see the methods in [`crate::config`]).
+///
+/// The fields of this struct are the server settings (top-level keys in the file); the
+/// other groups are tables of the file (`[tokens]`, `[argon2]`, `[lockout]`, `[raft]`,
+/// `[tls]`). `Settings { listen: Some(..), ..Settings::default() }` is a valid value.
+#[derive(Debug, Clone, Default, PartialEq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML configuration file; flags and environment variables override its values.
+    #[arg(long, env = "AUTH_BACKEND_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:50051].
+    #[arg(long, env = "AUTH_BACKEND_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Storage backend [default: memory].
+    #[arg(long, env = "AUTH_BACKEND_STORAGE", value_enum)]
+    pub storage: Option<StorageKind>,
+
+    /// Largest accepted request message in bytes [default: 65536].
+    #[arg(long, env = "AUTH_BACKEND_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// Most client connections served at once (not enforced yet).
+    #[arg(long, env = "AUTH_BACKEND_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most concurrent HTTP/2 streams (calls) per client connection (not enforced yet).
+    #[arg(long, env = "AUTH_BACKEND_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub max_concurrent_streams: Option<u32>,
+
+    /// Log format on stderr; the level comes from RUST_LOG [default: text, level info].
+    #[arg(long, env = "AUTH_BACKEND_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// How long shutdown waits for in-flight calls before giving up [default: 30s].
+    #[arg(long, env = "AUTH_BACKEND_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Tokens: lifetimes, claims and the signing key (`[tokens]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub tokens: TokenSettings,
+
+    /// Password hashing (`[argon2]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub argon2: Argon2Settings,
+
+    /// Failed-login lockout (`[lockout]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub lockout: LockoutSettings,
+
+    /// Raft replication, with `--storage raft` (`[raft]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub raft: RaftSettings,
+
+    /// TLS for clients and peers (`[tls]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// Token settings: the `[tokens]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Tokens")]
+pub struct TokenSettings {
+    /// Access-token lifetime, e.g. `900`, `15m` [default: 15m].
+    #[arg(long, env = "AUTH_BACKEND_ACCESS_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub access_token_ttl: Option<Duration>,
+
+    /// Refresh-token (idle session) lifetime, e.g. `30d` [default: 30d].
+    #[arg(long, env = "AUTH_BACKEND_REFRESH_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_token_ttl: Option<Duration>,
+
+    /// Absolute session lifetime, however often it is refreshed [default: 90d].
+    #[arg(long, env = "AUTH_BACKEND_SESSION_MAX_LIFETIME", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub session_max_lifetime: Option<Duration>,
+
+    /// `iss` claim of issued tokens [default: auth-sdk].
+    #[arg(long, env = "AUTH_BACKEND_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// `aud` claim of issued tokens [default: auth-sdk].
+    #[arg(long, env = "AUTH_BACKEND_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// Access-token signing key: a PKCS#8 PEM Ed25519 private key or a base64 HS256
+    /// secret (at least 32 bytes). Without it a random key is generated and tokens do
+    /// not survive a restart.
+    #[arg(long, env = "AUTH_BACKEND_SIGNING_KEY_FILE", value_name = "PATH")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Key id (`kid`) of the signing key [default: default].
+    #[arg(long, env = "AUTH_BACKEND_SIGNING_KEY_ID", value_name = "KID")]
+    pub signing_key_id: Option<String>,
+}
+
+/// argon2id parameters: the `[argon2]` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Password hashing")]
+pub struct Argon2Settings {
+    /// argon2id memory cost in KiB [default: 19456].
+    #[arg(
+        long = "argon2-memory-kib",
+        env = "AUTH_BACKEND_ARGON2_MEMORY_KIB",
+        value_name = "KIB"
+    )]
+    pub memory_kib: Option<u32>,
+
+    /// argon2id passes over memory [default: 2].
+    #[arg(
+        long = "argon2-iterations",
+        env = "AUTH_BACKEND_ARGON2_ITERATIONS",
+        value_name = "N"
+    )]
+    pub iterations: Option<u32>,
+
+    /// argon2id lanes [default: 1].
+    #[arg(
+        long = "argon2-parallelism",
+        env = "AUTH_BACKEND_ARGON2_PARALLELISM",
+        value_name = "N"
+    )]
+    pub parallelism: Option<u32>,
+}
+
+impl From<HashParams> for Argon2Settings {
+    /// All three parameters set (e.g. `HashParams::insecure_fast().into()` in tests).
+    fn from(p: HashParams) -> Self {
+        Self {
+            memory_kib: Some(p.memory_kib),
+            iterations: Some(p.iterations),
+            parallelism: Some(p.parallelism),
+        }
+    }
+}
+
+/// Failed-login lockout: the `[lockout]` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Lockout")]
+pub struct LockoutSettings {
+    /// Consecutive failed logins before an account locks; 0 disables lockout
+    /// [default: 5].
+    #[arg(
+        long = "lockout-max-failures",
+        env = "AUTH_BACKEND_LOCKOUT_MAX_FAILURES",
+        value_name = "N"
+    )]
+    pub max_failures: Option<u32>,
+}
+
+/// Raft replication: the `[raft]` table. `id`, `peers` and `data_dir` are required with
+/// `--storage raft` and refused without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Raft (--storage raft)")]
+pub struct RaftSettings {
+    /// Raft: this node's id (non-zero).
+    #[arg(long, env = "AUTH_BACKEND_ID", value_name = "N")]
+    pub id: Option<u64>,
+
+    /// Raft: every initial member as `id=host:port`, comma-separated, this node
+    /// included (e.g. `1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071`).
+    #[arg(long, env = "AUTH_BACKEND_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+
+    /// Raft: directory for the log, vote and snapshots.
+    #[arg(long, env = "AUTH_BACKEND_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Raft: cluster name; a node refuses data directories and peers of other
+    /// clusters [default: auth-sdk].
+    #[arg(long, env = "AUTH_BACKEND_CLUSTER_ID", value_name = "NAME")]
+    pub cluster_id: Option<String>,
+
+    /// Raft: `linearizable` reads (default) or `local` (faster, possibly stale: a token
+    /// logged out a moment ago may still verify on a lagging node).
+    #[arg(long, env = "AUTH_BACKEND_READ_CONSISTENCY", value_enum)]
+    pub read_consistency: Option<ReadMode>,
+
+    /// Raft: build a snapshot and compact the log every N entries [default: 10000].
+    #[arg(long, env = "AUTH_BACKEND_SNAPSHOT_EVERY", value_name = "N")]
+    pub snapshot_every: Option<u64>,
+
+    /// Raft: log entries kept behind a snapshot for slightly lagging followers
+    /// [default: 1000].
+    #[arg(long, env = "AUTH_BACKEND_LOGS_TO_KEEP", value_name = "N")]
+    pub logs_to_keep: Option<u64>,
+
+    /// Raft: separate address for peer (Raft) traffic; without it peers use the client
+    /// listener (not used yet).
+    #[arg(long, env = "AUTH_BACKEND_PEER_LISTEN", value_name = "ADDR")]
+    pub peer_listen: Option<String>,
+
+    /// Raft: largest snapshot accepted from a peer, in bytes (not enforced yet).
+    #[arg(long, env = "AUTH_BACKEND_MAX_SNAPSHOT_BYTES", value_name = "BYTES")]
+    pub max_snapshot_bytes: Option<u64>,
+}
+
+/// TLS for the client listener and for peer traffic: the `[tls]` table (parsed, not
+/// used yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsSettings {
+    /// Certificate chain (PEM) of the client listener.
+    #[arg(long = "tls-cert", env = "AUTH_BACKEND_TLS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client listener.
+    #[arg(long = "tls-key", env = "AUTH_BACKEND_TLS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Certificate chain (PEM) this node presents to its Raft peers.
+    #[arg(long, env = "AUTH_BACKEND_PEER_CERT_FILE", value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of `--peer-cert-file`.
+    #[arg(long, env = "AUTH_BACKEND_PEER_KEY_FILE", value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) that peer certificates must chain to.
+    #[arg(long, env = "AUTH_BACKEND_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Run without TLS (plaintext client and peer traffic), for local testing only.
+    /// `--insecure` alone means true; `--insecure=false` overrides a file's `true`.
+    #[arg(
+        long,
+        env = "AUTH_BACKEND_INSECURE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub insecure: Option<bool>,
+}
+
+/// Layering: `upper.over(lower)` keeps every setting `upper` has and takes the others
+/// from `lower`.
+pub(super) trait Layer {
+    fn over(self, lower: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn over(self, lower: Self) -> Self {
+        self.or(lower)
+    }
+}
+
+/// Implements [`Layer`] field by field. The field list must be complete: the struct is
+/// destructured and rebuilt without `..`, so a forgotten field does not compile.
+macro_rules! layer_fields {
+    ($($ty:ident { $($field:ident),* $(,)? })*) => {$(
+        impl Layer for $ty {
+            fn over(self, lower: Self) -> Self {
+                let Self { $($field),* } = self;
+                Self { $($field: Layer::over($field, lower.$field)),* }
+            }
+        }
+    )*};
+}
+
+layer_fields! {
+    Settings {
+        config, listen, storage, max_request_bytes, max_connections,
+        max_concurrent_streams, log_format, shutdown_timeout,
+        tokens, argon2, lockout, raft, tls,
+    }
+    TokenSettings {
+        access_token_ttl, refresh_token_ttl, session_max_lifetime, issuer, audience,
+        signing_key_file, signing_key_id,
+    }
+    Argon2Settings { memory_kib, iterations, parallelism }
+    LockoutSettings { max_failures }
+    RaftSettings {
+        id, peers, data_dir, cluster_id, read_consistency, snapshot_every, logs_to_keep,
+        peer_listen, max_snapshot_bytes,
+    }
+    TlsSettings { cert, key, peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure }
+}
