@@ -15,7 +15,7 @@ use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
 use clap::Parser;
 use parking_lot::Mutex;
 use procs::ProcCluster;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -36,20 +36,27 @@ async fn main() {
     let mut cluster = ProcCluster::start(args.nodes, &[]);
     cluster.leader(Duration::from_secs(10)).await;
     let endpoints = cluster.endpoints();
+    let ca_pem = cluster.ca.cert_pem().to_owned();
     let successes = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..args.clients {
         let (endpoints, successes, stop) =
             (endpoints.clone(), Arc::clone(&successes), Arc::clone(&stop));
+        let ca_pem = ca_pem.clone();
         workers.push(tokio::spawn(async move {
             let clients: Vec<_> = endpoints
                 .iter()
                 .map(|e| {
                     AuthServiceClient::new(
-                        Endpoint::from_shared(format!("http://{e}"))
+                        Endpoint::from_shared(format!("https://{e}"))
                             .expect("endpoint")
                             .connect_timeout(Duration::from_millis(200))
+                            .tls_config(
+                                ClientTlsConfig::new()
+                                    .ca_certificate(Certificate::from_pem(ca_pem.as_bytes())),
+                            )
+                            .expect("tls")
                             .connect_lazy(),
                     )
                 })

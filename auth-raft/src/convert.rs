@@ -295,14 +295,6 @@ pub(crate) fn snapshot_req_from_pb(
     })
 }
 
-pub(crate) fn snapshot_resp_to_pb(
-    r: &InstallSnapshotResponse<NodeId>,
-) -> pb::InstallSnapshotResponsePb {
-    pb::InstallSnapshotResponsePb {
-        vote: Some(vote_to_pb(&r.vote)),
-    }
-}
-
 pub(crate) fn snapshot_resp_from_pb(
     r: pb::InstallSnapshotResponsePb,
 ) -> Result<InstallSnapshotResponse<NodeId>, Malformed> {

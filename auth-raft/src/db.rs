@@ -54,9 +54,28 @@ impl Db {
     /// Opens (or creates) the store in `dir` and checks that it belongs to this cluster
     /// and node, recording them on first use.
     pub(crate) fn open(dir: &Path, cluster_id: &str, node_id: u64) -> Result<Self, DbError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DbError::Redb(format!("{}: {e}", dir.display())))?;
-        let database = Database::create(dir.join("raft.redb")).map_err(redb_err)?;
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |e: std::io::Error| DbError::Redb(format!("{p}: {e}"))
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let file = dir.join("raft.redb");
+        // Password hashes and session records: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&file)
+                .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+                .map_err(io(&file))?;
+        }
+        let database = Database::create(&file).map_err(redb_err)?;
         {
             let tx = database.begin_write().map_err(redb_err)?;
             {

@@ -13,28 +13,65 @@
 //! openraft's own types stay inside this crate; the public surface is ours.
 #![warn(missing_docs)]
 
+pub mod admin;
+#[cfg(feature = "node")]
 mod convert;
+#[cfg(feature = "node")]
 mod db;
+#[cfg(feature = "node")]
 mod log_store;
+pub mod net;
+#[cfg(feature = "node")]
 mod network;
+#[cfg(feature = "node")]
 mod node;
+pub mod pki;
+#[cfg(feature = "node")]
 mod service;
+#[cfg(feature = "node")]
+mod snapshot_spool;
+#[cfg(feature = "node")]
 mod state;
+#[cfg(feature = "node")]
 mod state_machine;
+#[cfg(feature = "node")]
 mod storage;
+pub mod tls;
+#[cfg(feature = "node")]
 mod types;
 
+pub use admin::{AdminError, ClusterAdmin, NodeStatus};
+#[cfg(feature = "node")]
 pub use convert::Malformed;
+#[cfg(feature = "node")]
 pub use db::DbError;
+#[cfg(feature = "node")]
 pub use log_store::LogStore;
-pub use node::{RaftConfig, RaftNode, ReadConsistency, StartError};
-pub use service::{LEADER_ADDR_KEY, LEADER_ID_KEY, RaftGrpc};
+#[cfg(feature = "node")]
+pub use node::{
+    DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_EVERY,
+    RaftConfig, RaftNode, ReadConsistency, StartError,
+};
+#[cfg(feature = "node")]
+pub use service::{AdminGrpc, RaftGrpc};
+#[cfg(feature = "node")]
 pub use state_machine::StateMachineStore;
+#[cfg(feature = "node")]
 pub use storage::RaftStorage;
-pub use types::{NodeId, TypeConfig};
+#[cfg(feature = "node")]
+pub use types::TypeConfig;
+
+/// A node id (non-zero).
+pub type NodeId = u64;
+
+/// Metadata key naming the leader when a request reached a follower.
+pub const LEADER_ID_KEY: &str = "raft-leader-id";
+/// Metadata key with the leader's (peer) address.
+pub const LEADER_ADDR_KEY: &str = "raft-leader-addr";
 
 /// Opens the durable log store and the state machine of one node in `dir`, refusing a
 /// directory that belongs to another cluster or node.
+#[cfg(feature = "node")]
 pub fn open_stores(
     dir: &std::path::Path,
     cluster_id: &str,
@@ -44,6 +81,7 @@ pub fn open_stores(
     Ok((log, sm))
 }
 
+#[cfg(feature = "node")]
 pub(crate) fn open_all(
     dir: &std::path::Path,
     cluster_id: &str,

@@ -1,6 +1,10 @@
 //! The client side of the Raft RPCs: openraft's [`RaftNetwork`] over tonic.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use auth_proto::v1::raft_service_client::RaftServiceClient;
 use openraft::BasicNode;
@@ -10,47 +14,62 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::convert::*;
+use crate::tls::peer_channel;
 use crate::types::*;
 
-/// Largest Raft message accepted or sent (snapshot chunks are far smaller).
-pub(crate) const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest Raft message accepted or sent on the peer listener. The largest legitimate
+/// one is an AppendEntries of `max_payload_entries` (64) batches of up to 512 commands
+/// (a few hundred bytes each), about 10 MiB; snapshot chunks are 1 MiB.
+pub(crate) const MAX_RAFT_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// A lazily connecting client for the node at `addr`.
+/// A lazily connecting Raft client for the node at `addr`.
 pub(crate) fn raft_client(
     addr: &str,
     connect_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<RaftServiceClient<Channel>, String> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Endpoint::from_shared(url)
-        .map_err(|e| format!("bad node address {addr:?}: {e}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = peer_channel(addr, connect_timeout, tls)?;
     Ok(RaftServiceClient::new(channel)
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
 }
 
-/// Builds a [`Connection`] per peer.
+/// Raft clients by peer id, with the address each was made for.
+pub(crate) type PeerClients = HashMap<NodeId, (String, RaftServiceClient<Channel>)>;
+
+/// Builds a [`Connection`] per peer. openraft asks for a new client at every election
+/// round; the channel (one HTTP/2 connection, reconnecting by itself) is cached per
+/// peer so that a TLS handshake is paid once, not inside every vote's deadline.
 #[derive(Clone)]
 pub(crate) struct Network {
     pub(crate) cluster_id: String,
+    pub(crate) tls: Option<ClientTlsConfig>,
+    pub(crate) clients: Arc<Mutex<PeerClients>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        let client = {
+            let mut cache = self.clients.lock();
+            match cache.get(&target) {
+                Some((addr, c)) if *addr == node.addr => Ok(c.clone()),
+                _ => {
+                    let c = raft_client(&node.addr, Duration::from_millis(500), self.tls.as_ref());
+                    if let Ok(c) = &c {
+                        cache.insert(target, (node.addr.clone(), c.clone()));
+                    }
+                    c
+                }
+            }
+        };
         Connection {
             target,
-            client: raft_client(&node.addr, Duration::from_millis(500)),
+            client,
             cluster_id: self.cluster_id.clone(),
         }
     }

@@ -13,11 +13,13 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::convert::*;
 use crate::network::{Network, raft_client};
+use crate::snapshot_spool::SnapshotSpool;
 use crate::state_machine::StateMachineStore;
+use crate::tls::{PeerIdentity, PeerTls};
 use crate::types::*;
 
 /// Most commands in one log entry.
@@ -43,7 +45,7 @@ pub enum ReadConsistency {
 pub struct RaftConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// The address other nodes and clients reach this node at (`host:port`).
+    /// The address other nodes reach this node's peer listener at (`host:port`).
     pub addr: String,
     /// Where the log, vote and snapshots are kept.
     pub data_dir: PathBuf,
@@ -66,7 +68,23 @@ pub struct RaftConfig {
     /// Entries kept in the log behind a snapshot, for followers that lag a little
     /// (further behind, they get the snapshot). Default 1 000.
     pub logs_to_keep: u64,
+    /// Mutual TLS on the peer listener: this node's certificate (which must name
+    /// [`RaftConfig::id`]) and the cluster CA. `None` runs without TLS, where anyone who
+    /// reaches the peer port can act as any node or as an admin: for tests and
+    /// throw-away clusters only.
+    pub tls: Option<PeerTls>,
+    /// Largest snapshot accepted from a leader, in bytes. Default 1 GiB.
+    pub max_snapshot_bytes: u64,
 }
+
+/// Default [`RaftConfig::cluster_id`].
+pub const DEFAULT_CLUSTER_ID: &str = "auth-sdk";
+/// Default [`RaftConfig::snapshot_every`].
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+/// Default [`RaftConfig::logs_to_keep`].
+pub const DEFAULT_LOGS_TO_KEEP: u64 = 1_000;
+/// Default [`RaftConfig::max_snapshot_bytes`].
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 impl RaftConfig {
     /// A configuration with defaults for everything but identity and placement.
@@ -75,14 +93,16 @@ impl RaftConfig {
             id,
             addr: addr.into(),
             data_dir: data_dir.into(),
-            cluster_id: "auth-sdk".into(),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
             initial_members: BTreeMap::new(),
             read_consistency: ReadConsistency::Linearizable,
             request_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_millis(30),
             election_timeout: Duration::from_millis(100),
-            snapshot_every: 10_000,
-            logs_to_keep: 1_000,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            logs_to_keep: DEFAULT_LOGS_TO_KEEP,
+            tls: None,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
         }
     }
 }
@@ -115,9 +135,13 @@ pub(crate) struct NodeShared {
     db: crate::db::Db,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
-    peers: Mutex<HashMap<NodeId, (String, RaftServiceClient<Channel>)>>,
+    peers: Mutex<crate::network::PeerClients>,
     batch_tx: mpsc::Sender<Pending>,
     reads: Mutex<ReadQueue>,
+    /// `None`: no TLS on the peer listener (insecure mode).
+    pub(crate) tls: Option<PeerTls>,
+    client_tls: Option<ClientTlsConfig>,
+    pub(crate) snapshots: SnapshotSpool,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -180,8 +204,20 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
+        if let Some(tls) = &cfg.tls
+            && *tls.identity() != PeerIdentity::Node(cfg.id)
+        {
+            return Err(StartError::Config(format!(
+                "the peer certificate is for {}, not for node {}",
+                tls.identity(),
+                cfg.id
+            )));
+        }
+        let client_tls = cfg.tls.as_ref().map(PeerTls::client_config);
         let network = Network {
             cluster_id: cfg.cluster_id.clone(),
+            tls: client_tls.clone(),
+            clients: Arc::default(),
         };
         let raft = match openraft::Raft::new(
             cfg.id,
@@ -211,6 +247,9 @@ impl RaftNode {
             peers: Mutex::new(HashMap::new()),
             batch_tx,
             reads: Mutex::new(ReadQueue::default()),
+            tls: cfg.tls.clone(),
+            client_tls,
+            snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
         });
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         let smallest = cfg.initial_members.keys().next().copied();
@@ -326,7 +365,8 @@ impl NodeShared {
         {
             return Some((leader, Some(c.clone())));
         }
-        let client = raft_client(&addr, Duration::from_millis(500)).ok()?;
+        let client =
+            raft_client(&addr, Duration::from_millis(500), self.client_tls.as_ref()).ok()?;
         peers.insert(leader, (addr, client.clone()));
         Some((leader, Some(client)))
     }

@@ -1,34 +1,44 @@
-//! The server side of `RaftService`: Raft RPCs from peers, forwarded writes, read
-//! index, status and membership administration. Served on the same port as
-//! `AuthService`.
+//! The server side of the peer listener: `RaftService` (Raft RPCs from peers, forwarded
+//! writes, read index) and `ClusterAdmin` (status and membership), each RPC authorised
+//! by the caller's client certificate (see [`crate::tls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
 use std::sync::Arc;
 
 use auth_proto::v1 as pb;
+use auth_proto::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use auth_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
-use openraft::BasicNode;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Snapshot};
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::node::{NodeShared, RaftNode};
+use crate::snapshot_spool::ChunkError;
+use crate::tls::{PeerIdentity, identity_of};
 use crate::types::NodeId;
 
-/// Metadata key naming the leader when a request reached a follower.
-pub const LEADER_ID_KEY: &str = "raft-leader-id";
-/// Metadata key with the leader's address.
-pub const LEADER_ADDR_KEY: &str = "raft-leader-addr";
+use crate::{LEADER_ADDR_KEY, LEADER_ID_KEY};
 
-/// The tonic service of one node.
+/// Largest admin request (membership changes are tiny).
+const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
+
+/// `RaftService` of one node.
 #[derive(Clone)]
 pub struct RaftGrpc {
     shared: Arc<NodeShared>,
 }
 
+/// `ClusterAdmin` of one node.
+#[derive(Clone)]
+pub struct AdminGrpc {
+    shared: Arc<NodeShared>,
+}
+
 impl RaftNode {
-    /// The gRPC service to add to this node's server.
+    /// The Raft service for this node's peer listener.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpc> {
         RaftServiceServer::new(RaftGrpc {
             shared: Arc::clone(&self.shared),
@@ -36,33 +46,97 @@ impl RaftNode {
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE)
     }
+
+    /// The cluster admin service for this node's peer listener.
+    pub fn admin_service(&self) -> ClusterAdminServer<AdminGrpc> {
+        ClusterAdminServer::new(AdminGrpc {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+    }
+}
+
+/// The node a Raft message says it comes from: the leader (or candidate) in its vote.
+fn sender(vote: &Option<pb::VotePb>) -> Option<NodeId> {
+    vote.as_ref()?.leader_id.as_ref().map(|l| l.node_id)
 }
 
 fn bad(e: Malformed) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-impl RaftGrpc {
+/// Who is calling, as proven by the TLS client certificate.
+enum Caller {
+    /// The node runs without TLS (`--insecure`): nobody is proven, everyone is let in.
+    Unauthenticated,
+    Proven(PeerIdentity),
+}
+
+impl NodeShared {
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        if self.tls.is_none() {
+            return Ok(Caller::Unauthenticated);
+        }
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        identity_of(leaf)
+            .map(Caller::Proven)
+            .map_err(|e| Status::unauthenticated(format!("client certificate {e}")))
+    }
+
+    /// The caller's certificate must be that of node `claimed`, the node the message
+    /// says it comes from (`None`: the message names nobody, which is malformed).
+    fn require_node<T>(&self, req: &Request<T>, claimed: Option<NodeId>) -> Result<(), Status> {
+        let caller = self.caller(req)?;
+        if let Caller::Proven(who) = &caller
+            && !matches!(who, PeerIdentity::Node(_))
+        {
+            return Err(Status::permission_denied(format!(
+                "{who} is not a cluster node"
+            )));
+        }
+        let claimed = claimed.ok_or_else(|| bad(Malformed("vote")))?;
+        match caller {
+            Caller::Proven(PeerIdentity::Node(id)) if id != claimed => Err(
+                Status::permission_denied(format!("node {id} may not speak for node {claimed}")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's certificate must name a current member.
+    fn require_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.caller(req)? {
+            Caller::Unauthenticated => Ok(()),
+            Caller::Proven(PeerIdentity::Node(id)) => self.check_member(id),
+            Caller::Proven(who) => Err(Status::permission_denied(format!(
+                "{who} is not a cluster node"
+            ))),
+        }
+    }
+
+    fn require_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.caller(req)? {
+            Caller::Unauthenticated | Caller::Proven(PeerIdentity::Admin(_)) => Ok(()),
+            Caller::Proven(who) => Err(Status::permission_denied(format!("{who} is not an admin"))),
+        }
+    }
+
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
-        if cluster_id == self.shared.cluster_id {
+        if cluster_id == self.cluster_id {
             Ok(())
         } else {
-            Err(Status::failed_precondition(format!(
-                "message for cluster {cluster_id:?}; this node belongs to {:?}",
-                self.shared.cluster_id
-            )))
+            Err(Status::failed_precondition("message for another cluster"))
         }
     }
 
     /// Refuses Raft traffic from a node outside the membership, once there is one.
     fn check_member(&self, from: NodeId) -> Result<(), Status> {
-        let m = self
-            .shared
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .clone();
+        let m = self.raft.metrics().borrow().membership_config.clone();
         let membership = m.membership();
         if membership.nodes().next().is_none() || membership.get_node(&from).is_some() {
             Ok(())
@@ -80,13 +154,7 @@ impl RaftGrpc {
             if let Ok(v) = id.to_string().parse() {
                 s.metadata_mut().insert(LEADER_ID_KEY, v);
             }
-            let m = self
-                .shared
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .clone();
+            let m = self.raft.metrics().borrow().membership_config.clone();
             if let Some(n) = m.membership().get_node(&id)
                 && let Ok(v) = n.addr.parse()
             {
@@ -130,10 +198,12 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::AppendEntriesRequestPb>,
     ) -> Result<Response<pb::AppendEntriesResponsePb>, Status> {
+        let leader = sender(&req.get_ref().vote);
+        self.shared.require_node(&req, leader)?;
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.shared.check_cluster(&req.cluster_id)?;
         let rpc = append_from_pb(req).map_err(bad)?;
-        self.check_member(rpc.vote.leader_id.node_id)?;
+        self.shared.check_member(rpc.vote.leader_id.node_id)?;
         let resp = self
             .shared
             .raft
@@ -147,10 +217,12 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::VoteRequestPb>,
     ) -> Result<Response<pb::VoteResponsePb>, Status> {
+        let candidate = sender(&req.get_ref().vote);
+        self.shared.require_node(&req, candidate)?;
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.shared.check_cluster(&req.cluster_id)?;
         let rpc = vote_req_from_pb(req).map_err(bad)?;
-        self.check_member(rpc.vote.leader_id.node_id)?;
+        self.shared.check_member(rpc.vote.leader_id.node_id)?;
         let resp = self
             .shared
             .raft
@@ -164,31 +236,63 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::InstallSnapshotRequestPb>,
     ) -> Result<Response<pb::InstallSnapshotResponsePb>, Status> {
+        let leader = sender(&req.get_ref().vote);
+        self.shared.require_node(&req, leader)?;
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.shared.check_cluster(&req.cluster_id)?;
         let rpc = snapshot_req_from_pb(req).map_err(bad)?;
-        self.check_member(rpc.vote.leader_id.node_id)?;
-        let resp = self
+        self.shared.check_member(rpc.vote.leader_id.node_id)?;
+        // A stale leader's transfer is not worth spooling (openraft checks again when
+        // installing).
+        let my_vote = self.shared.raft.metrics().borrow().vote;
+        if rpc.vote < my_vote {
+            return Ok(Response::new(pb::InstallSnapshotResponsePb {
+                vote: Some(vote_to_pb(&my_vote)),
+            }));
+        }
+        let finished = self
             .shared
-            .raft
-            .install_snapshot(rpc)
+            .snapshots
+            .receive(&rpc.meta.snapshot_id, rpc.offset, &rpc.data, rpc.done)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(snapshot_resp_to_pb(&resp)))
+            .map_err(|e| match e {
+                ChunkError::OutOfOrder { .. } => Status::out_of_range(e.to_string()),
+                ChunkError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+                ChunkError::Io(_) => Status::unavailable(e.to_string()),
+            })?;
+        let vote = match finished {
+            None => self.shared.raft.metrics().borrow().vote,
+            Some(data) => {
+                let snapshot = Snapshot {
+                    meta: rpc.meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                };
+                self.shared
+                    .raft
+                    .install_full_snapshot(rpc.vote, snapshot)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?
+                    .vote
+            }
+        };
+        Ok(Response::new(pb::InstallSnapshotResponsePb {
+            vote: Some(vote_to_pb(&vote)),
+        }))
     }
 
     async fn forward(
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::BatchResult>, Status> {
+        self.shared.require_member(&req)?;
         let req = req.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.shared.check_cluster(&req.cluster_id)?;
         let batch = req
             .batch
             .ok_or_else(|| Status::invalid_argument("forward without a batch"))?;
         if !self.shared.is_leader() {
             let leader = self.shared.raft.metrics().borrow().current_leader;
-            return Err(self.not_leader(leader));
+            return Err(self.shared.not_leader(leader));
         }
         // Re-batch on the leader: commands forwarded by every follower join the
         // leader's own queue, so one log entry carries writes from all nodes.
@@ -216,23 +320,28 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.check_cluster(&req.into_inner().cluster_id)?;
+        self.shared.require_member(&req)?;
+        self.shared.check_cluster(&req.into_inner().cluster_id)?;
         match self.shared.raft.get_read_log_id().await {
             Ok((read, _)) => Ok(Response::new(pb::ReadIndexResponse {
                 read_log_id: opt_log_id_to_pb(&read),
             })),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(self.not_leader(f.leader_id))
+                Err(self.shared.not_leader(f.leader_id))
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
         }
     }
+}
 
+#[tonic::async_trait]
+impl ClusterAdmin for AdminGrpc {
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.shared.require_admin(&req)?;
         Ok(Response::new(self.shared.status()))
     }
 
@@ -240,6 +349,7 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::InitRequest>,
     ) -> Result<Response<pb::InitResponse>, Status> {
+        self.shared.require_admin(&req)?;
         let members: BTreeMap<NodeId, BasicNode> = req
             .into_inner()
             .members
@@ -261,6 +371,7 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.shared.require_admin(&req)?;
         let node = req
             .into_inner()
             .node
@@ -275,25 +386,27 @@ impl RaftService for RaftGrpc {
             .raft
             .add_learner(node.id, BasicNode::new(node.addr), true)
             .await;
-        self.membership_reply(r)
+        self.shared.membership_reply(r)
     }
 
     async fn change_membership(
         &self,
         req: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.shared.require_admin(&req)?;
         let voters: BTreeSet<NodeId> = req.into_inner().voters.into_iter().collect();
         if voters.is_empty() {
             return Err(Status::invalid_argument("the voter set must not be empty"));
         }
         let r = self.shared.raft.change_membership(voters, true).await;
-        self.membership_reply(r)
+        self.shared.membership_reply(r)
     }
 
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.shared.require_admin(&req)?;
         let id = req.into_inner().id;
         let m = self
             .shared
@@ -308,6 +421,6 @@ impl RaftService for RaftGrpc {
         }
         // retain = false: the node leaves the cluster entirely (not kept as a learner).
         let r = self.shared.raft.change_membership(voters, false).await;
-        self.membership_reply(r)
+        self.shared.membership_reply(r)
     }
 }

@@ -4,8 +4,7 @@ use std::io::Cursor;
 
 use auth_proto::v1::{BatchResult, CommandBatch};
 
-/// A node id.
-pub type NodeId = u64;
+pub use crate::NodeId;
 
 openraft::declare_raft_types!(
     /// Raft types of auth-sdk: log entries carry a batch of storage commands.

@@ -11,9 +11,11 @@ use auth_core::api::*;
 use auth_core::{Auth, AuthApi, Config, HashParams, KeyRing, SigningKey};
 use auth_proto::v1 as pb;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
+use auth_raft::tls::PeerIdentity;
 use auth_raft::{RaftConfig, RaftNode, RaftStorage, StartError};
 use auth_storage::{Storage, StorageError, User};
 use common::Cluster;
+use tonic::transport::Endpoint;
 
 fn auth(storage: RaftStorage) -> Auth<RaftStorage> {
     let keys = KeyRing::new(SigningKey::hs256("cluster", &[7u8; 32]).unwrap());
@@ -247,8 +249,17 @@ async fn a_node_behind_a_compacted_log_catches_up_by_snapshot_and_restarts_keep_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_raft_rpcs_are_refused_with_clear_errors() {
     let cluster = Cluster::start(3).await;
-    let addr = format!("http://{}", cluster.nodes[0].addr);
-    let mut c = RaftServiceClient::connect(addr).await.unwrap();
+    // A well-behaved member's certificate (node 2), so that what is refused is the
+    // message itself.
+    let tls = common::tls_for(&cluster.ca, PeerIdentity::Node(2));
+    let channel = Endpoint::from_shared(format!("https://{}", cluster.nodes[0].addr))
+        .unwrap()
+        .tls_config(tls.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = RaftServiceClient::new(channel).max_encoding_message_size(usize::MAX);
     // Malformed: no vote.
     let e = c
         .append_entries(pb::AppendEntriesRequestPb {
@@ -274,8 +285,16 @@ async fn bad_raft_rpcs_are_refused_with_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    // A vote from a node that is not a member.
-    let e = c
+    // A vote from a node that is not a member (with that node's certificate).
+    let tls42 = common::tls_for(&cluster.ca, PeerIdentity::Node(42));
+    let channel = Endpoint::from_shared(format!("https://{}", cluster.nodes[0].addr))
+        .unwrap()
+        .tls_config(tls42.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = RaftServiceClient::new(channel)
         .vote(pb::VoteRequestPb {
             vote: Some(pb::VotePb {
                 leader_id: Some(pb::LeaderIdPb {
@@ -290,13 +309,13 @@ async fn bad_raft_rpcs_are_refused_with_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    // Oversized: beyond the 64 MiB message limit.
+    // Oversized: beyond the 16 MiB message limit.
     let e = c
         .forward(pb::ForwardRequest {
             batch: Some(pb::CommandBatch {
                 proposed_at_ms: 0,
                 commands: vec![pb::Command {
-                    request_id: vec![0; 65 * 1024 * 1024],
+                    request_id: vec![0; 17 * 1024 * 1024],
                     op: None,
                 }],
             }),

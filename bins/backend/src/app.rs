@@ -12,11 +12,10 @@ use auth_storage::memory::MemoryStorage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use auth_proto::v1::raft_service_server::RaftServiceServer;
-use auth_raft::{RaftGrpc, RaftNode};
+use auth_raft::RaftNode;
 
 use crate::config::{ConfigError, LogFormat, Settings};
-use crate::server::serve_with_raft;
+use crate::server::{ServerOptions, serve_client};
 
 /// Exit status for a configuration or usage error (same as clap's).
 pub const EXIT_CONFIG: u8 = 2;
@@ -121,21 +120,31 @@ pub async fn run(
     settings.check()?;
     let core = settings.auth_config()?;
     let raft = settings.raft_config()?;
+    let mut options = settings.server_options();
+    options.tls = settings.client_tls()?;
     if core.keys.is_none() {
         tracing::warn!(
             "no signing key configured (--signing-key-file): using a random key; \
              access tokens will not survive a restart nor verify on other backends"
         );
     }
-    let listener = bind(settings).await?;
+    if options.tls.is_none() {
+        tracing::warn!(
+            "the client listener has no TLS (--tls-cert, --tls-key): passwords and tokens \
+             cross the network in clear"
+        );
+    }
+    let listener = bind(settings.listen()).await?;
     let result = match raft {
         None => {
             let auth = Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
+            let api = Arc::new(auth.clone());
             let r = serve_on(
                 listener,
                 settings,
-                Arc::new(auth.clone()),
+                options,
+                api,
                 None,
                 shutdown,
                 on_listening,
@@ -145,15 +154,27 @@ pub async fn run(
             r
         }
         Some(raft) => {
+            let peer_addr = settings.raft.peer_listen.clone().unwrap_or_default();
+            if raft.tls.is_none() {
+                tracing::warn!(
+                    peer_listen = %peer_addr,
+                    "--insecure: the peer listener has no TLS; anyone who can reach it can \
+                     act as any node or as an admin, read every password hash and take over \
+                     the cluster. Never run a cluster like this outside a test"
+                );
+            }
+            let peer_listener = bind(&peer_addr).await?;
             let node = RaftNode::start(raft).await.map_err(RunError::Raft)?;
             let auth = Auth::new(core, node.storage()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
-            let service = node.grpc_service();
+            let api = Arc::new(auth.clone());
+            let peer = Some((node.clone(), peer_listener));
             let r = serve_on(
                 listener,
                 settings,
-                Arc::new(auth.clone()),
-                Some(service),
+                options,
+                api,
+                peer,
                 shutdown,
                 on_listening,
             )
@@ -167,34 +188,49 @@ pub async fn run(
     result
 }
 
-async fn bind(settings: &Settings) -> Result<TcpListener, RunError> {
-    TcpListener::bind(settings.listen())
+async fn bind(addr: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind {
-            addr: settings.listen().to_owned(),
+            addr: addr.to_owned(),
             source,
         })
 }
 
 /// Serves any `api` the way the binary does: binds [`Settings::listen`], reports the
-/// bound address to `on_listening`, serves with [`Settings::server_options`] until
-/// `shutdown` resolves, then waits at most [`Settings::shutdown_timeout`] for in-flight
-/// calls. Only the server settings are used.
+/// bound address to `on_listening`, serves with [`Settings::server_options`] (and the
+/// client TLS settings) until `shutdown` resolves, then waits at most
+/// [`Settings::shutdown_timeout`] for in-flight calls. Only the server settings are used.
 pub async fn serve_until(
     settings: &Settings,
     api: Arc<dyn AuthApi>,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
-    let listener = bind(settings).await?;
-    serve_on(listener, settings, api, None, shutdown, on_listening).await
+    let mut options = settings.server_options();
+    options.tls = settings.client_tls()?;
+    let listener = bind(settings.listen()).await?;
+    serve_on(
+        listener,
+        settings,
+        options,
+        api,
+        None,
+        shutdown,
+        on_listening,
+    )
+    .await
 }
 
+/// Serves the client listener and, for a Raft node, its peer listener. On shutdown the
+/// client listener drains first; the peer listener stays up until then, because calls
+/// in flight may still need Raft traffic to finish.
 async fn serve_on(
     listener: TcpListener,
     settings: &Settings,
+    options: ServerOptions,
     api: Arc<dyn AuthApi>,
-    raft: Option<RaftServiceServer<RaftGrpc>>,
+    peer: Option<(RaftNode, TcpListener)>,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
@@ -202,11 +238,29 @@ async fn serve_on(
         addr: settings.listen().to_owned(),
         source,
     })?;
-    let options = settings.server_options();
     let shutdown_timeout = settings.shutdown_timeout();
+    let (peer_stop_tx, mut peer_stop_rx) = watch::channel(false);
+    let mut peer_server = None;
+    if let Some((node, peer_listener)) = peer {
+        let peer_addr = peer_listener
+            .local_addr()
+            .map_err(|source| RunError::Bind {
+                addr: "peer listener".into(),
+                source,
+            })?;
+        let stop = async move {
+            let _ = peer_stop_rx.wait_for(|stop| *stop).await;
+        };
+        let server = node
+            .serve_peer(peer_listener, settings.peer_limits(), stop)
+            .map_err(RunError::Serve)?;
+        tracing::info!(%peer_addr, "peer listener up");
+        peer_server = Some(tokio::spawn(server));
+    }
     tracing::info!(
         %addr,
         storage = %settings.storage(),
+        tls = options.tls.is_some(),
         max_request_bytes = options.max_request_bytes,
         "auth-backend listening"
     );
@@ -214,30 +268,38 @@ async fn serve_on(
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    let mut server = tokio::spawn(serve_with_raft(listener, api, raft, options, graceful));
+    let mut server = tokio::spawn(serve_client(listener, api, options, graceful));
     on_listening(addr);
     let joined = tokio::select! {
-        joined = &mut server => joined,
+        joined = &mut server => Some(joined),
         () = shutdown => {
             tracing::info!("shutting down: no new calls, finishing in-flight ones");
             let _ = stop_tx.send(true);
             match tokio::time::timeout(shutdown_timeout, &mut server).await {
-                Ok(joined) => joined,
+                Ok(joined) => Some(joined),
                 Err(_) => {
                     tracing::warn!(
                         timeout = ?shutdown_timeout,
                         "in-flight calls did not finish in time; closing them"
                     );
                     server.abort();
-                    return Ok(());
+                    None
                 }
             }
         }
     };
+    let _ = peer_stop_tx.send(true);
+    if let Some(mut p) = peer_server
+        && tokio::time::timeout(shutdown_timeout, &mut p)
+            .await
+            .is_err()
+    {
+        p.abort();
+    }
     match joined {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RunError::Serve(e.to_string())),
-        Err(e) => Err(RunError::Serve(e.to_string())),
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(RunError::Serve(e.to_string())),
+        Some(Err(e)) => Err(RunError::Serve(e.to_string())),
     }
 }
 

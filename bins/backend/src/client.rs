@@ -15,11 +15,14 @@ use async_trait::async_trait;
 use auth_core::{AuthApi, AuthError};
 use auth_proto::v1::auth_service_client::AuthServiceClient;
 use auth_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use std::path::Path;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Response, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use zeroize::Zeroizing;
 
 use crate::status::{CODE_KEY, from_status};
 
@@ -35,6 +38,9 @@ pub struct RemoteOptions {
     pub probe_interval: Duration,
     /// Largest response accepted. Default 4 MiB.
     pub max_response_bytes: usize,
+    /// TLS to the backends. With it, endpoints without a scheme are `https://`; an
+    /// `https://` endpoint needs it. Default: none (plaintext `http://`).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for RemoteOptions {
@@ -44,8 +50,68 @@ impl Default for RemoteOptions {
             request_timeout: Duration::from_secs(10),
             probe_interval: Duration::from_millis(500),
             max_response_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
+}
+
+/// TLS settings of a backend client: the CA that issued the backends' certificates
+/// and, optionally, a client certificate to present. `Debug` hides the key.
+#[derive(Clone)]
+pub struct ClientTls {
+    ca_pem: String,
+    identity: Option<(String, Zeroizing<String>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Trust the CA certificate(s) in `ca_pem`.
+    pub fn from_ca_pem(ca_pem: impl Into<String>) -> Self {
+        Self {
+            ca_pem: ca_pem.into(),
+            identity: None,
+        }
+    }
+
+    /// Reads the CA file (`--cacert`).
+    pub fn from_ca_file(path: &Path) -> Result<Self, AuthError> {
+        let pem = read_pem(path)?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(AuthError::InvalidConfig(format!(
+                "{} contains no PEM certificate",
+                path.display()
+            )));
+        }
+        Ok(Self::from_ca_pem(pem))
+    }
+
+    /// Also present the client certificate and key in these files (`--cert`, `--key`).
+    pub fn with_identity_files(mut self, cert: &Path, key: &Path) -> Result<Self, AuthError> {
+        let cert_pem = read_pem(cert)?;
+        let key_pem = Zeroizing::new(read_pem(key)?);
+        self.identity = Some((cert_pem, key_pem));
+        Ok(self)
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(Identity::from_pem(cert, key.as_bytes()));
+        }
+        c
+    }
+}
+
+fn read_pem(path: &Path) -> Result<String, AuthError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| AuthError::InvalidConfig(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Whether a call may be sent again after it may have reached a server.
@@ -95,11 +161,14 @@ impl std::fmt::Debug for RemoteAuth {
     }
 }
 
-/// `host:port` gets an `http://` scheme; URLs pass through.
-fn normalize(endpoint: &str) -> String {
+/// `host:port` gets an `https://` scheme with TLS and `http://` without; URLs pass
+/// through.
+fn normalize(endpoint: &str, tls: bool) -> String {
     let e = endpoint.trim();
     if e.contains("://") {
         e.to_owned()
+    } else if tls {
+        format!("https://{e}")
     } else {
         format!("http://{e}")
     }
@@ -115,12 +184,30 @@ impl RemoteAuth {
     {
         let mut nodes = Vec::new();
         for e in endpoints {
-            let url = normalize(e.as_ref());
-            let channel = Endpoint::from_shared(url.clone())
+            let url = normalize(e.as_ref(), options.tls.is_some());
+            let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|_| AuthError::InvalidConfig(format!("bad endpoint {url:?}")))?
                 .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
+                .tcp_nodelay(true);
+            match (&options.tls, url.starts_with("https://")) {
+                (Some(tls), true) => {
+                    endpoint = endpoint
+                        .tls_config(tls.config())
+                        .map_err(|e| AuthError::InvalidConfig(format!("TLS for {url}: {e}")))?;
+                }
+                (None, true) => {
+                    return Err(AuthError::InvalidConfig(format!(
+                        "{url} needs a CA certificate to verify the backend (--cacert)"
+                    )));
+                }
+                (Some(_), false) => {
+                    return Err(AuthError::InvalidConfig(format!(
+                        "{url} is plaintext but TLS is configured: use https://"
+                    )));
+                }
+                (None, false) => {}
+            }
+            let channel = endpoint.connect_lazy();
             nodes.push(Node {
                 url,
                 client: AuthServiceClient::new(channel.clone())

@@ -1,14 +1,21 @@
 //! `auth-backend cluster`: a local Raft cluster of `auth-backend serve --storage raft`
 //! child processes, for trying fail-over by hand (kill any two, see it still works).
+//!
+//! Everything a secure cluster needs is created under the data directory on first use:
+//! the cluster id, a shared signing key, and in `tls/` a CA with a certificate per node
+//! (peer mutual TLS and client-listener TLS) and an admin certificate for `authctl`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use auth_raft::tls::PeerIdentity;
 use base64::Engine as _;
 use clap::Args;
 use rand::RngCore;
+
+use crate::certs::{self, CertDirs};
 
 /// Flags of `auth-backend cluster`.
 #[derive(Debug, Clone, Args)]
@@ -19,10 +26,11 @@ pub struct ClusterArgs {
     /// Host the nodes listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Port of node 1; node N listens on base + (N-1) × step.
+    /// Client port of node 1; node N listens on base + (N-1) × step for clients and on
+    /// the next port for peers.
     #[arg(long, default_value_t = 50051)]
     pub base_port: u16,
-    /// Distance between the nodes' ports.
+    /// Distance between the nodes' ports (at least 2).
     #[arg(long, default_value_t = 10)]
     pub port_step: u16,
     /// Directory for every node's data, logs, the cluster id and the shared signing key.
@@ -38,8 +46,10 @@ pub struct ClusterArgs {
 pub struct NodePlan {
     /// Node id (1-based).
     pub id: u64,
-    /// Listen address.
+    /// Client listen address.
     pub addr: String,
+    /// Peer listen address.
+    pub peer_addr: String,
     /// Log file (the node's stdout and stderr).
     pub log: PathBuf,
     /// Arguments of `auth-backend` for this node.
@@ -67,14 +77,76 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     }
 }
 
-/// Lays out the cluster: ports, data dirs, a cluster id and one signing key shared by
-/// every node (so a token from any node verifies on all), created on first use.
-pub fn plan(args: &ClusterArgs) -> Result<Vec<NodePlan>, String> {
+/// The TLS files of a cluster made by [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The admin certificate and key, for `authctl cluster …`.
+    pub admin_cert: PathBuf,
+    /// The admin key.
+    pub admin_key: PathBuf,
+}
+
+/// Creates (once) the CA, one certificate per node valid for `hosts`, and an admin
+/// certificate, in `dir`.
+fn make_tls(dir: &Path, ids: &[u64], hosts: &[String]) -> Result<ClusterTls, String> {
+    let dirs = CertDirs {
+        certs_dir: dir.to_owned(),
+        ca_key: None,
+        overwrite: false,
+        lifetime: None,
+    };
+    let ca = if dir.join("ca.pem").exists() {
+        certs::load_ca(&dirs)?
+    } else {
+        certs::create_ca(&dirs)?
+    };
+    for id in ids {
+        if !dir.join(format!("node-{id}.pem")).exists() {
+            certs::issue(
+                &ca,
+                &dirs,
+                PeerIdentity::Node(*id),
+                hosts,
+                &format!("node-{id}"),
+            )?;
+        }
+    }
+    if !dir.join("admin.pem").exists() {
+        certs::issue(
+            &ca,
+            &dirs,
+            PeerIdentity::Admin("admin".into()),
+            &[],
+            "admin",
+        )?;
+    }
+    Ok(ClusterTls {
+        ca: dir.join("ca.pem"),
+        admin_cert: dir.join("admin.pem"),
+        admin_key: dir.join("admin.key"),
+    })
+}
+
+/// Lays out the cluster: ports, data dirs, a cluster id, one signing key shared by
+/// every node (so a token from any node verifies on all), and the TLS certificates,
+/// created on first use.
+pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
     if args.nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
+    if args.port_step < 2 {
+        return Err("--port-step must be at least 2 (each node has two ports)".into());
+    }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot protect {}: {e}", args.data_dir.display()))?;
+    }
     let cluster_id = read_or_create(&args.data_dir.join("cluster-id"), || {
         let mut b = [0u8; 6];
         rand::rng().fill_bytes(&mut b);
@@ -89,20 +161,41 @@ pub fn plan(args: &ClusterArgs) -> Result<Vec<NodePlan>, String> {
         rand::rng().fill_bytes(&mut b);
         base64::engine::general_purpose::STANDARD.encode(b)
     })?;
-    let mut peers = BTreeMap::new();
+    let mut ports = BTreeMap::new();
     for i in 0..args.nodes {
         let port = u32::from(args.base_port) + u32::from(i) * u32::from(args.port_step);
-        let port = u16::try_from(port).map_err(|_| "ports run past 65535".to_string())?;
-        peers.insert(u64::from(i) + 1, format!("{}:{port}", args.host));
+        let client = u16::try_from(port).map_err(|_| "ports run past 65535".to_string())?;
+        let peer = client
+            .checked_add(1)
+            .ok_or_else(|| "ports run past 65535".to_string())?;
+        ports.insert(
+            u64::from(i) + 1,
+            (
+                format!("{}:{client}", args.host),
+                format!("{}:{peer}", args.host),
+            ),
+        );
     }
-    let peer_list = peers
+    let mut hosts = vec![args.host.clone()];
+    for h in ["127.0.0.1", "localhost"] {
+        if !hosts.iter().any(|x| x == h) {
+            hosts.push(h.to_owned());
+        }
+    }
+    let tls_dir = args.data_dir.join("tls");
+    let ids: Vec<u64> = ports.keys().copied().collect();
+    let tls = make_tls(&tls_dir, &ids, &hosts)?;
+    let peer_list = ports
         .iter()
-        .map(|(id, a)| format!("{id}={a}"))
+        .map(|(id, (_, peer))| format!("{id}={peer}"))
         .collect::<Vec<_>>()
         .join(",");
-    Ok(peers
+    let path = |p: PathBuf| p.display().to_string();
+    let nodes = ports
         .iter()
-        .map(|(id, addr)| {
+        .map(|(id, (addr, peer))| {
+            let cert = path(tls_dir.join(format!("node-{id}.pem")));
+            let key = path(tls_dir.join(format!("node-{id}.key")));
             let mut a: Vec<String> = [
                 "serve",
                 "--storage",
@@ -111,34 +204,43 @@ pub fn plan(args: &ClusterArgs) -> Result<Vec<NodePlan>, String> {
                 &id.to_string(),
                 "--listen",
                 addr,
+                "--peer-listen",
+                peer,
                 "--peers",
                 &peer_list,
                 "--cluster-id",
                 &cluster_id,
                 "--signing-key-id",
                 "cluster",
+                "--data-dir",
+                &path(args.data_dir.join(format!("node-{id}"))),
+                "--signing-key-file",
+                &path(key_file.clone()),
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--peer-cert-file",
+                &cert,
+                "--peer-key-file",
+                &key,
+                "--peer-trusted-ca-file",
+                &path(tls.ca.clone()),
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
-            a.push("--data-dir".into());
-            a.push(
-                args.data_dir
-                    .join(format!("node-{id}"))
-                    .display()
-                    .to_string(),
-            );
-            a.push("--signing-key-file".into());
-            a.push(key_file.display().to_string());
             a.extend(args.node_args.iter().cloned());
             NodePlan {
                 id: *id,
                 addr: addr.clone(),
+                peer_addr: peer.clone(),
                 log: args.data_dir.join(format!("node-{id}.log")),
                 args: a,
             }
         })
-        .collect())
+        .collect();
+    Ok((nodes, tls))
 }
 
 fn spawn(exe: &Path, node: &NodePlan) -> Result<Child, String> {
@@ -172,7 +274,7 @@ fn terminate(child: &Child) {
 /// `auth-backend cluster`: starts the nodes, prints their id, pid and address, reports
 /// nodes that exit, and stops them all on SIGINT/SIGTERM.
 pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
-    let plan = match plan(args) {
+    let (plan, tls) = match plan(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("auth-backend cluster: {e}");
@@ -225,19 +327,40 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
             plan.len(),
             args.data_dir.display()
         );
-        println!("{:>4}  {:>8}  {:<22}  log", "id", "pid", "address");
+        println!(
+            "{:>4}  {:>8}  {:<22}  {:<22}  log",
+            "id", "pid", "client (TLS)", "peer (mutual TLS)"
+        );
         for (n, c) in &children {
             let pid = c.as_ref().map_or(0, Child::id);
             println!(
-                "{:>4}  {:>8}  {:<22}  {}",
+                "{:>4}  {:>8}  {:<22}  {:<22}  {}",
                 n.id,
                 pid,
                 n.addr,
+                n.peer_addr,
                 n.log.display()
             );
         }
         let endpoints: Vec<&str> = plan.iter().map(|n| n.addr.as_str()).collect();
+        let peers: Vec<&str> = plan.iter().map(|n| n.peer_addr.as_str()).collect();
         println!("endpoints: {}", endpoints.join(","));
+        println!("peer endpoints: {}", peers.join(","));
+        println!("authctl settings for this cluster:");
+        println!("  export AUTHCTL_ENDPOINTS={}", endpoints.join(","));
+        println!("  export AUTHCTL_PEER_ENDPOINTS={}", peers.join(","));
+        println!("  export AUTHCTL_CACERT={}", tls.ca.display());
+        println!("  export AUTHCTL_CERT={}", tls.admin_cert.display());
+        println!("  export AUTHCTL_KEY={}", tls.admin_key.display());
+        println!(
+            "auth-web: --backend {} --backend-cacert {}",
+            endpoints
+                .iter()
+                .map(|e| format!("https://{e}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            tls.ca.display()
+        );
         println!(
             "stop a node with `kill PID`; restart it with the `# restart node` line in its log"
         );
@@ -314,22 +437,41 @@ mod tests {
             data_dir: dir.clone(),
             node_args: vec!["--argon2-memory-kib".into(), "64".into()],
         };
-        let p = plan(&args).unwrap();
+        let (p, tls) = plan(&args).unwrap();
         assert_eq!(p.len(), 5);
         assert_eq!(p[4].addr, "127.0.0.1:50091");
+        assert_eq!(p[4].peer_addr, "127.0.0.1:50092");
         let peers = p[0].args.iter().position(|a| a == "--peers").unwrap();
         assert_eq!(
             p[0].args[peers + 1],
-            "1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071,4=127.0.0.1:50081,5=127.0.0.1:50091"
+            "1=127.0.0.1:50052,2=127.0.0.1:50062,3=127.0.0.1:50072,4=127.0.0.1:50082,5=127.0.0.1:50092"
         );
+        // Every node's certificate names it; the admin certificate is an admin's.
+        for n in &p {
+            let files = auth_raft::tls::TlsFiles {
+                ca: tls.ca.clone(),
+                cert: dir.join("tls").join(format!("node-{}.pem", n.id)),
+                key: dir.join("tls").join(format!("node-{}.key", n.id)),
+            };
+            auth_raft::tls::PeerTls::load(&files, Some(&PeerIdentity::Node(n.id))).unwrap();
+        }
+        let admin = auth_raft::tls::TlsFiles {
+            ca: tls.ca.clone(),
+            cert: tls.admin_cert.clone(),
+            key: tls.admin_key.clone(),
+        };
+        let admin = auth_raft::tls::PeerTls::load(&admin, None).unwrap();
+        assert_eq!(admin.identity(), &PeerIdentity::Admin("admin".into()));
+        let ca_before = std::fs::read_to_string(&tls.ca).unwrap();
         assert!(
             p[2].args
                 .ends_with(&["--argon2-memory-kib".to_string(), "64".to_string()])
         );
-        // The cluster id and key are created once and reused.
+        // The cluster id, key and CA are created once and reused.
         let id1 = std::fs::read_to_string(dir.join("cluster-id")).unwrap();
         let key1 = std::fs::read_to_string(dir.join("signing.key")).unwrap();
         plan(&args).unwrap();
+        assert_eq!(ca_before, std::fs::read_to_string(&tls.ca).unwrap());
         assert_eq!(
             id1,
             std::fs::read_to_string(dir.join("cluster-id")).unwrap()
@@ -352,6 +494,11 @@ mod tests {
             ..args.clone()
         };
         assert!(plan(&too_many).is_err());
+        let overlapping = ClusterArgs {
+            port_step: 1,
+            ..args.clone()
+        };
+        assert!(plan(&overlapping).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

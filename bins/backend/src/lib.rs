@@ -11,13 +11,14 @@
 //! [`AuthApi`]: auth_core::AuthApi
 #![warn(missing_docs)]
 
-pub mod admin;
+pub use auth_raft::admin;
 pub mod app;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod server;
 pub mod status;
 
-pub use client::{RemoteAuth, RemoteOptions};
+pub use client::{ClientTls, RemoteAuth, RemoteOptions};
 pub use server::{ServerOptions, serve};

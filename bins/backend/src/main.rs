@@ -9,5 +9,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => auth_backend::app::main_serve(&args),
         Command::Cluster(args) => auth_backend::cluster::main_cluster(&args),
+        Command::Certs(cmd) => auth_backend::certs::main_certs(&cmd),
     }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use auth_core::AuthApi;
 use auth_proto::v1::auth_service_server::{AuthService, AuthServiceServer};
-use auth_proto::v1::raft_service_server::RaftServiceServer;
+use std::path::Path;
+
 use auth_proto::v1::*;
-use auth_raft::RaftGrpc;
+use auth_raft::net::{ListenerLimits, limited_incoming};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use crate::status::to_status;
 
@@ -25,14 +27,66 @@ pub struct ServerOptions {
     pub max_request_bytes: usize,
     /// Concurrent requests per connection.
     pub concurrency_per_connection: usize,
+    /// Open connections and HTTP/2 streams per connection.
+    pub limits: ListenerLimits,
+    /// TLS: the server's certificate and key. Default: none (plaintext).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            concurrency_per_connection: 256,
+            concurrency_per_connection: 128,
+            limits: ListenerLimits::default(),
+            tls: None,
         }
+    }
+}
+
+/// A server certificate and its private key, PEM. `Debug` hides the key.
+#[derive(Clone)]
+pub struct ServerTls {
+    cert_pem: String,
+    key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// From PEM texts.
+    pub fn from_pem(cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        Self {
+            cert_pem: cert_pem.into(),
+            key_pem: Zeroizing::new(key_pem.into()),
+        }
+    }
+
+    /// Reads `--tls-cert` and `--tls-key`, refusing a key readable by group or others.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, String> {
+        auth_raft::tls::check_private_file(key).map_err(|e| e.to_string())?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let cert_pem = read(cert)?;
+        let key_pem = Zeroizing::new(read(key)?);
+        if !cert_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(format!("{} contains no PEM certificate", cert.display()));
+        }
+        if !key_pem.contains("PRIVATE KEY-----") {
+            return Err(format!("{} contains no PEM private key", key.display()));
+        }
+        Ok(Self { cert_pem, key_pem })
+    }
+
+    fn config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes()))
+            .timeout(std::time::Duration::from_secs(5))
     }
 }
 
@@ -166,15 +220,15 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_raft(listener, api, None, options, shutdown).await
+    serve_client(listener, api, options, shutdown).await
 }
 
-/// Like [`serve`], plus a Raft node's `RaftService` (peer RPCs, forwarded writes,
-/// cluster admin) on the same port.
-pub async fn serve_with_raft(
+/// Serves `AuthService` with health and reflection on the client listener. Raft and
+/// admin RPCs are never served here: they live on the peer listener
+/// ([`auth_raft::RaftNode::serve_peer`]).
+pub async fn serve_client(
     listener: TcpListener,
     api: Arc<dyn AuthApi>,
-    raft: Option<RaftServiceServer<RaftGrpc>>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -182,19 +236,24 @@ pub async fn serve_with_raft(
     health_reporter
         .set_serving::<AuthServiceServer<AuthGrpc>>()
         .await;
+    // Reflection describes AuthService and health only: the descriptor set that also
+    // holds the Raft and admin services is not registered.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("auth.v1.AuthService")
+        .with_service_name("grpc.health.v1.Health")
         .build_v1();
     let auth = AuthServiceServer::new(AuthGrpc::new(api))
         .max_decoding_message_size(options.max_request_bytes);
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
+        .max_concurrent_streams(options.limits.max_concurrent_streams)
         .tcp_nodelay(true);
-    let router = builder
-        .add_service(health)
-        .add_service(auth)
-        .add_optional_service(raft);
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    let router = builder.add_service(health).add_service(auth);
     let router = match reflection {
         Ok(r) => router.add_service(r),
         Err(e) => {
@@ -203,10 +262,8 @@ pub async fn serve_with_raft(
         }
     };
     router
-        // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
-        // it on accepted sockets, Nagle plus delayed ACKs add ~40 ms to responses.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            limited_incoming(listener, options.limits.max_connections),
             shutdown,
         )
         .await

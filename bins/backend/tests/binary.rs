@@ -184,9 +184,11 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Writes a file readable by its owner only (the backend refuses key files others can
+/// read).
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
+    auth_raft::tls::write_private_file(&p, text.as_bytes()).unwrap();
     p
 }
 

@@ -18,7 +18,7 @@ use auth_proto::v1::auth_service_client::AuthServiceClient;
 use history::{Event, Op, Outcome};
 use parking_lot::Mutex;
 use procs::ProcCluster;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 fn remote(c: &ProcCluster) -> RemoteAuth {
     RemoteAuth::new(
@@ -26,7 +26,7 @@ fn remote(c: &ProcCluster) -> RemoteAuth {
         RemoteOptions {
             request_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_millis(100),
-            ..RemoteOptions::default()
+            ..c.remote_options()
         },
     )
     .unwrap()
@@ -286,7 +286,7 @@ async fn a_minority_cannot_acknowledge_writes() {
         minority,
         RemoteOptions {
             request_timeout: Duration::from_secs(8),
-            ..RemoteOptions::default()
+            ..c.remote_options()
         },
     )
     .unwrap();
@@ -313,10 +313,13 @@ async fn a_minority_cannot_acknowledge_writes() {
 // History test: clients and a nemesis at the same time; then every invariant.
 // ---------------------------------------------------------------------------------
 
-fn client(addr: &str) -> AuthServiceClient<Channel> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+/// A client of one node (its connection reconnects by itself after the node restarts).
+fn client(addr: &str, ca_pem: &str) -> AuthServiceClient<Channel> {
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_millis(300))
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))
+        .unwrap()
         .connect_lazy();
     AuthServiceClient::new(channel)
 }
@@ -376,6 +379,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
     let mut c = ProcCluster::start(5, &["--lockout-max-failures", "0"]);
     c.leader(Duration::from_secs(10)).await;
     let addrs = c.endpoints();
+    let ca_pem: Arc<str> = c.ca.cert_pem().into();
     let rec = Arc::new(Recorder {
         start: Instant::now(),
         events: Mutex::new(Vec::new()),
@@ -389,13 +393,15 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
     let mut tasks = Vec::new();
     for w in 0..4usize {
         let (rec, known, addrs) = (Arc::clone(&rec), Arc::clone(&known), addrs.clone());
+        let clients: Vec<AuthServiceClient<Channel>> =
+            addrs.iter().map(|a| client(a, &ca_pem)).collect();
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             let mut my_refresh: Option<String> = None;
             while Instant::now() < stop_at {
                 n += 1;
                 let key = format!("user{}", (n * 7 + w * 3) % KEYS);
-                let mut c = client(&addrs[(n + w) % addrs.len()]);
+                let mut c = clients[(n + w) % clients.len()].clone();
                 let choice = (n * 31 + w * 17) % 10;
                 if choice < 2 {
                     let pw = format!("pw-{key}-init");

@@ -25,8 +25,8 @@
 //! listen = "0.0.0.0:50051"
 //! storage = "raft"
 //! max_request_bytes = 65536
-//! max_connections = 10000           # parsed, not enforced yet
-//! max_concurrent_streams = 256      # parsed, not enforced yet
+//! max_connections = 10000           # per listener
+//! max_concurrent_streams = 256      # per connection
 //! log_format = "json"
 //! shutdown_timeout = "30s"
 //!
@@ -49,16 +49,16 @@
 //!
 //! [raft]                            # with storage = "raft"
 //! id = 1
-//! peers = "1=10.0.0.1:50051,2=10.0.0.2:50051,3=10.0.0.3:50051"
+//! peers = "1=10.0.0.1:50052,2=10.0.0.2:50052,3=10.0.0.3:50052"   # peer listeners
 //! data_dir = "data"                 # relative to this file
 //! cluster_id = "example-prod"
 //! read_consistency = "linearizable"
 //! snapshot_every = 10000
 //! logs_to_keep = 1000
-//! peer_listen = "0.0.0.0:50052"     # parsed, not used yet
-//! max_snapshot_bytes = 67108864     # parsed, not used yet
+//! peer_listen = "0.0.0.0:50052"
+//! max_snapshot_bytes = 67108864
 //!
-//! [tls]                             # parsed, not used yet
+//! [tls]
 //! cert = "tls/server.pem"
 //! key = "tls/server.key"
 //! peer_cert_file = "tls/peer.pem"
@@ -116,8 +116,12 @@ pub enum Command {
     /// Serve AuthService (with gRPC health and reflection) until SIGINT or SIGTERM.
     Serve(Settings),
     /// Start a local Raft cluster of `serve --storage raft` processes (default 5 nodes
-    /// on ports 50051, 50061, …) and stop them all on Ctrl-C.
+    /// on client ports 50051, 50061, … and peer ports 50052, 50062, …), with TLS
+    /// everywhere, and stop them all on Ctrl-C.
     Cluster(crate::cluster::ClusterArgs),
+    /// Create the cluster CA and node, client and admin certificates.
+    #[command(subcommand)]
+    Certs(crate::certs::CertsCmd),
 }
 
 /// Where accounts and sessions are kept.

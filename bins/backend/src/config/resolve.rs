@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use auth_core::{Config, KeyRing, SigningKey};
 use auth_raft::RaftConfig;
+use auth_raft::net::ListenerLimits;
+use auth_raft::tls::{PeerIdentity, PeerTls, TlsFiles, check_private_file};
 
 use super::{
     ConfigError, DEFAULT_KEY_ID, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, LogFormat, Settings,
     StorageKind,
 };
-use crate::server::ServerOptions;
+use crate::server::{ServerOptions, ServerTls};
 
 /// Where the signing key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +54,41 @@ impl Settings {
         self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 
-    /// The gRPC server options: [`ServerOptions::default()`] with what is set here.
+    /// The gRPC server options: [`ServerOptions::default()`] with what is set here,
+    /// without TLS (see [`Settings::client_tls`]).
     pub fn server_options(&self) -> ServerOptions {
         let mut options = ServerOptions::default();
         set(&mut options.max_request_bytes, &self.max_request_bytes);
+        set(&mut options.limits.max_connections, &self.max_connections);
+        set(
+            &mut options.limits.max_concurrent_streams,
+            &self.max_concurrent_streams,
+        );
         options
+    }
+
+    /// The limits of the peer listener: the same as the client listener's.
+    pub fn peer_limits(&self) -> ListenerLimits {
+        self.server_options().limits
+    }
+
+    /// TLS of the client listener (`--tls-cert` and `--tls-key`, both or neither),
+    /// read from its files; the key must be private to its owner.
+    pub fn client_tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => ServerTls::from_files(cert, key)
+                .map(Some)
+                .map_err(ConfigError::Invalid),
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key go together".into(),
+            )),
+        }
+    }
+
+    /// True when Raft runs without TLS on its peer listener (`--insecure`).
+    pub fn insecure(&self) -> bool {
+        self.tls.insecure.unwrap_or(false)
     }
 
     /// The signing key file and its id, if a file is set (the id defaults to
@@ -99,6 +131,7 @@ impl Settings {
         let mut config = self.core_config_without_keys();
         if let Some(src) = self.signing_key()? {
             let key = SigningKey::from_file(src.kid, &src.path)?;
+            check_private_file(&src.path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             config.keys = Some(KeyRing::new(key));
         }
         config.validate()?;
@@ -106,15 +139,29 @@ impl Settings {
     }
 
     /// The Raft node configuration with `--storage raft` ([`RaftConfig::new`] with these
-    /// settings), `None` with memory storage. Checks that `--id`, `--peers` and
-    /// `--data-dir` are given exactly when Raft is used, that the peer list is well
-    /// formed and that it lists this node at the address it listens on.
+    /// settings), `None` with memory storage. Checks that `--id`, `--peers`,
+    /// `--data-dir` and `--peer-listen` are given exactly when Raft is used, that the
+    /// peer list is well formed and lists this node at the address its peer listener
+    /// binds, and loads the peer TLS files (mutual TLS unless `--insecure`).
     pub fn raft_config(&self) -> Result<Option<RaftConfig>, ConfigError> {
         let r = &self.raft;
+        let t = &self.tls;
         if self.storage() != StorageKind::Raft {
             if r.id.is_some() || r.peers.is_some() || r.data_dir.is_some() {
                 return Err(ConfigError::Invalid(
                     "--id, --peers and --data-dir only apply to --storage raft".into(),
+                ));
+            }
+            if r.peer_listen.is_some()
+                || t.peer_cert_file.is_some()
+                || t.peer_key_file.is_some()
+                || t.peer_trusted_ca_file.is_some()
+                || t.insecure.is_some()
+            {
+                return Err(ConfigError::Invalid(
+                    "--peer-listen, the --peer-* TLS files and --insecure only apply to \
+                     --storage raft"
+                        .into(),
                 ));
             }
             return Ok(None);
@@ -127,7 +174,15 @@ impl Settings {
         if id == 0 {
             return Err(ConfigError::Invalid("--id must be non-zero".into()));
         }
-        let listen = self.listen();
+        if !peers.contains_key(&id) {
+            return Err(ConfigError::Invalid(format!(
+                "--peers does not list this node (id {id})"
+            )));
+        }
+        let listen = r
+            .peer_listen
+            .as_deref()
+            .ok_or_else(|| missing("peer-listen"))?;
         let addr = match peers.get(&id) {
             None => {
                 return Err(ConfigError::Invalid(format!(
@@ -136,13 +191,52 @@ impl Settings {
             }
             Some(a) if !listen_matches(listen, a) => {
                 return Err(ConfigError::Invalid(format!(
-                    "--peers lists node {id} at {a} but it listens on {listen}"
+                    "--peers lists node {id} at {a} but its peer listener is {listen}"
                 )));
             }
             Some(a) => a.clone(),
         };
+        if listen_matches(self.listen(), listen) || listen_matches(listen, self.listen()) {
+            return Err(ConfigError::Invalid(format!(
+                "--peer-listen {listen} must differ from --listen {}",
+                self.listen()
+            )));
+        }
         let mut rc = RaftConfig::new(id, addr, data_dir);
         rc.initial_members = peers;
+        set(&mut rc.max_snapshot_bytes, &r.max_snapshot_bytes);
+        rc.tls = match (
+            self.insecure(),
+            &t.peer_cert_file,
+            &t.peer_key_file,
+            &t.peer_trusted_ca_file,
+        ) {
+            (true, None, None, None) => None,
+            (true, ..) => {
+                return Err(ConfigError::Invalid(
+                    "--insecure contradicts the --peer-* TLS files".into(),
+                ));
+            }
+            (false, Some(cert), Some(key), Some(ca)) => {
+                let files = TlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                Some(
+                    PeerTls::load(&files, Some(&PeerIdentity::Node(id)))
+                        .map_err(|e| ConfigError::Invalid(format!("peer TLS: {e}")))?,
+                )
+            }
+            (false, ..) => {
+                return Err(ConfigError::Invalid(
+                    "--storage raft needs --peer-cert-file, --peer-key-file and \
+                     --peer-trusted-ca-file (mutual TLS between nodes); --insecure runs \
+                     without, for tests only"
+                        .into(),
+                ));
+            }
+        };
         set(&mut rc.cluster_id, &r.cluster_id);
         set(&mut rc.snapshot_every, &r.snapshot_every);
         set(&mut rc.logs_to_keep, &r.logs_to_keep);
@@ -157,8 +251,16 @@ impl Settings {
     /// key settings, the Raft settings, the listen address, the request size limit and
     /// the `auth_core::Config` (lifetimes, claims, argon2 parameters).
     pub fn check(&self) -> Result<(), ConfigError> {
-        self.signing_key()?;
+        let key = self.signing_key()?;
         self.raft_config()?;
+        if self.storage() == StorageKind::Raft && key.is_none() {
+            return Err(ConfigError::Invalid(
+                "--storage raft needs a signing key shared by every node \
+                 (--signing-key-file); `auth-backend cluster` generates one"
+                    .into(),
+            ));
+        }
+        self.client_tls()?;
         if self.listen().trim().is_empty() {
             return Err(ConfigError::Invalid("listen address is empty".into()));
         }

@@ -177,8 +177,8 @@ pub struct LockoutSettings {
     pub max_failures: Option<u32>,
 }
 
-/// Raft replication: the `[raft]` table. `id`, `peers` and `data_dir` are required with
-/// `--storage raft` and refused without it.
+/// Raft replication: the `[raft]` table. `id`, `peers`, `data_dir` and `peer_listen` are
+/// required with `--storage raft` and refused without it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[command(next_help_heading = "Raft (--storage raft)")]
@@ -187,8 +187,9 @@ pub struct RaftSettings {
     #[arg(long, env = "AUTH_BACKEND_ID", value_name = "N")]
     pub id: Option<u64>,
 
-    /// Raft: every initial member as `id=host:port`, comma-separated, this node
-    /// included (e.g. `1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071`).
+    /// Raft: every initial member as `id=host:port` of its peer listener,
+    /// comma-separated, this node included (e.g.
+    /// `1=127.0.0.1:50052,2=127.0.0.1:50062,3=127.0.0.1:50072`).
     #[arg(long, env = "AUTH_BACKEND_PEERS", value_name = "LIST")]
     pub peers: Option<String>,
 
@@ -215,18 +216,17 @@ pub struct RaftSettings {
     #[arg(long, env = "AUTH_BACKEND_LOGS_TO_KEEP", value_name = "N")]
     pub logs_to_keep: Option<u64>,
 
-    /// Raft: separate address for peer (Raft) traffic; without it peers use the client
-    /// listener (not used yet).
+    /// Raft: address of the peer listener (Raft RPCs, forwarded writes, cluster admin;
+    /// mutual TLS). Required with `--storage raft`; must differ from `--listen`.
     #[arg(long, env = "AUTH_BACKEND_PEER_LISTEN", value_name = "ADDR")]
     pub peer_listen: Option<String>,
 
-    /// Raft: largest snapshot accepted from a peer, in bytes (not enforced yet).
+    /// Raft: largest snapshot accepted from a leader, in bytes [default: 1 GiB].
     #[arg(long, env = "AUTH_BACKEND_MAX_SNAPSHOT_BYTES", value_name = "BYTES")]
     pub max_snapshot_bytes: Option<u64>,
 }
 
-/// TLS for the client listener and for peer traffic: the `[tls]` table (parsed, not
-/// used yet).
+/// TLS for the client listener and for peer traffic: the `[tls]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[command(next_help_heading = "TLS")]
@@ -251,7 +251,8 @@ pub struct TlsSettings {
     #[arg(long, env = "AUTH_BACKEND_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
 
-    /// Run without TLS (plaintext client and peer traffic), for local testing only.
+    /// Run Raft without TLS on the peer listener, where anyone who reaches it can act as
+    /// a node or an admin: for local testing only (a warning is logged on every start).
     /// `--insecure` alone means true; `--insecure=false` overrides a file's `true`.
     #[arg(
         long,

@@ -5,6 +5,9 @@ use auth_core::{Config, HashParams};
 use auth_raft::{RaftConfig, ReadConsistency};
 use clap::Parser;
 
+use auth_raft::pki::{CertAuthority, CertRequest};
+use auth_raft::tls::{PeerIdentity, write_private_file};
+
 use super::*;
 use crate::server::{DEFAULT_MAX_REQUEST_BYTES, ServerOptions};
 
@@ -13,7 +16,7 @@ fn args(list: &[&str]) -> Settings {
     argv.extend_from_slice(list);
     match Cli::try_parse_from(argv).unwrap().command {
         Command::Serve(a) => a,
-        Command::Cluster(_) => unreachable!("serve was parsed"),
+        Command::Cluster(_) | Command::Certs(_) => unreachable!("serve was parsed"),
     }
 }
 
@@ -83,14 +86,21 @@ fn raft_defaults_are_the_libraries() {
         storage: Some(StorageKind::Raft),
         raft: RaftSettings {
             id: Some(1),
-            peers: Some("1=127.0.0.1:50051".into()),
+            peers: Some("1=127.0.0.1:50052".into()),
             data_dir: Some("/tmp/x".into()),
+            peer_listen: Some("127.0.0.1:50052".into()),
             ..RaftSettings::default()
+        },
+        tls: TlsSettings {
+            insecure: Some(true),
+            ..TlsSettings::default()
         },
         ..Settings::default()
     };
     let rc = s.raft_config().unwrap().unwrap();
-    let d = RaftConfig::new(1, "127.0.0.1:50051", "/tmp/x");
+    let d = RaftConfig::new(1, "127.0.0.1:50052", "/tmp/x");
+    assert_eq!(rc.max_snapshot_bytes, d.max_snapshot_bytes);
+    assert!(rc.tls.is_none());
     assert_eq!(rc.addr, d.addr);
     assert_eq!(rc.cluster_id, d.cluster_id);
     assert_eq!(rc.snapshot_every, d.snapshot_every);
@@ -195,9 +205,16 @@ fn the_documented_file_parses() {
     assert_eq!(s.lockout.max_failures, Some(5));
     assert_eq!(s.raft.max_snapshot_bytes, Some(64 << 20));
     assert_eq!(s.tls.insecure, Some(false));
-    s.check().unwrap();
-    let rc = s.raft_config().unwrap().unwrap();
-    assert_eq!((rc.id, rc.addr.as_str()), (1, "10.0.0.1:50051"));
+    // The example's TLS files do not exist here: the error names the first one read.
+    let e = s.check().unwrap_err().to_string();
+    assert!(e.contains("peer.key"), "{e}");
+    let mut without_files = s.clone();
+    without_files.tls = TlsSettings {
+        insecure: Some(true),
+        ..TlsSettings::default()
+    };
+    let rc = without_files.raft_config().unwrap().unwrap();
+    assert_eq!((rc.id, rc.addr.as_str()), (1, "10.0.0.1:50052"));
     assert_eq!(rc.cluster_id, "example-prod");
 }
 
@@ -235,10 +252,15 @@ fn raft_storage_needs_id_peers_and_data_dir() {
         "2",
         "--listen",
         "127.0.0.1:50061",
+        "--peer-listen",
+        "127.0.0.1:50062",
+        "--insecure",
+        "--signing-key-file",
+        "/tmp/k",
         "--data-dir",
         "/tmp/x",
         "--peers",
-        "1=127.0.0.1:50051,2=127.0.0.1:50061,3=127.0.0.1:50071",
+        "1=127.0.0.1:50052,2=127.0.0.1:50062,3=127.0.0.1:50072",
         "--read-consistency",
         "local",
         "--snapshot-every",
@@ -247,7 +269,7 @@ fn raft_storage_needs_id_peers_and_data_dir() {
     .unwrap();
     let r = ok.raft_config().unwrap().unwrap();
     assert_eq!(r.id, 2);
-    assert_eq!(r.addr, "127.0.0.1:50061");
+    assert_eq!(r.addr, "127.0.0.1:50062");
     assert_eq!(r.initial_members.len(), 3);
     assert_eq!(r.data_dir, Path::new("/tmp/x"));
     assert_eq!(r.read_consistency, ReadConsistency::Local);
@@ -263,20 +285,28 @@ fn wrong_peer_lists_are_rejected() {
         "2",
         "--listen",
         "127.0.0.1:50061",
+        "--peer-listen",
+        "127.0.0.1:50062",
+        "--insecure",
+        "--signing-key-file",
+        "/tmp/k",
         "--data-dir",
         "/tmp/x",
     ];
     for (peers, why) in [
         (
-            "1=127.0.0.1:50051,3=127.0.0.1:50071",
+            "1=127.0.0.1:50052,3=127.0.0.1:50072",
             "does not list this node",
         ),
-        ("1=127.0.0.1:50051,2=127.0.0.1:59999", "listens on"),
-        ("1=127.0.0.1:50051,1=127.0.0.1:50061", "twice"),
-        ("0=127.0.0.1:50061,2=127.0.0.1:50061", "non-zero"),
-        ("x=127.0.0.1:50061", "not a number"),
+        (
+            "1=127.0.0.1:50052,2=127.0.0.1:59999",
+            "its peer listener is",
+        ),
+        ("1=127.0.0.1:50052,1=127.0.0.1:50062", "twice"),
+        ("0=127.0.0.1:50062,2=127.0.0.1:50062", "non-zero"),
+        ("x=127.0.0.1:50062", "not a number"),
         ("2=nowhere", "host:port"),
-        ("1=127.0.0.1:50061,2=127.0.0.1:50061", "share an address"),
+        ("1=127.0.0.1:50062,2=127.0.0.1:50062", "share an address"),
         ("", "empty"),
     ] {
         let mut a: Vec<&str> = base.to_vec();
@@ -286,7 +316,7 @@ fn wrong_peer_lists_are_rejected() {
     }
     let mut a: Vec<&str> = base.to_vec();
     a[3] = "0";
-    a.extend(["--peers", "1=127.0.0.1:50061"]);
+    a.extend(["--peers", "1=127.0.0.1:50062"]);
     let e = resolve(args(&a)).unwrap_err();
     assert!(e.to_string().contains("--id must be non-zero"), "{e}");
     let e = resolve(args(&["--id", "1"])).unwrap_err();
@@ -329,9 +359,9 @@ fn missing_config_file_is_a_clear_error() {
 #[test]
 fn signing_key_is_loaded_with_its_id_relative_to_the_config_file() {
     let dir = temp_dir("cfg");
-    std::fs::write(
-        dir.join("hs.key"),
-        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+    write_private_file(
+        &dir.join("hs.key"),
+        b"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
     )
     .unwrap();
     let conf = dir.join("backend.toml");
@@ -355,13 +385,35 @@ fn signing_key_is_loaded_with_its_id_relative_to_the_config_file() {
     .unwrap();
     assert_eq!(s.signing_key().unwrap().unwrap().kid, DEFAULT_KEY_ID);
     assert!(s.auth_config().is_ok());
-    std::fs::write(dir.join("short.key"), "c2hvcnQ=").unwrap();
+    write_private_file(&dir.join("short.key"), b"c2hvcnQ=").unwrap();
     let s = resolve(args(&[
         "--signing-key-file",
         dir.join("short.key").to_str().unwrap(),
     ]))
     .unwrap();
     assert!(matches!(s.auth_config(), Err(ConfigError::Invalid(_))));
+    // A key others can read is refused, with the fix in the message.
+    std::fs::write(
+        dir.join("loose.key"),
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("loose.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let s = resolve(args(&[
+            "--signing-key-file",
+            dir.join("loose.key").to_str().unwrap(),
+        ]))
+        .unwrap();
+        let e = s.auth_config().unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("loose.key"), "{e}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -408,7 +460,9 @@ fn tls_and_connection_settings_round_trip_from_flags_and_the_file() {
     assert_eq!(flags.raft.max_snapshot_bytes, Some(1 << 20));
     assert_eq!(flags.max_connections, Some(100));
     assert_eq!(flags.max_concurrent_streams, Some(8));
-    flags.check().unwrap();
+    // Peer settings without Raft are a mistake, not silently ignored.
+    let e = flags.check().unwrap_err().to_string();
+    assert!(e.contains("only apply to --storage raft"), "{e}");
     assert_eq!(args(&["--insecure=false"]).tls.insecure, Some(false));
     assert_eq!(args(&[]).tls.insecure, None);
 
@@ -433,7 +487,7 @@ fn tls_and_connection_settings_round_trip_from_flags_and_the_file() {
         "#,
     )
     .unwrap();
-    let s = resolve(args(&["--config", conf.to_str().unwrap()])).unwrap();
+    let s = args(&["--config", conf.to_str().unwrap()]).load().unwrap();
     assert_eq!(
         s.tls,
         TlsSettings {
@@ -450,16 +504,109 @@ fn tls_and_connection_settings_round_trip_from_flags_and_the_file() {
     assert_eq!(s.max_concurrent_streams, flags.max_concurrent_streams);
 
     // Flags win over the file, field by field.
-    let s = resolve(args(&[
+    let s = args(&[
         "--config",
         conf.to_str().unwrap(),
         "--insecure=false",
         "--tls-cert",
         "/other.pem",
-    ]))
+    ])
+    .load()
     .unwrap();
     assert_eq!(s.tls.insecure, Some(false));
     assert_eq!(s.tls.cert, Some("/other.pem".into()));
     assert_eq!(s.tls.peer_trusted_ca_file, Some(dir.join("ca.pem")));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A CA and node certificates (and a signing key) in a fresh directory; the flags of
+/// node `id` of a 3-node cluster that uses them.
+fn tls_node_flags(dir: &Path, id: u64, cert_of: u64) -> Vec<String> {
+    let ca = CertAuthority::generate("test", Duration::from_secs(3600)).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    ca.issue(&CertRequest::new(
+        PeerIdentity::Node(cert_of),
+        ["127.0.0.1"],
+    ))
+    .unwrap()
+    .write(dir, "node")
+    .unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    [
+        "--storage",
+        "raft",
+        "--id",
+        &id.to_string(),
+        "--listen",
+        "127.0.0.1:50061",
+        "--peer-listen",
+        "127.0.0.1:50062",
+        "--peers",
+        "1=127.0.0.1:50052,2=127.0.0.1:50062,3=127.0.0.1:50072",
+        "--data-dir",
+        &p("data"),
+        "--signing-key-file",
+        &p("signing.key"),
+        "--peer-cert-file",
+        &p("node.pem"),
+        "--peer-key-file",
+        &p("node.key"),
+        "--peer-trusted-ca-file",
+        &p("ca.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn raft_needs_mutual_tls_or_an_explicit_insecure_and_a_signing_key() {
+    let dir = temp_dir("peer-tls");
+    let flags = tls_node_flags(&dir, 2, 2);
+    let parse = |extra: &[&str], drop: &[&str]| {
+        let mut v: Vec<&str> = Vec::new();
+        let mut skip = false;
+        for f in &flags {
+            if skip {
+                skip = false;
+                continue;
+            }
+            if drop.contains(&f.as_str()) {
+                skip = true;
+                continue;
+            }
+            v.push(f);
+        }
+        v.extend_from_slice(extra);
+        resolve(args(&v))
+    };
+    let s = parse(&[], &[]).unwrap();
+    let rc = s.raft_config().unwrap().unwrap();
+    assert_eq!(
+        rc.tls.as_ref().map(|t| t.identity().clone()),
+        Some(PeerIdentity::Node(2))
+    );
+    let e = parse(&[], &["--peer-key-file"]).unwrap_err().to_string();
+    assert!(e.contains("--insecure"), "{e}");
+    let e = parse(&["--insecure"], &[]).unwrap_err().to_string();
+    assert!(e.contains("contradicts"), "{e}");
+    let e = parse(&[], &["--signing-key-file"]).unwrap_err().to_string();
+    assert!(e.contains("signing key"), "{e}");
+    let e = parse(&["--listen", "127.0.0.1:50062"], &["--listen"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must differ"), "{e}");
+    let e = parse(&["--tls-cert", "/x.pem"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("go together"), "{e}");
+    // Another node's certificate: refused, naming the file.
+    let other = temp_dir("peer-tls-other");
+    let mut v = tls_node_flags(&other, 2, 3);
+    v.push("--insecure=false".into());
+    let v: Vec<&str> = v.iter().map(String::as_str).collect();
+    let e = resolve(args(&v)).unwrap_err().to_string();
+    assert!(e.contains("node.pem") && e.contains("node 3"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
 }

@@ -1,6 +1,8 @@
 //! A Raft cluster of real `auth-backend serve --storage raft` processes on loopback,
 //! for fault tests: nodes can be killed (SIGKILL), paused (SIGSTOP) and restarted.
-//! Shared by `tests/raft_process.rs` and `examples/failover.rs`.
+//! Every node has a client listener (TLS) and a peer listener (mutual TLS), with
+//! certificates from a CA made for the cluster. Shared by `tests/raft_process.rs`,
+//! `tests/attack.rs` and `examples/failover.rs`.
 
 #![allow(dead_code)]
 
@@ -9,8 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use auth_backend::admin::{ClusterAdmin, NodeStatus};
+use auth_backend::{ClientTls, RemoteOptions};
+use auth_raft::pki::{CertAuthority, CertRequest};
+use auth_raft::tls::{PeerIdentity, PeerTls, TlsFiles, write_private_file};
+use auth_raft::{ClusterAdmin, NodeStatus};
 use tempfile::TempDir;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// The `auth-backend` binary: cargo's for this package's tests, else `$AUTH_BACKEND_BIN`,
 /// else the release build (for the failover benchmark in `examples/`).
@@ -22,7 +28,10 @@ fn bin() -> String {
 }
 
 pub struct ProcNode {
+    /// Client listener (AuthService, TLS).
     pub addr: String,
+    /// Peer listener (Raft and admin, mutual TLS).
+    pub peer_addr: String,
     args: Vec<String>,
     pub child: Option<Child>,
 }
@@ -30,6 +39,10 @@ pub struct ProcNode {
 pub struct ProcCluster {
     pub dir: TempDir,
     pub nodes: Vec<ProcNode>,
+    pub cluster_id: String,
+    /// The cluster CA (to issue more certificates in tests).
+    pub ca: CertAuthority,
+    admin: PeerTls,
 }
 
 fn free_port() -> u16 {
@@ -50,20 +63,53 @@ impl ProcCluster {
     pub fn start(n: u64, extra: &[&str]) -> ProcCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("signing.key");
-        std::fs::write(&key, "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==").expect("key");
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        write_private_file(&key, b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==").expect("key");
+        let ca = CertAuthority::generate("proc cluster CA", Duration::from_secs(3600)).expect("ca");
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        std::fs::write(tls.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+        let admin = ca
+            .issue(&CertRequest::new(
+                PeerIdentity::Admin("test".into()),
+                Vec::<String>::new(),
+            ))
+            .expect("admin cert");
+        admin.write(&tls, "admin").expect("admin files");
+        let admin = PeerTls::load(
+            &TlsFiles {
+                ca: tls.join("ca.pem"),
+                cert: tls.join("admin.pem"),
+                key: tls.join("admin.key"),
+            },
+            None,
+        )
+        .expect("admin tls");
+        let addrs: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
             .collect();
         let peers = addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
+            .map(|(i, (_, p))| format!("{}={p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         let cluster_id = format!("proc-{}", std::process::id());
         let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, (addr, peer_addr)) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
+            ca.issue(&CertRequest::new(
+                PeerIdentity::Node(id),
+                ["127.0.0.1", "localhost"],
+            ))
+            .expect("node cert")
+            .write(&tls, &format!("node-{id}"))
+            .expect("node files");
+            let f = |name: &str| tls.join(name).display().to_string();
             let mut args: Vec<String> = vec![
                 "serve".into(),
                 "--storage".into(),
@@ -72,6 +118,8 @@ impl ProcCluster {
                 id.to_string(),
                 "--listen".into(),
                 addr.clone(),
+                "--peer-listen".into(),
+                peer_addr.clone(),
                 "--peers".into(),
                 peers.clone(),
                 "--data-dir".into(),
@@ -80,6 +128,16 @@ impl ProcCluster {
                 cluster_id.clone(),
                 "--signing-key-file".into(),
                 key.display().to_string(),
+                "--tls-cert".into(),
+                f(&format!("node-{id}.pem")),
+                "--tls-key".into(),
+                f(&format!("node-{id}.key")),
+                "--peer-cert-file".into(),
+                f(&format!("node-{id}.pem")),
+                "--peer-key-file".into(),
+                f(&format!("node-{id}.key")),
+                "--peer-trusted-ca-file".into(),
+                f("ca.pem"),
                 "--argon2-memory-kib".into(),
                 "64".into(),
                 "--argon2-iterations".into(),
@@ -88,15 +146,47 @@ impl ProcCluster {
             args.extend(extra.iter().map(|s| s.to_string()));
             nodes.push(ProcNode {
                 addr: addr.clone(),
+                peer_addr: peer_addr.clone(),
                 args,
                 child: None,
             });
         }
-        let mut c = ProcCluster { dir, nodes };
+        let mut c = ProcCluster {
+            dir,
+            nodes,
+            cluster_id,
+            ca,
+            admin,
+        };
         for id in 1..=n {
             c.restart(id);
         }
         c
+    }
+
+    /// The CA file every client needs.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    /// `RemoteOptions` that speak TLS to the client listeners.
+    pub fn remote_options(&self) -> RemoteOptions {
+        RemoteOptions {
+            tls: Some(ClientTls::from_ca_file(&self.ca_file()).expect("ca file")),
+            ..RemoteOptions::default()
+        }
+    }
+
+    /// A lazily connecting TLS channel to a client listener.
+    pub fn client_channel(&self, addr: &str, connect_timeout: Duration) -> Channel {
+        Endpoint::from_shared(format!("https://{addr}"))
+            .expect("endpoint")
+            .connect_timeout(connect_timeout)
+            .tls_config(
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca.cert_pem())),
+            )
+            .expect("tls")
+            .connect_lazy()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -179,15 +269,20 @@ impl ProcCluster {
         }
     }
 
-    /// Status of the running nodes that answer.
-    pub async fn statuses(&self) -> Vec<NodeStatus> {
+    /// An admin client for the peer listeners of the running nodes.
+    pub fn admin(&self) -> ClusterAdmin {
         let up: Vec<String> = self
             .nodes
             .iter()
             .filter(|n| n.child.is_some())
-            .map(|n| n.addr.clone())
+            .map(|n| n.peer_addr.clone())
             .collect();
-        ClusterAdmin::new(up, Duration::from_millis(500))
+        ClusterAdmin::new(up, Duration::from_millis(500)).with_tls(&self.admin)
+    }
+
+    /// Status of the running nodes that answer.
+    pub async fn statuses(&self) -> Vec<NodeStatus> {
+        self.admin()
             .status()
             .await
             .into_iter()

@@ -1,0 +1,201 @@
+//! Who may call what on the peer listener: every RPC is bound to the caller's client
+//! certificate. (The same attacks against the real binaries are in auth-backend's
+//! `tests/attack.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use auth_proto::v1 as pb;
+use auth_proto::v1::cluster_admin_client::ClusterAdminClient;
+use auth_proto::v1::raft_service_client::RaftServiceClient;
+use auth_raft::pki::{CertAuthority, CertRequest};
+use auth_raft::tls::PeerIdentity;
+use common::{Cluster, tls_for};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+async fn channel(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        e = e.tls_config(tls).unwrap();
+    }
+    e.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+fn vote(term: u64, node_id: u64) -> Option<pb::VotePb> {
+    Some(pb::VotePb {
+        leader_id: Some(pb::LeaderIdPb { term, node_id }),
+        committed: true,
+    })
+}
+
+/// Status and Forward through `ch`: both must fail (at connect or per call).
+async fn refused_everything(ch: Result<Channel, String>, cluster_id: &str) {
+    let Ok(ch) = ch else { return };
+    let st = ClusterAdminClient::new(ch.clone())
+        .status(pb::StatusRequest {})
+        .await;
+    assert!(st.is_err(), "status answered: {st:?}");
+    let fwd = RaftServiceClient::new(ch)
+        .forward(pb::ForwardRequest {
+            batch: Some(pb::CommandBatch::default()),
+            cluster_id: cluster_id.to_owned(),
+        })
+        .await;
+    assert!(fwd.is_err(), "forward answered: {fwd:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_without_a_certificate_of_this_cluster_reach_nothing() {
+    let cluster = Cluster::start(3).await;
+    let addr = cluster.nodes[0].addr.clone();
+    // Plaintext.
+    refused_everything(channel(&addr, None).await, &cluster.cluster_id).await;
+    // TLS that trusts the cluster CA but presents no certificate.
+    let no_cert =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cluster.ca.cert_pem()));
+    refused_everything(channel(&addr, Some(no_cert)).await, &cluster.cluster_id).await;
+    // A node certificate from a foreign CA, with the same node id, by a client that
+    // trusts the cluster CA (so only the server's check can stop it).
+    let foreign = CertAuthority::generate("foreign", Duration::from_secs(3600)).unwrap();
+    let forged = foreign
+        .issue(&CertRequest::new(PeerIdentity::Node(2), ["127.0.0.1"]))
+        .unwrap();
+    let cfg = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cluster.ca.cert_pem()))
+        .identity(Identity::from_pem(
+            &forged.cert_pem,
+            forged.key_pem.as_bytes(),
+        ));
+    refused_everything(channel(&addr, Some(cfg)).await, &cluster.cluster_id).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cannot_speak_for_another_node() {
+    let cluster = Cluster::start(3).await;
+    let target = &cluster.nodes[0];
+    let status = target.node.status();
+    let node2 = tls_for(&cluster.ca, PeerIdentity::Node(2));
+    let mut c = RaftServiceClient::new(
+        channel(&target.addr, Some(node2.client_config()))
+            .await
+            .unwrap(),
+    );
+    let e = c
+        .append_entries(pb::AppendEntriesRequestPb {
+            vote: vote(status.term + 1, 3),
+            cluster_id: cluster.cluster_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = c
+        .install_snapshot(pb::InstallSnapshotRequestPb {
+            vote: vote(status.term + 1, 3),
+            cluster_id: cluster.cluster_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = c
+        .vote(pb::VoteRequestPb {
+            vote: Some(pb::VotePb {
+                leader_id: Some(pb::LeaderIdPb {
+                    term: status.term + 5,
+                    node_id: 3,
+                }),
+                committed: false,
+            }),
+            last_log_id: None,
+            cluster_id: cluster.cluster_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Nothing moved: no new term.
+    assert!(target.node.status().term <= status.term + 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_rpcs_need_an_admin_certificate_and_admins_are_not_nodes() {
+    let cluster = Cluster::start(3).await;
+    let addr = cluster.nodes[0].addr.clone();
+    let learner = pb::AddLearnerRequest {
+        node: Some(pb::NodeAddr {
+            id: 9,
+            addr: "127.0.0.1:9".into(),
+        }),
+    };
+    for who in [PeerIdentity::Node(1), PeerIdentity::Client("web".into())] {
+        let tls = tls_for(&cluster.ca, who.clone());
+        let mut admin =
+            ClusterAdminClient::new(channel(&addr, Some(tls.client_config())).await.unwrap());
+        let e = admin.add_learner(learner.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        let e = admin.status(pb::StatusRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+    }
+    let admin_tls = tls_for(&cluster.ca, PeerIdentity::Admin("ops".into()));
+    let ch = channel(&addr, Some(admin_tls.client_config()))
+        .await
+        .unwrap();
+    let st = ClusterAdminClient::new(ch.clone())
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.id, 1);
+    let e = RaftServiceClient::new(ch)
+        .read_index(pb::ReadIndexRequest {
+            cluster_id: cluster.cluster_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_chunks_must_come_in_order() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = cluster.follower().await;
+    let target = &cluster.nodes[(follower - 1) as usize];
+    let st = cluster.nodes[(leader - 1) as usize].node.status();
+    let leader_tls = tls_for(&cluster.ca, PeerIdentity::Node(leader));
+    let mut c = RaftServiceClient::new(
+        channel(&target.addr, Some(leader_tls.client_config()))
+            .await
+            .unwrap(),
+    );
+    let meta = Some(pb::SnapshotMetaPb {
+        last_log_id: None,
+        last_membership: Some(pb::StoredMembershipPb {
+            log_id: None,
+            membership: Some(pb::MembershipPb::default()),
+        }),
+        snapshot_id: "forged".into(),
+    });
+    let e = c
+        .install_snapshot(pb::InstallSnapshotRequestPb {
+            vote: vote(st.term, leader),
+            meta,
+            offset: 1 << 40,
+            data: vec![1; 16],
+            done: false,
+            cluster_id: cluster.cluster_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    cluster.shutdown().await;
+}
