@@ -1,15 +1,19 @@
-//! `authctl cluster …`: Raft cluster status and membership changes.
+//! `authctl cluster …`: Raft cluster status and membership changes, through the nodes'
+//! peer listeners (`--peer-endpoints`). In a TLS cluster they need `--cacert` and an
+//! admin certificate (`--cert`, `--key`); without `--cacert` they speak plaintext, which
+//! only nodes started with `--insecure` accept.
 
 use std::time::Duration;
 
-use auth_backend::admin::{ClusterAdmin, NodeStatus};
+use auth_raft::{AdminError, ClusterAdmin, NodeStatus};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use crate::tls::TlsArgs;
 use crate::{EXIT_OK, EXIT_UNREACHABLE, Failure, Io};
 
 /// Cluster administration (Raft storage only).
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCmd {
     /// For every endpoint: id, address, role, term, leader, last log and applied index,
     /// reachable or not.
@@ -18,7 +22,8 @@ pub enum ClusterCmd {
     AddLearner {
         /// The new node's id.
         id: u64,
-        /// The new node's address (`host:port`).
+        /// The new node's peer address (`host:port`, its `--peer-listen`), which the
+        /// other nodes replicate to.
         addr: String,
     },
     /// Make a learner a voting member.
@@ -33,7 +38,7 @@ pub enum ClusterCmd {
     },
 }
 
-fn status_json(endpoint: &str, r: &Result<NodeStatus, auth_core::AuthError>) -> Value {
+fn status_json(endpoint: &str, r: &Result<NodeStatus, AdminError>) -> Value {
     match r {
         Ok(s) => json!({
             "endpoint": endpoint, "reachable": true, "id": s.id, "addr": s.addr,
@@ -49,7 +54,7 @@ fn status_json(endpoint: &str, r: &Result<NodeStatus, auth_core::AuthError>) -> 
     }
 }
 
-fn status_text(rows: &[(String, Result<NodeStatus, auth_core::AuthError>)]) -> String {
+fn status_text(rows: &[(String, Result<NodeStatus, AdminError>)]) -> String {
     let mut out = format!(
         "{:<4} {:<22} {:<10} {:>6} {:>7} {:>9} {:>9}  {}\n",
         "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST LOG", "APPLIED", "REACHABLE"
@@ -76,15 +81,36 @@ fn status_text(rows: &[(String, Result<NodeStatus, auth_core::AuthError>)]) -> S
     out
 }
 
+/// The admin client for `--peer-endpoints`: mutual TLS with the admin certificate
+/// when `--cacert` is given, plaintext otherwise.
+pub fn admin(
+    peer_endpoints: &[String],
+    timeout: Duration,
+    tls: &TlsArgs,
+) -> Result<ClusterAdmin, Failure> {
+    let endpoints = crate::endpoint_list(peer_endpoints);
+    if endpoints.is_empty() {
+        return Err(Failure::Usage(
+            "cluster commands talk to the nodes' peer listeners: give them with \
+             --peer-endpoints HOST:PORT,... (or AUTHCTL_PEER_ENDPOINTS)"
+                .into(),
+        ));
+    }
+    crate::check_timeout(timeout)?;
+    let admin = ClusterAdmin::new(endpoints, timeout);
+    Ok(match tls.admin_tls()? {
+        Some(tls) => admin.with_tls(&tls),
+        None => admin,
+    })
+}
+
 /// Runs one cluster command.
 pub async fn execute(
     cmd: ClusterCmd,
-    endpoints: Vec<String>,
-    timeout: Duration,
+    admin: &ClusterAdmin,
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<u8, Failure> {
-    let admin = ClusterAdmin::new(endpoints, timeout);
     let (value, text) = match cmd {
         ClusterCmd::Status => {
             let rows = admin.status().await;
@@ -96,21 +122,21 @@ pub async fn execute(
             return Ok(if all { EXIT_OK } else { EXIT_UNREACHABLE });
         }
         ClusterCmd::AddLearner { id, addr } => {
-            let index = admin.add_learner(id, &addr).await.map_err(Failure::Auth)?;
+            let index = admin.add_learner(id, &addr).await.map_err(Failure::Admin)?;
             (
                 json!({ "added_learner": id, "addr": addr, "log_index": index }),
                 format!("node {id} ({addr}) added as a learner at log index {index}\n"),
             )
         }
         ClusterCmd::Promote { id } => {
-            let index = admin.promote(id).await.map_err(Failure::Auth)?;
+            let index = admin.promote(id).await.map_err(Failure::Admin)?;
             (
                 json!({ "promoted": id, "log_index": index }),
                 format!("node {id} is now a voter (log index {index})\n"),
             )
         }
         ClusterCmd::Remove { id } => {
-            let index = admin.remove(id).await.map_err(Failure::Auth)?;
+            let index = admin.remove(id).await.map_err(Failure::Admin)?;
             (
                 json!({ "removed": id, "log_index": index }),
                 format!("node {id} removed (log index {index})\n"),

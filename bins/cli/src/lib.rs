@@ -1,7 +1,8 @@
 //! `authctl`: the command-line client of auth-sdk backends, in the spirit of `etcdctl`.
 //!
 //! ```text
-//! authctl [--endpoints a,b,c] [--json] [--timeout 10s] <command>
+//! authctl [--endpoints a,b,c] [--cacert FILE [--cert FILE --key FILE]] [--json]
+//!         [--timeout 10s] <command>
 //!
 //!   register NAME                     create an account
 //!   login NAME [--save FILE]          open a session, print (or save) the tokens
@@ -10,7 +11,13 @@
 //!   logout --refresh-token T | --access-token T
 //!   sessions --access-token T         list the caller's sessions
 //!   health                            is every endpoint serving?
+//!   cluster status|add-learner|promote|remove   (needs --peer-endpoints)
 //! ```
+//!
+//! TLS uses etcdctl's flags ([`tls::TlsArgs`]): `--cacert` turns it on for AuthService
+//! calls, `--cert`/`--key` add a client certificate. Cluster commands talk to the
+//! nodes' peer listeners (`--peer-endpoints`), with mutual TLS and an admin certificate
+//! when `--cacert` is given, in plaintext otherwise (clusters started `--insecure`).
 //!
 //! Passwords are never taken from the command line: they are prompted for (without
 //! echo) when stdin is a terminal, else read as one line from stdin. A token argument
@@ -23,12 +30,13 @@
 //! |---|---|
 //! | 0 | success (for `health`: every endpoint serving) |
 //! | 1 | the backend refused: auth error, its stable code printed |
-//! | 2 | usage error (bad flags, no password on stdin, unusable `--save` file) |
+//! | 2 | usage error (bad flags, no password on stdin, unusable `--save` or TLS file) |
 //! | 3 | backend unreachable or unavailable (for `health`: some endpoint not serving) |
 #![warn(missing_docs)]
 
 pub mod cluster;
 pub mod render;
+pub mod tls;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -40,6 +48,7 @@ use auth_backend::config::parse_duration;
 use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
+use auth_raft::AdminError;
 use clap::{ArgGroup, Parser, Subcommand};
 use serde_json::{Value, json};
 
@@ -65,8 +74,9 @@ pub const EXIT_UNREACHABLE: u8 = 3;
                   3 backend unreachable or not serving."
 )]
 pub struct Cli {
-    /// Backend endpoints, comma-separated (`host:port` or `http://host:port`); calls
-    /// fail over between them.
+    /// Backend endpoints (client listeners), comma-separated (`host:port`, or
+    /// `http://`/`https://` URLs); calls fail over between them. With --cacert,
+    /// `host:port` means `https://`.
     #[arg(
         long,
         global = true,
@@ -75,6 +85,21 @@ pub struct Cli {
         default_value = "127.0.0.1:50051"
     )]
     pub endpoints: Vec<String>,
+
+    /// The nodes' peer listeners (`host:port`, comma-separated), for `cluster`
+    /// commands.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHCTL_PEER_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "LIST"
+    )]
+    pub peer_endpoints: Vec<String>,
+
+    /// TLS (--cacert, --cert, --key).
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 
     /// Print JSON (for scripts) instead of text.
     #[arg(long, global = true)]
@@ -140,7 +165,8 @@ pub enum Cmd {
     },
     /// Ask every endpoint whether it is serving.
     Health,
-    /// Raft cluster status and membership (`status`, `add-learner`, `promote`, `remove`).
+    /// Raft cluster status and membership (`status`, `add-learner`, `promote`,
+    /// `remove`), through the nodes' peer listeners (--peer-endpoints).
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
 }
@@ -165,6 +191,8 @@ pub enum Failure {
     Usage(String),
     /// The backend (or the client library) returned an error.
     Auth(AuthError),
+    /// A cluster admin call failed.
+    Admin(AdminError),
 }
 
 impl Failure {
@@ -177,6 +205,11 @@ impl Failure {
                 AuthError::InvalidConfig(_) => EXIT_USAGE,
                 _ => EXIT_AUTH,
             },
+            Failure::Admin(e) => match e {
+                AdminError::Unavailable(_) => EXIT_UNREACHABLE,
+                AdminError::InvalidConfig(_) => EXIT_USAGE,
+                _ => EXIT_AUTH,
+            },
         }
     }
 
@@ -185,6 +218,7 @@ impl Failure {
         match self {
             Failure::Usage(_) => "usage",
             Failure::Auth(e) => e.code(),
+            Failure::Admin(e) => e.code(),
         }
     }
 
@@ -192,6 +226,7 @@ impl Failure {
         match self {
             Failure::Usage(m) => m.clone(),
             Failure::Auth(e) => e.to_string(),
+            Failure::Admin(e) => e.to_string(),
         }
     }
 
@@ -269,31 +304,42 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> u8 {
     code
 }
 
-fn remote(cli: &Cli) -> Result<RemoteAuth, Failure> {
-    let endpoints: Vec<&str> = cli
-        .endpoints
-        .iter()
+/// The non-blank entries of a comma-separated endpoint list.
+pub(crate) fn endpoint_list(list: &[String]) -> Vec<String> {
+    list.iter()
         .map(|e| e.trim())
         .filter(|e| !e.is_empty())
-        .collect();
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn check_timeout(timeout: Duration) -> Result<(), Failure> {
+    if timeout.is_zero() {
+        return Err(Failure::Usage("--timeout must be above zero".into()));
+    }
+    Ok(())
+}
+
+fn remote(cli: &Cli) -> Result<RemoteAuth, Failure> {
+    let endpoints = endpoint_list(&cli.endpoints);
     if endpoints.is_empty() {
         return Err(Failure::Usage("no endpoints given (--endpoints)".into()));
     }
-    if cli.timeout.is_zero() {
-        return Err(Failure::Usage("--timeout must be above zero".into()));
-    }
+    check_timeout(cli.timeout)?;
     let options = RemoteOptions {
         // The health probe waits twice the connect timeout: keep it within --timeout.
         connect_timeout: (cli.timeout / 2).max(Duration::from_millis(1)),
         request_timeout: cli.timeout,
+        tls: cli.tls.client_tls()?,
         ..RemoteOptions::default()
     };
     RemoteAuth::new(endpoints, options).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
-    if let Cmd::Cluster(cmd) = cli.command {
-        return cluster::execute(cmd, cli.endpoints, cli.timeout, cli.json, io).await;
+    if let Cmd::Cluster(cmd) = &cli.command {
+        let admin = cluster::admin(&cli.peer_endpoints, cli.timeout, &cli.tls)?;
+        return cluster::execute(cmd.clone(), &admin, cli.json, io).await;
     }
     let api = remote(&cli)?;
     let json = cli.json;
@@ -603,6 +649,31 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_peer_flags_parse_anywhere() {
+        let cli = parse(&[
+            "--cacert",
+            "ca.pem",
+            "health",
+            "--cert",
+            "me.pem",
+            "--key",
+            "me.key",
+            "--peer-endpoints",
+            "a:1,b:2",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls.cacert.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(cli.tls.cert.as_deref(), Some(Path::new("me.pem")));
+        assert_eq!(cli.tls.key.as_deref(), Some(Path::new("me.key")));
+        assert_eq!(cli.peer_endpoints, vec!["a:1", "b:2"]);
+        let cli = parse(&["cluster", "add-learner", "4", "10.0.0.4:7001"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Cluster(cluster::ClusterCmd::AddLearner { id: 4, .. })
+        ));
+    }
+
+    #[test]
     fn usage_errors_are_exit_code_2() {
         for bad in [
             &["register"][..],
@@ -611,6 +682,9 @@ mod tests {
             &["login", "alice", "--password", "x"],
             &["health", "--timeout", "soon"],
             &["frobnicate"],
+            &["--cert", "me.pem", "health"],
+            &["--cacert", "ca.pem", "--key", "me.key", "health"],
+            &["cluster", "add-learner", "x", "a:1"],
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");
@@ -679,6 +753,17 @@ mod tests {
             &["--endpoints", "", "health"][..],
             &["--endpoints", "http://bad host:1", "health"],
             &["--timeout", "0", "health"],
+            &["--cacert", "/nonexistent/ca.pem", "health"],
+            &["cluster", "status"],
+            &["--peer-endpoints", " ", "cluster", "status"],
+            &[
+                "--peer-endpoints",
+                "127.0.0.1:1",
+                "--timeout",
+                "0",
+                "cluster",
+                "status",
+            ],
         ] {
             let cli = parse(args).unwrap();
             let mut out = Vec::new();

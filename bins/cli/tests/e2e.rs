@@ -1,182 +1,13 @@
 //! `authctl` end to end: the real binary against an in-process backend
 //! (`auth_backend::serve` on an ephemeral port).
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use auth_backend::{ServerOptions, serve};
-use auth_core::{Auth, Config, HashParams};
-use auth_storage::memory::MemoryStorage;
 use serde_json::Value;
+use std::path::PathBuf;
 
-const BIN: &str = env!("CARGO_BIN_EXE_authctl");
-const DEADLINE: Duration = Duration::from_secs(30);
-const PW: &str = "correct horse battery";
-
-/// A backend served on its own runtime for the length of a test.
-struct Backend {
-    runtime: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
-}
-
-impl Backend {
-    fn start() -> Self {
-        Self::start_with(false)
-    }
-
-    /// With `stopped`, the `Auth` is stopped before it is served: every call is
-    /// answered `stopped` (UNAVAILABLE).
-    fn start_with(stopped: bool) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = runtime.block_on(async {
-            let config = Config {
-                hash: HashParams::insecure_fast(),
-                ..Config::default()
-            };
-            let auth = Auth::new(config, MemoryStorage::new()).unwrap();
-            auth.start().unwrap();
-            if stopped {
-                auth.stop().await;
-            }
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                serve(
-                    listener,
-                    std::sync::Arc::new(auth),
-                    ServerOptions::default(),
-                    async move {
-                        let _ = rx.await;
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())
-            });
-            (addr, server)
-        });
-        Self {
-            runtime,
-            addr,
-            stop: Some(tx),
-            server: Some(server),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let joined = self
-                .runtime
-                .block_on(async { tokio::time::timeout(DEADLINE, server).await });
-            if !std::thread::panicking() {
-                assert!(
-                    matches!(joined, Ok(Ok(Ok(())))),
-                    "backend did not shut down cleanly"
-                );
-            }
-        }
-    }
-}
-
-/// An address nothing listens on.
-fn dead_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
-    }
-}
-
-/// Runs `authctl --endpoints EP ARGS` with `stdin` piped in; bounded by [`DEADLINE`].
-fn ctl(endpoints: &str, args: &[&str], stdin: &str) -> Out {
-    let mut cmd = Command::new(BIN);
-    if !endpoints.is_empty() {
-        cmd.args(["--endpoints", endpoints]);
-    }
-    cmd.args(args)
-        .env_remove("AUTHCTL_ENDPOINTS")
-        .env_remove("AUTHCTL_TIMEOUT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    run(cmd, stdin)
-}
-
-fn run(mut cmd: Command, stdin: &str) -> Out {
-    let mut child = cmd.spawn().expect("spawn authctl");
-    let pid = child.id();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_owned();
-    std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        let err_thread = std::thread::spawn(move || {
-            let _ = err_pipe.read_to_string(&mut stderr);
-            stderr
-        });
-        let _ = out_pipe.read_to_string(&mut stdout);
-        let stderr = err_thread.join().unwrap_or_default();
-        let status = child.wait();
-        let _ = tx.send((status, stdout, stderr));
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok((status, stdout, stderr)) => Out {
-            code: status.expect("wait").code().unwrap_or(-1),
-            stdout,
-            stderr,
-        },
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("authctl did not finish within {DEADLINE:?}");
-        }
-    }
-}
-
-fn ok(out: Out) -> Out {
-    assert_eq!(
-        out.code, 0,
-        "stdout: {}\nstderr: {}",
-        out.stdout, out.stderr
-    );
-    out
-}
+use auth_backend::ServerOptions;
+use common::*;
 
 fn temp_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("authctl-e2e-{}-{name}", std::process::id()))
@@ -425,19 +256,15 @@ fn endpoints_fail_over_and_health_reports_each() {
     assert_eq!(eps[1]["serving"], true);
 
     // The environment variable works like the flag.
-    let mut cmd = Command::new(BIN);
-    cmd.args(["health"])
-        .env("AUTHCTL_ENDPOINTS", &live)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = command();
+    cmd.args(["health"]).env("AUTHCTL_ENDPOINTS", &live);
     let out = ok(run(cmd, ""));
     assert_eq!(out.stdout, format!("http://{live}: serving\n"));
 }
 
 #[test]
 fn a_stopped_backend_is_exit_code_3() {
-    let b = Backend::start_with(true);
+    let b = Backend::start_with(true, ServerOptions::default());
     let out = ctl(&b.endpoint(), &["register", "frank"], PW);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("[unavailable]"), "{}", out.stderr);

@@ -1,0 +1,192 @@
+//! Shared helpers of the authctl tests: an in-process backend (plaintext or TLS) on an
+//! ephemeral port, and the real binary run with piped stdin, bounded in time.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use auth_backend::{ServerOptions, serve};
+use auth_core::{Auth, Config, HashParams};
+use auth_storage::memory::MemoryStorage;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_authctl");
+pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const PW: &str = "correct horse battery";
+
+/// Every variable authctl reads, removed so that the caller's environment cannot leak
+/// into a test.
+pub const AUTHCTL_ENV: [&str; 6] = [
+    "AUTHCTL_ENDPOINTS",
+    "AUTHCTL_TIMEOUT",
+    "AUTHCTL_CACERT",
+    "AUTHCTL_CERT",
+    "AUTHCTL_KEY",
+    "AUTHCTL_PEER_ENDPOINTS",
+];
+
+/// A backend served on its own runtime for the length of a test.
+pub struct Backend {
+    runtime: tokio::runtime::Runtime,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Backend {
+    pub fn start() -> Self {
+        Self::start_with(false, ServerOptions::default())
+    }
+
+    /// With `stopped`, the `Auth` is stopped before it is served: every call is
+    /// answered `stopped` (UNAVAILABLE).
+    pub fn start_with(stopped: bool, options: ServerOptions) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = runtime.block_on(async {
+            let config = Config {
+                hash: HashParams::insecure_fast(),
+                ..Config::default()
+            };
+            let auth = Auth::new(config, MemoryStorage::new()).unwrap();
+            auth.start().unwrap();
+            if stopped {
+                auth.stop().await;
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                serve(listener, std::sync::Arc::new(auth), options, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+            });
+            (addr, server)
+        });
+        Self {
+            runtime,
+            addr,
+            stop: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let joined = self
+                .runtime
+                .block_on(async { tokio::time::timeout(DEADLINE, server).await });
+            if !std::thread::panicking() {
+                assert!(
+                    matches!(joined, Ok(Ok(Ok(())))),
+                    "backend did not shut down cleanly"
+                );
+            }
+        }
+    }
+}
+
+/// An address nothing listens on.
+pub fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+/// `authctl` with a clean environment and piped stdio.
+pub fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in AUTHCTL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `authctl --endpoints EP ARGS` with `stdin` piped in; bounded by [`DEADLINE`].
+pub fn ctl(endpoints: &str, args: &[&str], stdin: &str) -> Out {
+    let mut cmd = command();
+    if !endpoints.is_empty() {
+        cmd.args(["--endpoints", endpoints]);
+    }
+    cmd.args(args);
+    run(cmd, stdin)
+}
+
+pub fn run(mut cmd: Command, stdin: &str) -> Out {
+    let mut child = cmd.spawn().expect("spawn authctl");
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        let err_thread = std::thread::spawn(move || {
+            let _ = err_pipe.read_to_string(&mut stderr);
+            stderr
+        });
+        let _ = out_pipe.read_to_string(&mut stdout);
+        let stderr = err_thread.join().unwrap_or_default();
+        let status = child.wait();
+        let _ = tx.send((status, stdout, stderr));
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok((status, stdout, stderr)) => Out {
+            code: status.expect("wait").code().unwrap_or(-1),
+            stdout,
+            stderr,
+        },
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("authctl did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+pub fn ok(out: Out) -> Out {
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    out
+}
