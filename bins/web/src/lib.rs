@@ -33,6 +33,11 @@
 //! `not_found`) and a matching status: 400, 401, 403, 404, 409, 413, 415, 429 (with
 //! `Retry-After`), 503 when the auth service is unavailable, 500.
 //!
+//! **HTTPS**: [`serve_tls`] serves the same router over TLS ([`TlsConfig`], rustls) and
+//! adds `Strict-Transport-Security` ([`HSTS`]) to every response; build the router with
+//! [`WebConfig::secure_cookies`] on. The `auth-web` binary does both with `--tls-cert`
+//! and `--tls-key`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use auth_core::{Auth, Config};
@@ -56,6 +61,7 @@ mod extract;
 mod pages;
 mod session;
 mod templates;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +78,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::session::CookieNames;
+pub use crate::tls::{HSTS, TlsConfig};
 
 /// Default request body limit: 16 KiB (credentials and tokens are small).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
@@ -168,4 +175,67 @@ where
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Like [`serve`], over HTTPS: TLS handshakes (rustls, [`TlsConfig`]) on every
+/// accepted connection, `Strict-Transport-Security: `[`HSTS`] on every response.
+/// Build `router` with [`WebConfig::secure_cookies`] on, so that browsers send the
+/// session cookies back over HTTPS only.
+///
+/// On `shutdown` it stops accepting, lets requests in flight finish and closes idle
+/// connections. Connections that fail their handshake are dropped (logged at `debug`)
+/// without affecting the others. Peer addresses reach the handlers as with [`serve`].
+///
+/// ```no_run
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use auth_core::{Auth, Config};
+/// use auth_storage::memory::MemoryStorage;
+/// use auth_web::{TlsConfig, WebConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tls = TlsConfig::from_files(Path::new("site.pem"), Path::new("site.key"))?;
+/// let auth = Auth::new(Config::default(), MemoryStorage::new())?;
+/// auth.start()?;
+/// let config = WebConfig { secure_cookies: true, ..WebConfig::default() };
+/// let app = auth_web::router(Arc::new(auth), config);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// auth_web::serve_tls(listener, app, tls, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve_tls<F>(
+    listener: TcpListener,
+    router: Router,
+    tls: TlsConfig,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
+    use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+
+    let router = router.layer(SetResponseHeaderLayer::overriding(
+        header::STRICT_TRANSPORT_SECURITY,
+        tls::hsts_value(),
+    ));
+    // Small responses should leave at once, not wait on Nagle's algorithm.
+    let tcp = TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true));
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls.server)).acceptor(tcp);
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let on_shutdown = handle.clone();
+    let trigger = tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.graceful_shutdown(None);
+    });
+    let served = axum_server::Server::from_listener(listener)
+        .acceptor(acceptor)
+        .handle(handle)
+        .accept_error_handler(|peer, e| {
+            tracing::debug!(peer = ?peer, error = %e, "TLS connection not accepted");
+        })
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await;
+    trigger.abort();
+    served
 }

@@ -3,19 +3,28 @@
 //! ```text
 //! auth-web --listen 127.0.0.1:8080 --backend http://127.0.0.1:50051,http://127.0.0.1:50052
 //! auth-web --embedded          # auth core and in-memory storage in this process
+//! auth-web --tls-cert site.pem --tls-key site.key \
+//!          --backend node1:50051,node2:50051 --backend-cacert ca.pem
 //! ```
+//!
+//! With `--tls-cert`/`--tls-key` it serves HTTPS only, with
+//! `Strict-Transport-Security` on every response and `Secure` cookies. With
+//! `--backend-cacert` it reaches the backends over TLS (`host:port` then means
+//! `https://`), presenting `--backend-cert`/`--backend-key` if given.
 //!
 //! Every flag can also be set by environment variable (`AUTH_WEB_LISTEN`,
 //! `AUTH_WEB_BACKEND`, ...). Logs go to stderr, filtered by `RUST_LOG` (default
 //! `info`). SIGINT or SIGTERM stops it gracefully.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use auth_backend::{RemoteAuth, RemoteOptions};
+use auth_backend::{ClientTls, RemoteAuth, RemoteOptions};
 use auth_core::{Auth, AuthApi, Config};
 use auth_storage::memory::MemoryStorage;
-use auth_web::{WebConfig, router, serve};
+use auth_web::{TlsConfig, WebConfig, router, serve, serve_tls};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -27,8 +36,9 @@ struct Args {
     #[arg(long, env = "AUTH_WEB_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// auth-backend endpoints, comma-separated (`host:port` or `http://host:port`);
-    /// requests fail over between them.
+    /// auth-backend endpoints, comma-separated (`host:port`, or `http://`/`https://`
+    /// URLs); requests fail over between them. With --backend-cacert, `host:port`
+    /// means `https://`.
     #[arg(
         long,
         env = "AUTH_WEB_BACKEND",
@@ -43,9 +53,57 @@ struct Args {
     #[arg(long, env = "AUTH_WEB_EMBEDDED")]
     embedded: bool,
 
-    /// Mark cookies `Secure` with the `__Host-` prefix: use when served over HTTPS.
+    /// Mark cookies `Secure` with the `__Host-` prefix: use when served over HTTPS
+    /// by a proxy in front. Always on with --tls-cert.
     #[arg(long, env = "AUTH_WEB_SECURE_COOKIES")]
     secure_cookies: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(
+        long,
+        env = "AUTH_WEB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert, readable by its owner only (mode 0600).
+    #[arg(
+        long,
+        env = "AUTH_WEB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that issued the backends' certificates: talk to them over
+    /// TLS.
+    #[arg(
+        long,
+        env = "AUTH_WEB_BACKEND_CACERT",
+        value_name = "FILE",
+        conflicts_with = "embedded"
+    )]
+    backend_cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present to the backends; needs --backend-key and
+    /// --backend-cacert.
+    #[arg(
+        long,
+        env = "AUTH_WEB_BACKEND_CERT",
+        value_name = "FILE",
+        requires_all = ["backend_key", "backend_cacert"]
+    )]
+    backend_cert: Option<PathBuf>,
+
+    /// Private key (PEM, mode 0600) of --backend-cert.
+    #[arg(
+        long,
+        env = "AUTH_WEB_BACKEND_KEY",
+        value_name = "FILE",
+        requires = "backend_cert"
+    )]
+    backend_key: Option<PathBuf>,
 
     /// Largest accepted request body in bytes.
     #[arg(long, env = "AUTH_WEB_MAX_BODY_BYTES", default_value_t = auth_web::DEFAULT_MAX_BODY_BYTES)]
@@ -53,12 +111,42 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Display, not Debug: the message names the file at fault and the fix.
+            eprintln!("auth-web: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// TLS to the backends: `None` without `--backend-cacert`.
+fn backend_tls(args: &Args) -> Result<Option<ClientTls>, Box<dyn std::error::Error>> {
+    let Some(ca) = &args.backend_cacert else {
+        return Ok(None);
+    };
+    let mut tls = ClientTls::from_ca_file(ca)?;
+    if let (Some(cert), Some(key)) = (&args.backend_cert, &args.backend_key) {
+        auth_raft::tls::check_private_file(key)?;
+        tls = tls.with_identity_files(cert, key)?;
+    }
+    Ok(Some(tls))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Every file is checked before anything listens or connects.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_files(cert, key)?),
+        _ => None,
+    };
+    let backend_tls = backend_tls(&args)?;
 
     let mut embedded = None;
     let api: Arc<dyn AuthApi> = if args.embedded {
@@ -68,17 +156,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         embedded = Some(auth.clone());
         Arc::new(auth)
     } else {
-        tracing::info!(backends = ?args.backend, "using auth-backend");
-        Arc::new(RemoteAuth::new(&args.backend, RemoteOptions::default())?)
+        tracing::info!(backends = ?args.backend, tls = backend_tls.is_some(), "using auth-backend");
+        let options = RemoteOptions {
+            tls: backend_tls,
+            ..RemoteOptions::default()
+        };
+        Arc::new(RemoteAuth::new(&args.backend, options)?)
     };
 
     let config = WebConfig {
-        secure_cookies: args.secure_cookies,
+        // Cookies sent over HTTPS must never travel in clear.
+        secure_cookies: args.secure_cookies || tls.is_some(),
         max_body_bytes: args.max_body_bytes,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "auth-web listening");
-    serve(listener, router(api, config), shutdown_signal()).await?;
+    let app = router(api, config);
+    match tls {
+        Some(tls) => {
+            tracing::info!(address = %listener.local_addr()?, "auth-web listening (HTTPS)");
+            serve_tls(listener, app, tls, shutdown_signal()).await?;
+        }
+        None => {
+            tracing::info!(address = %listener.local_addr()?, "auth-web listening");
+            serve(listener, app, shutdown_signal()).await?;
+        }
+    }
 
     if let Some(auth) = embedded {
         auth.stop().await;

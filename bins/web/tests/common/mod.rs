@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use auth_core::{Auth, AuthApi, Config, HashParams, ManualClock};
 use auth_storage::memory::MemoryStorage;
-use auth_web::{WebConfig, router, serve};
+use auth_web::{TlsConfig, WebConfig, router, serve, serve_tls};
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use tokio::sync::oneshot;
@@ -53,6 +53,24 @@ impl WebServer {
         }));
         Self {
             url: format!("http://{addr}"),
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The same over HTTPS ([`serve_tls`]); `url` is `https://127.0.0.1:PORT`.
+    pub async fn start_tls(api: Arc<dyn AuthApi>, config: WebConfig, tls: TlsConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_tls(listener, router(api, config), tls, async {
+            let _ = rx.await;
+        }));
+        Self {
+            url: format!("https://{addr}"),
             addr,
             stop: Some(tx),
             task: Some(task),
@@ -120,15 +138,31 @@ pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0 auth
 
 impl Visitor {
     pub fn new(base: &str) -> Self {
-        let client = reqwest::Client::builder()
+        Self::with_client(base, Self::builder())
+    }
+
+    /// A visitor whose client trusts only the CA certificate in `ca_pem` (for HTTPS).
+    pub fn trusting(base: &str, ca_pem: &str) -> Self {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate");
+        Self::with_client(
+            base,
+            Self::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca),
+        )
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
             .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
+    }
+
+    fn with_client(base: &str, builder: reqwest::ClientBuilder) -> Self {
         Self {
-            client,
+            client: builder.build().expect("client"),
             base: base.to_owned(),
         }
     }

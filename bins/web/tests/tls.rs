@@ -1,0 +1,458 @@
+//! auth-web over HTTPS (`serve_tls`, the binary's `--tls-cert`/`--tls-key`) and
+//! through auth-backends served over TLS (`RemoteAuth` with a CA file). Certificates
+//! come from a CA made in the test (`auth_raft::pki`), written to a temporary directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_backend::server::ServerTls;
+use auth_backend::{ClientTls, RemoteAuth, RemoteOptions, ServerOptions};
+use auth_core::AuthApi;
+use auth_core::api::ListSessionsRequest;
+use auth_raft::pki::{CertAuthority, CertRequest, IssuedCert};
+use auth_raft::tls::{PeerIdentity, TlsError};
+use auth_web::{HSTS, TlsConfig, WebConfig};
+use common::*;
+use reqwest::StatusCode;
+use reqwest::header::STRICT_TRANSPORT_SECURITY;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+
+const PW: &str = "correct horse battery";
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A test CA and a server certificate for 127.0.0.1/localhost, as files:
+/// `ca.pem`, `site.pem`, `site.key` (mode 0600), and `other-ca.pem` from another CA.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertAuthority,
+    other: CertAuthority,
+    site: IssuedCert,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let valid = Duration::from_secs(3600);
+        let ca = CertAuthority::generate("auth-web test CA", valid).expect("CA");
+        let other = CertAuthority::generate("another CA", valid).expect("CA");
+        // Node certificates are the ones issued for TLS servers.
+        let site = ca
+            .issue(&CertRequest::new(
+                PeerIdentity::Node(1),
+                ["127.0.0.1", "localhost"],
+            ))
+            .expect("site certificate");
+        site.write(dir.path(), "site")
+            .expect("write site.pem/site.key");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+        std::fs::write(dir.path().join("other-ca.pem"), other.cert_pem()).expect("other-ca.pem");
+        Self {
+            dir,
+            ca,
+            other,
+            site,
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn site_tls(&self) -> TlsConfig {
+        TlsConfig::from_files(&self.file("site.pem"), &self.file("site.key")).expect("site TLS")
+    }
+}
+
+fn hsts(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(STRICT_TRANSPORT_SECURITY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Every cookie set is `Secure`, `__Host-` prefixed; returns how many there were.
+fn assert_secure_cookies(resp: &reqwest::Response) -> usize {
+    let cookies = set_cookies(resp.headers());
+    for c in &cookies {
+        assert!(c.starts_with("__Host-"), "{c}");
+        assert!(c.contains("; Secure"), "{c}");
+    }
+    cookies.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_is_served_over_https_with_hsts_and_secure_cookies() {
+    let pki = Pki::new();
+    let (auth, _clock) = new_auth();
+    let config = WebConfig {
+        secure_cookies: true,
+        ..WebConfig::default()
+    };
+    let web = WebServer::start_tls(Arc::new(auth.clone()), config, pki.site_tls()).await;
+    assert!(web.url.starts_with("https://127.0.0.1:"), "{}", web.url);
+    let v = Visitor::trusting(&web.url, pki.ca.cert_pem());
+    let creds = json!({"username": "tessa", "password": PW});
+
+    // The JSON API: register, log in, me; HSTS on each response, errors included.
+    let resp = v.api_post("/api/v1/register", creds.clone()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    let resp = v.api_post("/api/v1/login", creds.clone()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    let login: serde_json::Value = resp.json().await.expect("login json");
+    let access = login["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let resp = v
+        .client
+        .get(v.url("/api/v1/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("GET me");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    let me: serde_json::Value = resp.json().await.expect("me json");
+    assert_eq!(me["username"], "tessa");
+    let resp = v
+        .api_post(
+            "/api/v1/login",
+            json!({"username": "tessa", "password": "nope nope"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    let resp = v.get("/no/such/page").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+
+    // The peer address still reaches the handlers: the session records it.
+    let sessions = auth
+        .list_sessions(ListSessionsRequest {
+            access_token: access,
+        })
+        .await
+        .expect("sessions");
+    assert_eq!(sessions.sessions[0].ip, "127.0.0.1");
+
+    // Pages: every cookie is Secure with the __Host- prefix, and the browser flow
+    // works over HTTPS (the client keeps Secure cookies for https:// only).
+    let resp = v.get("/signup").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    assert!(assert_secure_cookies(&resp) >= 1, "no CSRF cookie");
+    let resp = v
+        .submit(
+            "/signup",
+            "/signup",
+            &[("username", "ursula"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(assert_secure_cookies(&resp) >= 2, "no token cookies");
+    let html = v.page("/account", StatusCode::OK).await;
+    assert!(html.contains("ursula"), "{html}");
+
+    // Clients that do not trust the CA, or speak plain HTTP, get nothing.
+    let stranger = Visitor::new(&web.url);
+    assert!(stranger.client.get(v.url("/healthz")).send().await.is_err());
+    let wrong_ca = Visitor::trusting(&web.url, pki.other.cert_pem());
+    assert!(wrong_ca.client.get(v.url("/healthz")).send().await.is_err());
+    let plain = Visitor::new(&format!("http://{}", web.addr));
+    assert!(
+        plain
+            .client
+            .get(plain.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // And the site still serves the others afterwards, then stops gracefully.
+    let resp = v.get("/healthz").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    web.stop().await;
+}
+
+#[test]
+fn unusable_tls_files_are_refused_naming_the_file() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.file("site.pem"), pki.file("site.key"));
+
+    // A key readable by others: refused, with the chmod to run.
+    let open = pki.file("open.key");
+    std::fs::copy(&key, &open).expect("copy key");
+    set_mode(&open, 0o644);
+    let e = TlsConfig::from_files(&cert, &open).unwrap_err();
+    assert!(matches!(e, TlsError::Permissions { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("chmod 600 {}", open.display())),
+        "{msg}"
+    );
+
+    // A key of another certificate.
+    let other = pki
+        .ca
+        .issue(&CertRequest::new(PeerIdentity::Node(2), ["127.0.0.1"]))
+        .expect("other certificate");
+    other.write(pki.dir.path(), "other").expect("write other");
+    let e = TlsConfig::from_files(&cert, &pki.file("other.key")).unwrap_err();
+    assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e:?}");
+
+    // Not PEM, missing.
+    let garbage = pki.file("garbage.pem");
+    std::fs::write(&garbage, "hello").expect("write");
+    let e = TlsConfig::from_files(&garbage, &key).unwrap_err();
+    assert!(
+        e.to_string().contains(&garbage.display().to_string()),
+        "{e}"
+    );
+    let e = TlsConfig::from_files(&pki.file("missing.pem"), &key).unwrap_err();
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
+/// The `auth-web` binary with a clean environment.
+fn auth_web() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-web"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTH_WEB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `cmd` to its end (bounded): exit code and stderr.
+async fn run_to_end(mut cmd: tokio::process::Command) -> (Option<i32>, String) {
+    let out = tokio::time::timeout(LIMIT, cmd.output())
+        .await
+        .expect("auth-web exits within the limit")
+        .expect("run auth-web");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_https_and_checks_its_tls_files() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.file("site.pem"), pki.file("site.key"));
+
+    // An open key file: refused before listening, naming the file and the fix.
+    let open = pki.file("open.key");
+    std::fs::copy(&key, &open).expect("copy key");
+    set_mode(&open, 0o640);
+    let mut cmd = auth_web();
+    cmd.args(["--embedded", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&open);
+    let (code, stderr) = run_to_end(cmd).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", open.display())),
+        "{stderr}"
+    );
+
+    // --tls-cert and --tls-key go together; so do --backend-cert and --backend-key.
+    let mut cmd = auth_web();
+    cmd.args(["--embedded", "--tls-cert"]).arg(&cert);
+    assert_eq!(run_to_end(cmd).await.0, Some(2));
+    let mut cmd = auth_web();
+    cmd.args(["--backend", "127.0.0.1:1", "--backend-cacert"])
+        .arg(pki.file("ca.pem"))
+        .arg("--backend-cert")
+        .arg(&cert);
+    assert_eq!(run_to_end(cmd).await.0, Some(2));
+
+    // Backends over TLS: an https:// backend needs the CA; the CA file must be usable.
+    let mut cmd = auth_web();
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "https://127.0.0.1:1",
+    ]);
+    let (code, stderr) = run_to_end(cmd).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("CA certificate"), "{stderr}");
+    let missing = pki.file("missing-ca.pem");
+    let mut cmd = auth_web();
+    cmd.args(["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"])
+        .arg("--backend-cacert")
+        .arg(&missing);
+    let (code, stderr) = run_to_end(cmd).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+
+    // Served over HTTPS: HSTS and Secure cookies without --secure-cookies.
+    let mut child = auth_web()
+        .args(["--embedded", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .spawn()
+        .expect("spawn auth-web");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(LIMIT, async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("listening (HTTPS)")
+                && let Some((_, rest)) = line.split_once("address=")
+            {
+                return rest.split_whitespace().next().unwrap_or("").to_owned();
+            }
+        }
+        panic!("auth-web exited before listening");
+    })
+    .await
+    .expect("auth-web listens");
+    // Keep draining the log so that the child never blocks on a full pipe.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let v = Visitor::trusting(&format!("https://{addr}"), pki.ca.cert_pem());
+    let resp = v.get("/signup").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
+    assert!(assert_secure_cookies(&resp) >= 1, "no CSRF cookie");
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let pid = child.id().expect("pid") as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("auth-web stops within the limit")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    let _ = tokio::time::timeout(LIMIT, drain).await;
+}
+
+/// `auth_backend::serve` over TLS with the site certificate, on the test runtime.
+struct TlsBackend {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    async fn start(pki: &Pki, api: Arc<dyn AuthApi>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = ServerOptions {
+            tls: Some(ServerTls::from_pem(
+                pki.site.cert_pem.clone(),
+                pki.site.key_pem.as_str(),
+            )),
+            ..ServerOptions::default()
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            auth_backend::serve(listener, api, options, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("backend serve");
+        });
+        Self {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("backend stops within 10 s")
+            .expect("backend task");
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn remote(endpoint: &str, ca: &Path) -> RemoteAuth {
+    let options = RemoteOptions {
+        tls: Some(ClientTls::from_ca_file(ca).expect("CA file")),
+        ..RemoteOptions::default()
+    };
+    RemoteAuth::new([endpoint], options).expect("RemoteAuth")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_site_works_through_https_backends_with_a_ca_file() {
+    let pki = Pki::new();
+    let (auth, _clock) = new_auth();
+    let backend = TlsBackend::start(&pki, Arc::new(auth)).await;
+
+    let api = remote(&format!("https://{}", backend.addr), &pki.file("ca.pem"));
+    let web = WebServer::start(Arc::new(api), WebConfig::default()).await;
+    let v = Visitor::new(&web.url);
+    let creds = json!({"username": "vera", "password": PW});
+    let resp = v.api_post("/api/v1/register", creds.clone()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = v.api_post("/api/v1/login", creds.clone()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let login: serde_json::Value = resp.json().await.expect("login json");
+    let access = login["access_token"].as_str().expect("access token");
+    let resp = v
+        .client
+        .get(v.url("/api/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("GET me");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let me: serde_json::Value = resp.json().await.expect("me json");
+    assert_eq!(me["username"], "vera");
+    // The pages work the same way.
+    v.login("vera", PW).await;
+    let html = v.page("/account", StatusCode::OK).await;
+    assert!(html.contains("vera"), "{html}");
+
+    // A RemoteAuth trusting another CA cannot reach the backend: 503 unavailable.
+    let foreign = remote(&backend.addr.to_string(), &pki.file("other-ca.pem"));
+    let web2 = WebServer::start(Arc::new(foreign), WebConfig::default()).await;
+    let v2 = Visitor::new(&web2.url);
+    let resp = v2.api_post("/api/v1/login", creds).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(resp).await, "unavailable");
+
+    web2.stop().await;
+    web.stop().await;
+    backend.stop().await;
+}
