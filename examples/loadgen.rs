@@ -1,6 +1,7 @@
 //! A small closed-loop load generator for auth-sdk servers.
 //!
 //! `cargo run --release --example loadgen -- --endpoints 127.0.0.1:50051 --op verify -c 64 -d 10`
+//! (add `--cacert ca.pem` for TLS backends)
 //!
 //! Ops: `register` (a new user per call), `login`, `verify` (gRPC, one token),
 //! `health` (gRPC health check: the transport baseline), `me` (HTTP `GET /api/v1/me`
@@ -16,7 +17,7 @@ use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
 use auth_sdk::proto::v1::{LoginRequest, RegisterRequest, VerifyRequest};
 use clap::Parser;
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -38,6 +39,9 @@ struct Args {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// CA certificate (PEM) of TLS backends: endpoints are then `https://`.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -47,17 +51,23 @@ struct Stats {
     successes_at: Vec<Instant>,
 }
 
-fn channel(addr: &str) -> Channel {
+fn channel(addr: &str, ca_pem: Option<&str>) -> Channel {
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
     let url = if addr.contains("://") {
         addr.to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    Endpoint::from_shared(url)
+    let mut e = Endpoint::from_shared(url)
         .expect("endpoint")
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_millis(500))
-        .connect_lazy()
+        .connect_timeout(Duration::from_millis(500));
+    if let Some(ca) = ca_pem {
+        e = e
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("tls");
+    }
+    e.connect_lazy()
 }
 
 const PASSWORD: &str = "loadgen-password";
@@ -65,7 +75,15 @@ const PASSWORD: &str = "loadgen-password";
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let channels: Vec<Channel> = args.endpoints.iter().map(|e| channel(e)).collect();
+    let ca_pem = args
+        .cacert
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).expect("read --cacert"));
+    let channels: Vec<Channel> = args
+        .endpoints
+        .iter()
+        .map(|e| channel(e, ca_pem.as_deref()))
+        .collect();
     let run_id = std::process::id();
     // One account and one token for login/verify/me.
     let mut setup = AuthServiceClient::new(channels[0].clone());

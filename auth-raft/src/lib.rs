@@ -10,6 +10,14 @@
 //!   that the state machine applies to the same `Tables` as `MemoryStorage`, so the
 //!   answers are identical; reads are linearizable by default ([`ReadConsistency`]).
 //!
+//! - The peer listener ([`RaftNode::serve_peer`]) speaks mutual TLS: every node holds a
+//!   certificate from the cluster CA naming its id ([`tls`]), and each Raft RPC is
+//!   accepted only from the node it claims to come from; the admin RPCs
+//!   ([`ClusterAdmin`]) only from an admin certificate. [`pki`] issues the certificates.
+//!
+//! Without the default feature `node` the crate is only the admin client, [`tls`] and
+//! [`pki`], and compiles neither openraft nor redb.
+//!
 //! openraft's own types stay inside this crate; the public surface is ours.
 #![warn(missing_docs)]
 

@@ -59,7 +59,7 @@ impl std::fmt::Debug for IssuedCert {
 }
 
 impl IssuedCert {
-    /// Writes `NAME.pem` (mode 0644) and `NAME.key` (mode 0600) into `dir`.
+    /// Writes `NAME.pem` and `NAME.key` into `dir`, both mode 0600.
     pub fn write(&self, dir: &Path, name: &str) -> Result<(), PkiError> {
         let io = |p: &Path| {
             let p = p.display().to_string();
@@ -68,7 +68,7 @@ impl IssuedCert {
         let key = dir.join(format!("{name}.key"));
         write_private_file(&key, self.key_pem.as_bytes()).map_err(io(&key))?;
         let cert = dir.join(format!("{name}.pem"));
-        std::fs::write(&cert, &self.cert_pem).map_err(io(&cert))?;
+        write_private_file(&cert, self.cert_pem.as_bytes()).map_err(io(&cert))?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! auth-backend certs create-client admin --admin --certs-dir certs --ca-key safe/ca.key
 //! ```
 //!
-//! Files: `ca.pem`, `node-<ID>.pem` + `.key`, `<NAME>.pem` + `.key`; keys are written
+//! Files: `ca.pem`, `node-<ID>.pem` + `.key`, `<NAME>.pem` + `.key`; all are written
 //! with mode 0600 and never overwritten without `--overwrite`.
 
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ pub fn create_ca(dirs: &CertDirs) -> Result<CertAuthority, String> {
     }
     write_private_file(&dirs.ca_key(), ca.key_pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", dirs.ca_key().display()))?;
-    std::fs::write(dirs.ca_cert(), ca.cert_pem())
+    write_private_file(&dirs.ca_cert(), ca.cert_pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", dirs.ca_cert().display()))?;
     Ok(ca)
 }

@@ -197,7 +197,8 @@ impl RemoteAuth {
                 }
                 (None, true) => {
                     return Err(AuthError::InvalidConfig(format!(
-                        "{url} needs a CA certificate to verify the backend (--cacert)"
+                        "{url} needs the CA certificate that issued the backend's certificate \
+                         (authctl --cacert, auth-web --backend-cacert, RemoteOptions::tls)"
                     )));
                 }
                 (Some(_), false) => {

@@ -36,6 +36,10 @@ pub struct ClusterArgs {
     /// Directory for every node's data, logs, the cluster id and the shared signing key.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// No TLS anywhere (`serve --insecure`): for measuring what TLS costs, never for a
+    /// cluster anyone else can reach.
+    #[arg(long)]
+    pub insecure: bool,
     /// Extra `serve` flags for every node, after `--` (e.g. `-- --argon2-memory-kib 4096`).
     #[arg(last = true)]
     pub node_args: Vec<String>,
@@ -216,20 +220,25 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
                 &path(args.data_dir.join(format!("node-{id}"))),
                 "--signing-key-file",
                 &path(key_file.clone()),
-                "--tls-cert",
-                &cert,
-                "--tls-key",
-                &key,
-                "--peer-cert-file",
-                &cert,
-                "--peer-key-file",
-                &key,
-                "--peer-trusted-ca-file",
-                &path(tls.ca.clone()),
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
+            if args.insecure {
+                a.push("--insecure".into());
+            } else {
+                let ca = path(tls.ca.clone());
+                for (flag, value) in [
+                    ("--tls-cert", &cert),
+                    ("--tls-key", &key),
+                    ("--peer-cert-file", &cert),
+                    ("--peer-key-file", &key),
+                    ("--peer-trusted-ca-file", &ca),
+                ] {
+                    a.push(flag.into());
+                    a.push(value.clone());
+                }
+            }
             a.extend(args.node_args.iter().cloned());
             NodePlan {
                 id: *id,
@@ -346,21 +355,32 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
         let peers: Vec<&str> = plan.iter().map(|n| n.peer_addr.as_str()).collect();
         println!("endpoints: {}", endpoints.join(","));
         println!("peer endpoints: {}", peers.join(","));
+        if args.insecure {
+            println!("WARNING: --insecure: no TLS on any listener; anyone who can reach the");
+            println!("peer ports can take the cluster over. For measurements only.");
+        }
         println!("authctl settings for this cluster:");
         println!("  export AUTHCTL_ENDPOINTS={}", endpoints.join(","));
         println!("  export AUTHCTL_PEER_ENDPOINTS={}", peers.join(","));
-        println!("  export AUTHCTL_CACERT={}", tls.ca.display());
-        println!("  export AUTHCTL_CERT={}", tls.admin_cert.display());
-        println!("  export AUTHCTL_KEY={}", tls.admin_key.display());
-        println!(
-            "auth-web: --backend {} --backend-cacert {}",
-            endpoints
-                .iter()
-                .map(|e| format!("https://{e}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            tls.ca.display()
-        );
+        if !args.insecure {
+            println!("  export AUTHCTL_CACERT={}", tls.ca.display());
+            println!("  export AUTHCTL_CERT={}", tls.admin_cert.display());
+            println!("  export AUTHCTL_KEY={}", tls.admin_key.display());
+        }
+        let scheme = if args.insecure { "http" } else { "https" };
+        let web_backends = endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        if args.insecure {
+            println!("auth-web: --backend {web_backends}");
+        } else {
+            println!(
+                "auth-web: --backend {web_backends} --backend-cacert {}",
+                tls.ca.display()
+            );
+        }
         println!(
             "stop a node with `kill PID`; restart it with the `# restart node` line in its log"
         );
@@ -435,6 +455,7 @@ mod tests {
             base_port: 50051,
             port_step: 10,
             data_dir: dir.clone(),
+            insecure: false,
             node_args: vec!["--argon2-memory-kib".into(), "64".into()],
         };
         let (p, tls) = plan(&args).unwrap();

@@ -6,19 +6,31 @@
 //!   over between them, so a front end is written once for in-process and remote use.
 //! - [`status`]: the single mapping between `AuthError` and `tonic::Status`.
 //! - [`config`] and [`app`]: the `auth-backend` binary (flags, TOML file, logging,
-//!   signals), as testable library code.
+//!   signals), as testable library code; [`cluster`] and [`certs`], its other commands.
+//!
+//! Features: `client` (`RemoteAuth` only: what a front end such as `auth-web` or
+//! `authctl` needs; it does not compile openraft or redb) and `server` (everything
+//! else); both by default.
 //!
 //! [`AuthApi`]: auth_core::AuthApi
 #![warn(missing_docs)]
 
-pub use auth_raft::admin;
+#[cfg(feature = "server")]
 pub mod app;
+#[cfg(feature = "server")]
 pub mod certs;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod cluster;
+#[cfg(feature = "server")]
 pub mod config;
+pub mod duration;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod status;
 
+#[cfg(feature = "client")]
 pub use client::{ClientTls, RemoteAuth, RemoteOptions};
+#[cfg(feature = "server")]
 pub use server::{ServerOptions, serve};

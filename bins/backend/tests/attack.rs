@@ -233,7 +233,7 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin() {
-    let c = ProcCluster::start(3, &[]);
+    let c = ProcCluster::start(3, &["--max-snapshot-bytes", "100000"]);
     let leader = c.leader(Duration::from_secs(10)).await;
     let st = c.statuses().await;
     let term = st.iter().map(|s| s.term).max().unwrap_or(0);
@@ -354,6 +354,28 @@ async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin(
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // In order, but beyond --max-snapshot-bytes: refused, and the spool is dropped.
+    let chunk = |offset: u64| pb::InstallSnapshotRequestPb {
+        vote: vote(leader_term, leader),
+        meta: Some(pb::SnapshotMetaPb {
+            last_log_id: None,
+            last_membership: Some(pb::StoredMembershipPb {
+                log_id: None,
+                membership: Some(pb::MembershipPb::default()),
+            }),
+            snapshot_id: "big".into(),
+        }),
+        offset,
+        data: vec![0xCD; 64 * 1024],
+        done: false,
+        cluster_id: c.cluster_id.clone(),
+    };
+    as_leader.install_snapshot(chunk(0)).await.unwrap();
+    let e = as_leader
+        .install_snapshot(chunk(64 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     let after = rss_kib(pid);
     assert!(
         after < before + 64 * 1024,

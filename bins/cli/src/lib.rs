@@ -44,7 +44,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use auth_backend::config::parse_duration;
+use auth_backend::duration::parse_duration;
 use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
