@@ -142,6 +142,8 @@ pub(crate) struct NodeShared {
     pub(crate) tls: Option<PeerTls>,
     client_tls: Option<ClientTlsConfig>,
     pub(crate) snapshots: SnapshotSpool,
+    /// Identities of client certificates already seen (DER → identity).
+    pub(crate) identities: Mutex<HashMap<Vec<u8>, PeerIdentity>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -250,6 +252,7 @@ impl RaftNode {
             tls: cfg.tls.clone(),
             client_tls,
             snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
+            identities: Mutex::new(HashMap::new()),
         });
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         let smallest = cfg.initial_members.keys().next().copied();

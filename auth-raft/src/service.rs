@@ -22,6 +22,11 @@ use crate::types::NodeId;
 
 use crate::{LEADER_ADDR_KEY, LEADER_ID_KEY};
 
+/// Certificates whose identity is remembered (a cluster has a handful of nodes and
+/// admins; the cache is emptied when full, so a flood of distinct certificates costs
+/// parsing, not memory).
+const MAX_CACHED_IDENTITIES: usize = 64;
+
 /// Largest admin request (membership changes are tiny).
 const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 
@@ -83,9 +88,18 @@ impl NodeShared {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        identity_of(leaf)
-            .map(Caller::Proven)
-            .map_err(|e| Status::unauthenticated(format!("client certificate {e}")))
+        // Peers present the same few certificates on every call: parse each once.
+        if let Some(id) = self.identities.lock().get(leaf.as_ref()) {
+            return Ok(Caller::Proven(id.clone()));
+        }
+        let id = identity_of(leaf)
+            .map_err(|e| Status::unauthenticated(format!("client certificate {e}")))?;
+        let mut cache = self.identities.lock();
+        if cache.len() >= MAX_CACHED_IDENTITIES {
+            cache.clear();
+        }
+        cache.insert(leaf.as_ref().to_vec(), id.clone());
+        Ok(Caller::Proven(id))
     }
 
     /// The caller's certificate must be that of node `claimed`, the node the message
