@@ -3,19 +3,17 @@
 //! times (restarted and caught up in between); prints each gap and the median.
 //!
 //! `cargo build --release -p auth-backend && cargo run --release --example failover -- --nodes 3 --kills 7`
-
-#[path = "../bins/backend/tests/cluster/procs.rs"]
-mod procs;
+//!
+//! The binary is `$AUTH_BACKEND_BIN`, else `target/release/auth-backend`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_sdk::proto::v1::RegisterRequest;
 use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
+use auth_testing::ProcCluster;
 use clap::Parser;
 use parking_lot::Mutex;
-use procs::ProcCluster;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -33,34 +31,21 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let mut cluster = ProcCluster::start(args.nodes, &[]);
+    let bin =
+        std::env::var("AUTH_BACKEND_BIN").unwrap_or_else(|_| "target/release/auth-backend".into());
+    let mut cluster = ProcCluster::start(bin, args.nodes, &[]);
     cluster.leader(Duration::from_secs(10)).await;
     let endpoints = cluster.endpoints();
-    let ca_pem = cluster.ca.cert_pem().to_owned();
     let successes = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..args.clients {
-        let (endpoints, successes, stop) =
-            (endpoints.clone(), Arc::clone(&successes), Arc::clone(&stop));
-        let ca_pem = ca_pem.clone();
+        let (successes, stop) = (Arc::clone(&successes), Arc::clone(&stop));
+        let clients: Vec<_> = endpoints
+            .iter()
+            .map(|e| AuthServiceClient::new(cluster.client_channel(e, Duration::from_millis(200))))
+            .collect();
         workers.push(tokio::spawn(async move {
-            let clients: Vec<_> = endpoints
-                .iter()
-                .map(|e| {
-                    AuthServiceClient::new(
-                        Endpoint::from_shared(format!("https://{e}"))
-                            .expect("endpoint")
-                            .connect_timeout(Duration::from_millis(200))
-                            .tls_config(
-                                ClientTlsConfig::new()
-                                    .ca_certificate(Certificate::from_pem(ca_pem.as_bytes())),
-                            )
-                            .expect("tls")
-                            .connect_lazy(),
-                    )
-                })
-                .collect();
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let mut c = clients[(w + i) % clients.len()].clone();

@@ -8,21 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::api::*;
-use auth_core::{Auth, AuthApi, Config, HashParams, KeyRing, SigningKey};
+use auth_core::{Auth, AuthApi, Config, KeyRing, SigningKey};
 use auth_proto::v1 as pb;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
 use auth_raft::tls::PeerIdentity;
 use auth_raft::{RaftConfig, RaftNode, RaftStorage, StartError};
 use auth_storage::{Storage, StorageError, User};
+use auth_testing::fast_config;
 use common::Cluster;
 use tonic::transport::Endpoint;
 
 fn auth(storage: RaftStorage) -> Auth<RaftStorage> {
     let keys = KeyRing::new(SigningKey::hs256("cluster", &[7u8; 32]).unwrap());
     let config = Config {
-        hash: HashParams::insecure_fast(),
         keys: Some(keys),
-        ..Config::default()
+        ..fast_config()
     };
     Auth::new(config, storage).unwrap()
 }
@@ -251,7 +251,7 @@ async fn bad_raft_rpcs_are_refused_with_clear_errors() {
     let cluster = Cluster::start(3).await;
     // A well-behaved member's certificate (node 2), so that what is refused is the
     // message itself.
-    let tls = common::tls_for(&cluster.ca, PeerIdentity::Node(2));
+    let tls = cluster.ca.peer_tls(PeerIdentity::Node(2));
     let channel = Endpoint::from_shared(format!("https://{}", cluster.nodes[0].addr))
         .unwrap()
         .tls_config(tls.client_config())
@@ -286,7 +286,7 @@ async fn bad_raft_rpcs_are_refused_with_clear_errors() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     // A vote from a node that is not a member (with that node's certificate).
-    let tls42 = common::tls_for(&cluster.ca, PeerIdentity::Node(42));
+    let tls42 = cluster.ca.peer_tls(PeerIdentity::Node(42));
     let channel = Endpoint::from_shared(format!("https://{}", cluster.nodes[0].addr))
         .unwrap()
         .tls_config(tls42.client_config())

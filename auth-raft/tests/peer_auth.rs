@@ -9,11 +9,11 @@ use std::time::Duration;
 use auth_proto::v1 as pb;
 use auth_proto::v1::cluster_admin_client::ClusterAdminClient;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
-use auth_raft::pki::{CertAuthority, CertRequest};
 use auth_raft::tls::PeerIdentity;
-use common::{Cluster, tls_for};
+use auth_testing::TestCa;
+use common::Cluster;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 async fn channel(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -57,21 +57,15 @@ async fn callers_without_a_certificate_of_this_cluster_reach_nothing() {
     // Plaintext.
     refused_everything(channel(&addr, None).await, &cluster.cluster_id).await;
     // TLS that trusts the cluster CA but presents no certificate.
-    let no_cert =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cluster.ca.cert_pem()));
+    let no_cert = cluster.ca.client_tls_config();
     refused_everything(channel(&addr, Some(no_cert)).await, &cluster.cluster_id).await;
     // A node certificate from a foreign CA, with the same node id, by a client that
     // trusts the cluster CA (so only the server's check can stop it).
-    let foreign = CertAuthority::generate("foreign", Duration::from_secs(3600)).unwrap();
-    let forged = foreign
-        .issue(&CertRequest::new(PeerIdentity::Node(2), ["127.0.0.1"]))
-        .unwrap();
-    let cfg = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(cluster.ca.cert_pem()))
-        .identity(Identity::from_pem(
-            &forged.cert_pem,
-            forged.key_pem.as_bytes(),
-        ));
+    let foreign = TestCa::new("foreign");
+    let cfg = cluster
+        .ca
+        .client_tls_config()
+        .identity(foreign.identity(PeerIdentity::Node(2)));
     refused_everything(channel(&addr, Some(cfg)).await, &cluster.cluster_id).await;
     cluster.shutdown().await;
 }
@@ -81,7 +75,7 @@ async fn a_node_cannot_speak_for_another_node() {
     let cluster = Cluster::start(3).await;
     let target = &cluster.nodes[0];
     let status = target.node.status();
-    let node2 = tls_for(&cluster.ca, PeerIdentity::Node(2));
+    let node2 = cluster.ca.peer_tls(PeerIdentity::Node(2));
     let mut c = RaftServiceClient::new(
         channel(&target.addr, Some(node2.client_config()))
             .await
@@ -136,7 +130,7 @@ async fn admin_rpcs_need_an_admin_certificate_and_admins_are_not_nodes() {
         }),
     };
     for who in [PeerIdentity::Node(1), PeerIdentity::Client("web".into())] {
-        let tls = tls_for(&cluster.ca, who.clone());
+        let tls = cluster.ca.peer_tls(who.clone());
         let mut admin =
             ClusterAdminClient::new(channel(&addr, Some(tls.client_config())).await.unwrap());
         let e = admin.add_learner(learner.clone()).await.unwrap_err();
@@ -144,7 +138,7 @@ async fn admin_rpcs_need_an_admin_certificate_and_admins_are_not_nodes() {
         let e = admin.status(pb::StatusRequest {}).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
     }
-    let admin_tls = tls_for(&cluster.ca, PeerIdentity::Admin("ops".into()));
+    let admin_tls = cluster.ca.peer_tls(PeerIdentity::Admin("ops".into()));
     let ch = channel(&addr, Some(admin_tls.client_config()))
         .await
         .unwrap();
@@ -171,7 +165,7 @@ async fn snapshot_chunks_must_come_in_order() {
     let follower = cluster.follower().await;
     let target = &cluster.nodes[(follower - 1) as usize];
     let st = cluster.nodes[(leader - 1) as usize].node.status();
-    let leader_tls = tls_for(&cluster.ca, PeerIdentity::Node(leader));
+    let leader_tls = cluster.ca.peer_tls(PeerIdentity::Node(leader));
     let mut c = RaftServiceClient::new(
         channel(&target.addr, Some(leader_tls.client_config()))
             .await

@@ -1,6 +1,6 @@
 //! An in-process cluster on loopback: each node has its own data dir, its own peer
-//! listener on an ephemeral port with mutual TLS (certificates from a CA made for the
-//! cluster), and talks to the others over real gRPC.
+//! listener on an ephemeral port with mutual TLS (certificates from a `TestCa` made for
+//! the cluster), and talks to the others over real gRPC.
 
 #![allow(dead_code)]
 
@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use auth_raft::net::ListenerLimits;
-use auth_raft::pki::{CertAuthority, CertRequest};
-use auth_raft::tls::{PeerIdentity, PeerTls};
+use auth_raft::tls::PeerIdentity;
 use auth_raft::{RaftConfig, RaftNode, RaftStorage, ReadConsistency};
+use auth_testing::TestCa;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -28,15 +28,7 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: TempDir,
     pub cluster_id: String,
-    pub ca: CertAuthority,
-}
-
-/// TLS material for `who`, issued by `ca`, valid for 127.0.0.1.
-pub fn tls_for(ca: &CertAuthority, who: PeerIdentity) -> PeerTls {
-    let c = ca
-        .issue(&CertRequest::new(who.clone(), ["127.0.0.1", "localhost"]))
-        .unwrap();
-    PeerTls::from_pem(ca.cert_pem(), &c.cert_pem, &c.key_pem, Some(&who)).unwrap()
+    pub ca: TestCa,
 }
 
 async fn serve(node: &RaftNode, listener: TcpListener) -> (oneshot::Sender<()>, JoinHandle<()>) {
@@ -68,14 +60,14 @@ impl Cluster {
             listeners.push(l);
         }
         let cluster_id = format!("test-{}", std::process::id());
-        let ca = CertAuthority::generate("test cluster CA", Duration::from_secs(3600)).unwrap();
+        let ca = TestCa::new("test cluster CA");
         let mut nodes = Vec::new();
         for (id, listener) in (1..=n).zip(listeners) {
             let addr = members[&id].clone();
             let mut cfg = RaftConfig::new(id, addr.clone(), dir.path().join(format!("n{id}")));
             cfg.cluster_id = cluster_id.clone();
             cfg.initial_members = members.clone();
-            cfg.tls = Some(tls_for(&ca, PeerIdentity::Node(id)));
+            cfg.tls = Some(ca.peer_tls(PeerIdentity::Node(id)));
             tweak(&mut cfg);
             let node = RaftNode::start(cfg.clone()).await.unwrap();
             let (stop, server) = serve(&node, listener).await;

@@ -11,6 +11,7 @@ use auth_backend::config::{Settings, TokenSettings};
 use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::VerifyRequest;
 use auth_core::{AuthApi, HashParams};
+use auth_testing::fast_auth;
 use common::*;
 use tokio::sync::oneshot;
 

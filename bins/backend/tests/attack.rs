@@ -3,9 +3,6 @@
 //! wrong credential; a node speaking for another; an admin on the client port; a huge
 //! snapshot offset; and start-up with bad certificates.
 
-#[path = "cluster/procs.rs"]
-mod procs;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -15,12 +12,14 @@ use auth_core::api::*;
 use auth_proto::v1 as pb;
 use auth_proto::v1::cluster_admin_client::ClusterAdminClient;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
-use auth_raft::pki::{CertAuthority, CertRequest};
+use auth_raft::pki::CertRequest;
 use auth_raft::tls::PeerIdentity;
-use procs::ProcCluster;
+use auth_testing::{ProcCluster, TestCa, write_signing_key};
 use sha2::{Digest, Sha256};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
 
 const PW: &str = "victim-password-1";
 /// A well-formed refresh token of the attacker's choosing.
@@ -47,18 +46,15 @@ fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Channel {
     e.connect_lazy()
 }
 
-fn attacker_channel(c: &ProcCluster, addr: &str, cred: Cred, foreign: &CertAuthority) -> Channel {
-    let trust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(c.ca.cert_pem()));
+fn attacker_channel(c: &ProcCluster, addr: &str, cred: Cred, foreign: &TestCa) -> Channel {
+    let trust = c.ca.client_tls_config();
     match cred {
         Cred::Plaintext => endpoint(addr, None),
         Cred::TlsWithoutCertificate => endpoint(addr, Some(trust)),
         Cred::ForeignCaCertificate => {
             // A node certificate (and an admin one would fare the same) from another CA.
-            let forged = foreign
-                .issue(&CertRequest::new(PeerIdentity::Node(1), ["127.0.0.1"]))
-                .unwrap();
-            let id = Identity::from_pem(&forged.cert_pem, forged.key_pem.as_bytes());
-            endpoint(addr, Some(trust.identity(id)))
+            let forged = foreign.identity(PeerIdentity::Node(1));
+            endpoint(addr, Some(trust.identity(forged)))
         }
     }
 }
@@ -163,7 +159,7 @@ async fn try_takeover(ch: Channel, cluster_id: &str, victim: &str, term: u64, wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
-    let c = ProcCluster::start(3, &[]);
+    let c = ProcCluster::start(BIN, 3, &[]);
     c.leader(Duration::from_secs(10)).await;
     let api = RemoteAuth::new(c.endpoints(), c.remote_options()).unwrap();
     api.register(RegisterRequest {
@@ -189,7 +185,7 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
         .await
         .unwrap();
     let term = c.statuses().await.iter().map(|s| s.term).max().unwrap_or(0);
-    let foreign = CertAuthority::generate("attacker CA", Duration::from_secs(3600)).unwrap();
+    let foreign = TestCa::new("attacker CA");
     for node in &c.nodes {
         for addr in [&node.addr, &node.peer_addr] {
             for cred in [
@@ -233,16 +229,11 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin() {
-    let c = ProcCluster::start(3, &["--max-snapshot-bytes", "100000"]);
+    let c = ProcCluster::start(BIN, 3, &["--max-snapshot-bytes", "100000"]);
     let leader = c.leader(Duration::from_secs(10)).await;
     let st = c.statuses().await;
     let term = st.iter().map(|s| s.term).max().unwrap_or(0);
-    let issue = |who: PeerIdentity| {
-        let cert = c.ca.issue(&CertRequest::new(who, ["127.0.0.1"])).unwrap();
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(c.ca.cert_pem()))
-            .identity(Identity::from_pem(&cert.cert_pem, cert.key_pem.as_bytes()))
-    };
+    let issue = |who: PeerIdentity| c.ca.client_tls_config_as(who);
     // Node 2's certificate, claiming to be leader 3 / candidate 3, at node 1.
     let target = &c.nodes[0].peer_addr;
     let mut as2 = RaftServiceClient::new(endpoint(target, Some(issue(PeerIdentity::Node(2)))));
@@ -318,11 +309,7 @@ async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin(
     // A snapshot chunk claiming offset 2^40, with the real leader's certificate, sent to
     // a follower: refused at once, and the follower's memory does not grow.
     let follower = (1..=3u64).find(|id| *id != leader).unwrap();
-    let pid = c.nodes[(follower - 1) as usize]
-        .child
-        .as_ref()
-        .unwrap()
-        .id();
+    let pid = c.nodes[(follower - 1) as usize].pid().unwrap();
     let before = rss_kib(pid);
     let mut as_leader = RaftServiceClient::new(endpoint(
         &c.nodes[(follower - 1) as usize].peer_addr,
@@ -394,7 +381,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn backend() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_auth-backend"));
+    let mut c = Command::new(BIN);
     c.stdin(Stdio::null());
     c
 }
@@ -437,24 +424,22 @@ fn serve_with(dir: &std::path::Path, cert: &str, key: &str, ca: &str) -> (Option
 
 #[test]
 fn bad_certificates_are_start_up_errors_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    auth_raft::tls::write_private_file(
-        &d.join("signing.key"),
-        b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==",
-    )
-    .unwrap();
-    let ca = CertAuthority::generate("ca", Duration::from_secs(3600)).unwrap();
-    std::fs::write(d.join("ca.pem"), ca.cert_pem()).unwrap();
-    let other = CertAuthority::generate("other", Duration::from_secs(3600)).unwrap();
+    // ca.pem, and in the same directory everything else.
+    let ca = TestCa::new("ca");
+    let d = ca.dir();
+    write_signing_key(&d.join("signing.key"));
+    let other = TestCa::new("other");
     std::fs::write(d.join("other-ca.pem"), other.cert_pem()).unwrap();
-    let node = |id| CertRequest::new(PeerIdentity::Node(id), ["127.0.0.1"]);
-    ca.issue(&node(1)).unwrap().write(d, "good").unwrap();
-    ca.issue(&node(2)).unwrap().write(d, "node2").unwrap();
-    let mut expired = node(1);
+    ca.issue_files(PeerIdentity::Node(1), "good");
+    ca.issue_files(PeerIdentity::Node(2), "node2");
+    let mut expired = CertRequest::new(PeerIdentity::Node(1), ["127.0.0.1"]);
     expired.not_before = SystemTime::now() - Duration::from_secs(7200);
     expired.not_after = SystemTime::now() - Duration::from_secs(3600);
-    ca.issue(&expired).unwrap().write(d, "expired").unwrap();
+    ca.authority()
+        .issue(&expired)
+        .unwrap()
+        .write(d, "expired")
+        .unwrap();
 
     for (cert, key, ca_file, file, why) in [
         (
@@ -527,11 +512,7 @@ fn bad_certificates_are_start_up_errors_naming_the_file() {
 fn insecure_mode_warns_on_every_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    auth_raft::tls::write_private_file(
-        &d.join("signing.key"),
-        b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==",
-    )
-    .unwrap();
+    write_signing_key(&d.join("signing.key"));
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let peer_addr = peer.local_addr().unwrap().to_string();
     drop(peer);

@@ -12,6 +12,7 @@ use auth_backend::status::{CODE_KEY, RETRY_AFTER_KEY};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError, Config, LockoutPolicy};
 use auth_proto::v1::auth_service_client::AuthServiceClient;
+use auth_testing::{GrpcServer, fast_auth, fast_auth_with, fast_config};
 use common::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -21,7 +22,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 const PW: &str = "correct horse battery";
 
-async fn channel(server: &TestServer) -> Channel {
+async fn channel(server: &GrpcServer) -> Channel {
     Channel::from_shared(server.url())
         .unwrap()
         .connect()
@@ -29,12 +30,12 @@ async fn channel(server: &TestServer) -> Channel {
         .expect("connect")
 }
 
-async fn client(server: &TestServer) -> AuthServiceClient<Channel> {
+async fn client(server: &GrpcServer) -> AuthServiceClient<Channel> {
     AuthServiceClient::new(channel(server).await)
 }
 
-async fn start_fast() -> TestServer {
-    TestServer::start(Arc::new(fast_auth()), ServerOptions::default()).await
+async fn start_fast() -> GrpcServer {
+    GrpcServer::start(fast_auth()).await
 }
 
 /// The stable error code a status carries in metadata.
@@ -301,8 +302,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
         },
         ..fast_config()
     };
-    let server =
-        TestServer::start(Arc::new(fast_auth_with(config)), ServerOptions::default()).await;
+    let server = GrpcServer::start(fast_auth_with(config)).await;
     let mut c = client(&server).await;
     c.register(register_req("carol", PW)).await.unwrap();
 
@@ -399,7 +399,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
     // UNAVAILABLE: an Auth that was stopped.
     let stopped = fast_auth();
     stopped.stop().await;
-    let server = TestServer::start(Arc::new(stopped), ServerOptions::default()).await;
+    let server = GrpcServer::start(stopped).await;
     let mut c = client(&server).await;
     let e = c.register(register_req("erin", PW)).await.unwrap_err();
     assert_status(&e, Code::Unavailable, "stopped");
@@ -437,7 +437,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
         ),
     ] {
         let api = Scripted::new(Behaviour::Fail(err.clone()));
-        let server = TestServer::start(api, ServerOptions::default()).await;
+        let server = GrpcServer::start(api).await;
         let mut c = client(&server).await;
         let e = c.login(login_req("frank", PW)).await.unwrap_err();
         assert_status(&e, code, auth_code);
@@ -522,7 +522,10 @@ async fn oversized_requests_are_rejected_and_the_server_stays_healthy() {
         max_request_bytes: 4096,
         ..ServerOptions::default()
     };
-    let server = TestServer::start(api.clone(), options).await;
+    let server = GrpcServer::builder()
+        .options(options)
+        .start(api.clone())
+        .await;
     let ch = channel(&server).await;
     let mut c = AuthServiceClient::new(ch.clone());
 
@@ -575,7 +578,7 @@ async fn oversized_requests_are_rejected_and_the_server_stays_healthy() {
 async fn shutdown_finishes_in_flight_calls() {
     let gate = Gate::default();
     let api = Counting::gated(Arc::new(fast_auth()), gate.clone());
-    let mut server = TestServer::start(api.clone(), ServerOptions::default()).await;
+    let mut server = GrpcServer::start(api.clone()).await;
     let mut c = client(&server).await;
 
     let call = tokio::spawn(async move { c.register(register_req("ivan", PW)).await });
@@ -627,7 +630,7 @@ async fn shutdown_finishes_in_flight_calls() {
 async fn remote_auth_sees_the_same_errors_as_in_process() {
     // The AuthApi contract holds across the wire: same codes in and out of process.
     let local = fast_auth();
-    let server = TestServer::start(Arc::new(local.clone()), ServerOptions::default()).await;
+    let server = GrpcServer::start(local.clone()).await;
     let remote = auth_backend::RemoteAuth::new([server.url()], Default::default()).unwrap();
     remote.register(register_req("judy", PW)).await.unwrap();
     for api in [&remote as &dyn AuthApi, &local as &dyn AuthApi] {

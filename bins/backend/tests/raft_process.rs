@@ -4,8 +4,6 @@
 
 #[path = "cluster/history.rs"]
 mod history;
-#[path = "cluster/procs.rs"]
-mod procs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,10 +13,12 @@ use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::AuthApi;
 use auth_core::api::*;
 use auth_proto::v1::auth_service_client::AuthServiceClient;
+use auth_testing::ProcCluster;
 use history::{Event, Op, Outcome};
 use parking_lot::Mutex;
-use procs::ProcCluster;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
 
 fn remote(c: &ProcCluster) -> RemoteAuth {
     RemoteAuth::new(
@@ -103,7 +103,7 @@ async fn full_flow(api: &RemoteAuth, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn any_two_of_five_may_die_including_the_leader() {
-    let mut c = ProcCluster::start(5, &[]);
+    let mut c = ProcCluster::start(BIN, 5, &[]);
     let api = remote(&c);
     full_flow(&api, "before").await;
     let leader = c.leader(Duration::from_secs(10)).await;
@@ -123,7 +123,7 @@ async fn any_two_of_five_may_die_including_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_resume_after_the_leader_is_killed_under_load() {
-    let mut c = ProcCluster::start(3, &[]);
+    let mut c = ProcCluster::start(BIN, 3, &[]);
     let api = Arc::new(remote(&c));
     let successes = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let stop_at = Instant::now() + Duration::from_secs(6);
@@ -173,7 +173,7 @@ async fn writes_resume_after_the_leader_is_killed_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_nodes_catch_up_by_snapshot_and_a_full_restart_loses_nothing() {
-    let mut c = ProcCluster::start(5, &["--snapshot-every", "40", "--logs-to-keep", "0"]);
+    let mut c = ProcCluster::start(BIN, 5, &["--snapshot-every", "40", "--logs-to-keep", "0"]);
     let api = remote(&c);
     let leader = c.leader(Duration::from_secs(10)).await;
     let down: Vec<u64> = (1..=5).filter(|id| *id != leader).take(2).collect();
@@ -270,7 +270,7 @@ async fn killed_nodes_catch_up_by_snapshot_and_a_full_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_minority_cannot_acknowledge_writes() {
-    let mut c = ProcCluster::start(5, &[]);
+    let mut c = ProcCluster::start(BIN, 5, &[]);
     let leader = c.leader(Duration::from_secs(10)).await;
     // Pause the leader and two more: the two left are a minority.
     let mut paused = vec![leader];
@@ -314,14 +314,8 @@ async fn a_minority_cannot_acknowledge_writes() {
 // ---------------------------------------------------------------------------------
 
 /// A client of one node (its connection reconnects by itself after the node restarts).
-fn client(addr: &str, ca_pem: &str) -> AuthServiceClient<Channel> {
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(300))
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))
-        .unwrap()
-        .connect_lazy();
-    AuthServiceClient::new(channel)
+fn client(c: &ProcCluster, addr: &str) -> AuthServiceClient<Channel> {
+    AuthServiceClient::new(c.client_channel(addr, Duration::from_millis(300)))
 }
 
 fn outcome<T>(
@@ -376,10 +370,9 @@ const KEYS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
-    let mut c = ProcCluster::start(5, &["--lockout-max-failures", "0"]);
+    let mut c = ProcCluster::start(BIN, 5, &["--lockout-max-failures", "0"]);
     c.leader(Duration::from_secs(10)).await;
     let addrs = c.endpoints();
-    let ca_pem: Arc<str> = c.ca.cert_pem().into();
     let rec = Arc::new(Recorder {
         start: Instant::now(),
         events: Mutex::new(Vec::new()),
@@ -394,7 +387,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
     for w in 0..4usize {
         let (rec, known, addrs) = (Arc::clone(&rec), Arc::clone(&known), addrs.clone());
         let clients: Vec<AuthServiceClient<Channel>> =
-            addrs.iter().map(|a| client(a, &ca_pem)).collect();
+            addrs.iter().map(|a| client(&c, a)).collect();
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             let mut my_refresh: Option<String> = None;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use auth_backend::{RemoteAuth, RemoteOptions, ServerOptions};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
+use auth_testing::{GrpcServer, fast_auth, unused_addr};
 use common::*;
 
 const PW: &str = "correct horse battery";
@@ -40,9 +41,9 @@ async fn fails_over_and_stops_sending_to_a_dead_endpoint() {
     let auth = Arc::new(fast_auth());
     let a = Counting::new(auth.clone());
     let b = Counting::new(auth.clone());
-    let server_a = TestServer::start(a.clone(), ServerOptions::default()).await;
-    let server_b = TestServer::start(b.clone(), ServerOptions::default()).await;
-    let addr_a = server_a.addr;
+    let server_a = GrpcServer::start(a.clone()).await;
+    let server_b = GrpcServer::start(b.clone()).await;
+    let addr_a = server_a.addr();
     // No probe during this test: a marked-down endpoint must get no traffic at all.
     let remote = RemoteAuth::new(
         [server_a.url(), server_b.url()],
@@ -102,9 +103,9 @@ async fn a_recovered_endpoint_is_probed_back_up() {
     let auth = Arc::new(fast_auth());
     let a = Counting::new(auth.clone());
     let b = Counting::new(auth.clone());
-    let server_a = TestServer::start(a.clone(), ServerOptions::default()).await;
-    let server_b = TestServer::start(b.clone(), ServerOptions::default()).await;
-    let addr_a = server_a.addr;
+    let server_a = GrpcServer::start(a.clone()).await;
+    let server_b = GrpcServer::start(b.clone()).await;
+    let addr_a = server_a.addr();
     let remote = RemoteAuth::new(
         [server_a.url(), server_b.url()],
         options(Duration::from_millis(50)),
@@ -128,7 +129,7 @@ async fn a_recovered_endpoint_is_probed_back_up() {
     );
 
     // A comes back on the same port: the probe marks it up.
-    let server_a = TestServer::start_on(addr_a, a.clone(), ServerOptions::default()).await;
+    let server_a = GrpcServer::builder().addr(addr_a).start(a.clone()).await;
     assert!(
         wait_until(DEADLINE, || async { up(&remote) == vec![true, true] }).await,
         "A was not probed back up: {:?}",
@@ -154,7 +155,7 @@ async fn a_recovered_endpoint_is_probed_back_up() {
 
 #[tokio::test]
 async fn all_endpoints_down_fails_fast_with_unavailable() {
-    let refused = dead_port().await;
+    let refused = unused_addr();
     // A port that accepts connections but never speaks HTTP/2: bounded by the timeouts.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -203,7 +204,7 @@ async fn all_endpoints_down_fails_fast_with_unavailable() {
 async fn non_idempotent_calls_are_not_retried_once_they_may_have_arrived() {
     let auth = Arc::new(fast_auth());
     let b = Counting::new(auth.clone());
-    let server_b = TestServer::start(b.clone(), ServerOptions::default()).await;
+    let server_b = GrpcServer::start(b.clone()).await;
 
     // 1. A receives the call and then goes silent (timeout): a register may have been
     //    applied, so it must not be sent to B.
@@ -212,7 +213,7 @@ async fn non_idempotent_calls_are_not_retried_once_they_may_have_arrived() {
         gate: gate.clone(),
         then: AuthError::Internal("late".into()),
     });
-    let server_a = TestServer::start(a.clone(), ServerOptions::default()).await;
+    let server_a = GrpcServer::start(a.clone()).await;
     let remote = RemoteAuth::new(
         [server_a.url(), server_b.url()],
         RemoteOptions {
@@ -230,7 +231,7 @@ async fn non_idempotent_calls_are_not_retried_once_they_may_have_arrived() {
     // 2. A answers "unavailable" itself (e.g. storage without quorum): the same rule for
     //    login; but an idempotent verify moves on to B.
     let a2 = Scripted::new(Behaviour::Fail(AuthError::Unavailable("no quorum".into())));
-    let server_a2 = TestServer::start(a2.clone(), ServerOptions::default()).await;
+    let server_a2 = GrpcServer::start(a2.clone()).await;
     let remote = RemoteAuth::new(
         [server_a2.url(), server_b.url()],
         options(Duration::from_secs(3600)),
@@ -259,7 +260,7 @@ async fn non_idempotent_calls_are_not_retried_once_they_may_have_arrived() {
     // 3. A refuses the connection: the call cannot have arrived, so even a register
     //    moves on to B.
     let remote = RemoteAuth::new(
-        [dead_port().await.to_string(), server_b.url()],
+        [unused_addr().to_string(), server_b.url()],
         options(Duration::from_secs(3600)),
     )
     .unwrap();
@@ -282,8 +283,11 @@ async fn a_rejected_oversized_request_does_not_mark_the_backend_down() {
         max_request_bytes: 4096,
         ..ServerOptions::default()
     };
-    let server_a = TestServer::start(a.clone(), small.clone()).await;
-    let server_b = TestServer::start(b.clone(), small).await;
+    let server_a = GrpcServer::builder()
+        .options(small.clone())
+        .start(a.clone())
+        .await;
+    let server_b = GrpcServer::builder().options(small).start(b.clone()).await;
     let remote = RemoteAuth::new(
         [server_a.url(), server_b.url()],
         options(Duration::from_secs(3600)),

@@ -6,7 +6,6 @@ mod common;
 use serde_json::Value;
 use std::path::PathBuf;
 
-use auth_backend::ServerOptions;
 use common::*;
 
 fn temp_file(name: &str) -> PathBuf {
@@ -26,7 +25,7 @@ fn login(ep: &str, name: &str) -> (String, String, String) {
 
 #[test]
 fn register_login_verify_sessions_logout_health() {
-    let b = Backend::start();
+    let b = backend();
     let ep = b.endpoint();
 
     // register: password on stdin.
@@ -121,7 +120,7 @@ fn register_login_verify_sessions_logout_health() {
 
 #[test]
 fn login_save_writes_a_private_token_file() {
-    let b = Backend::start();
+    let b = backend();
     let ep = b.endpoint();
     ok(ctl(&ep, &["register", "carol"], PW));
     let file = temp_file("carol.json");
@@ -173,7 +172,7 @@ fn login_save_writes_a_private_token_file() {
 
 #[test]
 fn exit_codes_are_scriptable() {
-    let b = Backend::start();
+    let b = backend();
     let ep = b.endpoint();
     ok(ctl(&ep, &["register", "dave"], PW));
 
@@ -232,7 +231,7 @@ fn exit_codes_are_scriptable() {
 
 #[test]
 fn endpoints_fail_over_and_health_reports_each() {
-    let b = Backend::start();
+    let b = backend();
     let live = b.endpoint();
     let dead = dead_endpoint();
     let both = format!("{dead},{live}");
@@ -264,7 +263,7 @@ fn endpoints_fail_over_and_health_reports_each() {
 
 #[test]
 fn a_stopped_backend_is_exit_code_3() {
-    let b = Backend::start_with(true, ServerOptions::default());
+    let b = stopped_backend();
     let out = ctl(&b.endpoint(), &["register", "frank"], PW);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("[unavailable]"), "{}", out.stderr);

@@ -1,68 +1,44 @@
 //! `authctl` over TLS: AuthService calls to a backend served with a certificate from a
 //! test CA (`--cacert`, `--cert`, `--key`), and cluster commands to a peer listener that
 //! requires an admin certificate (`--peer-endpoints`). Certificates are issued in the
-//! test with `auth_raft::pki` and written to a temporary directory.
+//! test by an `auth_testing::TestCa` and written to its temporary directory.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use auth_backend::ServerOptions;
-use auth_backend::server::ServerTls;
 use auth_proto::v1 as pb;
 use auth_proto::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
-use auth_raft::pki::{CertAuthority, CertRequest, IssuedCert};
-use auth_raft::tls::{PeerIdentity, PeerTls, identity_of};
+use auth_raft::tls::{PeerIdentity, identity_of};
+use auth_testing::TestCa;
 use common::*;
 use tonic::{Request, Response, Status};
 
-const HOSTS: [&str; 2] = ["127.0.0.1", "localhost"];
-
-/// A test CA and the certificates the tests use, as files in a temporary directory:
-/// `ca.pem`, `node.{pem,key}` (the servers'), `admin.{pem,key}`, `client.{pem,key}`,
-/// and from another CA `other-ca.pem` and `foreign-admin.{pem,key}`.
+/// A test CA and the certificates the tests use, as files in its temporary directory:
+/// `ca.pem`, `admin.{pem,key}`, `client.{pem,key}`, and from another CA `other-ca.pem`
+/// and `foreign-admin.{pem,key}`. Servers present node certificates of the test CA.
 struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertAuthority,
-    node: IssuedCert,
+    ca: TestCa,
 }
 
 impl Pki {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let valid = Duration::from_secs(3600);
-        let ca = CertAuthority::generate("authctl test CA", valid).unwrap();
-        let other = CertAuthority::generate("another CA", valid).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-        std::fs::write(dir.path().join("other-ca.pem"), other.cert_pem()).unwrap();
-        let issue = |ca: &CertAuthority, id: PeerIdentity, name: &str| {
-            let c = ca.issue(&CertRequest::new(id, HOSTS)).unwrap();
-            c.write(dir.path(), name).unwrap();
-            c
-        };
-        let node = issue(&ca, PeerIdentity::Node(1), "node");
-        issue(&ca, PeerIdentity::Admin("ops".into()), "admin");
-        issue(&ca, PeerIdentity::Client("cli".into()), "client");
-        issue(&other, PeerIdentity::Admin("ops".into()), "foreign-admin");
-        Self { dir, ca, node }
+        let ca = TestCa::new("authctl test CA");
+        let other = TestCa::new("another CA");
+        std::fs::write(ca.path("other-ca.pem"), other.cert_pem()).unwrap();
+        ca.issue_files(PeerIdentity::Admin("ops".into()), "admin");
+        ca.issue_files(PeerIdentity::Client("cli".into()), "client");
+        other
+            .issue(PeerIdentity::Admin("ops".into()))
+            .write(ca.dir(), "foreign-admin")
+            .unwrap();
+        Self { ca }
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// The backend's client listener over TLS with the node certificate.
-    fn server_options(&self) -> ServerOptions {
-        ServerOptions {
-            tls: Some(ServerTls::from_pem(
-                self.node.cert_pem.clone(),
-                self.node.key_pem.as_str(),
-            )),
-            ..ServerOptions::default()
-        }
+        self.ca.path(name).display().to_string()
     }
 }
 
@@ -73,7 +49,7 @@ fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn authservice_calls_use_tls_with_cacert() {
     let pki = Pki::new();
-    let b = Backend::start_with(false, pki.server_options());
+    let b = tls_backend(&pki.ca);
     let ep = b.endpoint();
     let ca = pki.path("ca.pem");
     let tls = ["--cacert", ca.as_str()];
@@ -117,7 +93,7 @@ fn authservice_calls_use_tls_with_cacert() {
 #[test]
 fn a_tls_backend_is_unreachable_without_the_right_ca() {
     let pki = Pki::new();
-    let b = Backend::start_with(false, pki.server_options());
+    let b = tls_backend(&pki.ca);
     let ep = b.endpoint();
 
     // Plaintext against the TLS port.
@@ -319,13 +295,7 @@ struct PeerListener {
 
 impl PeerListener {
     fn start(pki: &Pki) -> Self {
-        let tls = PeerTls::from_pem(
-            pki.ca.cert_pem(),
-            &pki.node.cert_pem,
-            &pki.node.key_pem,
-            Some(&PeerIdentity::Node(1)),
-        )
-        .unwrap();
+        let tls = pki.ca.peer_tls(PeerIdentity::Node(1));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

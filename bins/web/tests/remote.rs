@@ -10,118 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use auth_backend::{RemoteAuth, RemoteOptions, ServerOptions};
+use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
+use auth_testing::GrpcServer;
 use auth_web::WebConfig;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 const PW: &str = "correct horse battery";
-
-/// A listener on `addr` (port 0 for a new one) that can be re-bound right after the
-/// previous server on that port went away.
-fn listen(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket.bind(addr).expect("bind");
-    socket.listen(128).expect("listen")
-}
-
-/// `auth_backend::serve` on the test runtime, stopped through its shutdown future.
-struct Backend {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Backend {
-    fn start(api: Arc<dyn AuthApi>, addr: SocketAddr) -> Self {
-        let listener = listen(addr);
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = rx.await;
-            };
-            auth_backend::serve(listener, api, ServerOptions::default(), shutdown)
-                .await
-                .expect("backend serve");
-        });
-        Self {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Triggers the shutdown future and waits (bounded) until the server is gone.
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("backend stops within 10 s")
-            .expect("backend task");
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A backend on its own runtime, so that it can be killed outright (every task and
-/// socket dropped at once, as when the process dies).
-struct KillableBackend {
-    addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl KillableBackend {
-    fn start(api: Arc<dyn AuthApi>, addr: SocketAddr) -> Self {
-        let listener = listen(addr);
-        let addr = listener.local_addr().expect("addr");
-        let listener = listener.into_std().expect("std listener");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.spawn(async move {
-            let listener = TcpListener::from_std(listener).expect("listener");
-            let forever = std::future::pending::<()>();
-            let _ = auth_backend::serve(listener, api, ServerOptions::default(), forever).await;
-        });
-        Self {
-            addr,
-            runtime: Some(runtime),
-        }
-    }
-
-    /// Drops every task of the backend at once (connections and requests in flight
-    /// included) and waits until they are gone, so the port is free again.
-    async fn kill(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(10)))
-                .await
-                .expect("runtime shutdown");
-        }
-    }
-}
-
-impl Drop for KillableBackend {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
 
 fn remote(addrs: &[SocketAddr]) -> Arc<dyn AuthApi> {
     let endpoints: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
@@ -131,8 +30,8 @@ fn remote(addrs: &[SocketAddr]) -> Arc<dyn AuthApi> {
 #[tokio::test]
 async fn the_site_works_over_grpc() {
     let (auth, _clock) = new_auth();
-    let backend = Backend::start(Arc::new(auth.clone()), "127.0.0.1:0".parse().unwrap());
-    let web = WebServer::start(remote(&[backend.addr]), WebConfig::default()).await;
+    let backend = GrpcServer::start(auth.clone()).await;
+    let web = WebServer::start(remote(&[backend.addr()]), WebConfig::default()).await;
     let v = Visitor::new(&web.url);
 
     v.signup("alice", PW).await;
@@ -194,11 +93,10 @@ async fn the_site_works_over_grpc() {
 async fn failover_then_outage_then_recovery() {
     let (auth, _clock) = new_auth();
     let api: Arc<dyn AuthApi> = Arc::new(auth.clone());
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let a = Backend::start(api.clone(), any);
-    let b = Backend::start(api.clone(), any);
-    let b_addr = b.addr;
-    let web = WebServer::start(remote(&[a.addr, b.addr]), WebConfig::default()).await;
+    let a = GrpcServer::start(api.clone()).await;
+    let b = GrpcServer::start(api.clone()).await;
+    let b_addr = b.addr();
+    let web = WebServer::start(remote(&[a.addr(), b.addr()]), WebConfig::default()).await;
     let v = Visitor::new(&web.url);
     v.signup("bob", PW).await;
     assert_eq!(v.get("/account").await.status(), StatusCode::OK);
@@ -235,7 +133,7 @@ async fn failover_then_outage_then_recovery() {
     assert_eq!(v.get("/login").await.status(), StatusCode::OK);
 
     // A backend comes back on the same port: the site recovers by itself.
-    let b = Backend::start(api.clone(), b_addr);
+    let b = GrpcServer::builder().addr(b_addr).start(api.clone()).await;
     wait_until(Duration::from_secs(15), "the site to recover", || async {
         v.get("/account").await.status() == StatusCode::OK
     })
@@ -310,8 +208,10 @@ async fn a_backend_killed_mid_request_gives_503_then_recovers() {
         armed: AtomicBool::new(false),
         entered: Notify::new(),
     });
-    let mut backend = KillableBackend::start(stall.clone(), "127.0.0.1:0".parse().unwrap());
-    let addr = backend.addr;
+    // On its own runtime, so that it can be killed outright (every task and socket
+    // dropped at once, as when the process dies).
+    let backend = GrpcServer::builder().start_on_own_runtime(std::future::ready(stall.clone()));
+    let addr = backend.addr();
     let web = WebServer::start(remote(&[addr]), WebConfig::default()).await;
     let v = Visitor::new(&web.url);
     v.signup("carol", PW).await;
@@ -342,7 +242,9 @@ async fn a_backend_killed_mid_request_gives_503_then_recovers() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // Restarted on the same port: the site recovers, and the user is still signed in.
-    let _backend = KillableBackend::start(stall.clone(), addr);
+    let _backend = GrpcServer::builder()
+        .addr(addr)
+        .start_on_own_runtime(std::future::ready(stall.clone()));
     wait_until(Duration::from_secs(15), "the site to recover", || async {
         v.get("/account").await.status() == StatusCode::OK
     })

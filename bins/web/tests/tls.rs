@@ -1,6 +1,7 @@
 //! auth-web over HTTPS (`serve_tls`, the binary's `--tls-cert`/`--tls-key`) and
 //! through auth-backends served over TLS (`RemoteAuth` with a CA file). Certificates
-//! come from a CA made in the test (`auth_raft::pki`), written to a temporary directory.
+//! come from a CA made in the test (`auth_testing::TestCa`), written to a temporary
+//! directory.
 
 mod common;
 
@@ -9,19 +10,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_backend::server::ServerTls;
-use auth_backend::{ClientTls, RemoteAuth, RemoteOptions, ServerOptions};
+use auth_backend::{ClientTls, RemoteAuth, RemoteOptions};
 use auth_core::AuthApi;
 use auth_core::api::ListSessionsRequest;
-use auth_raft::pki::{CertAuthority, CertRequest, IssuedCert};
 use auth_raft::tls::{PeerIdentity, TlsError};
+use auth_testing::{GrpcServer, TestCa};
 use auth_web::{HSTS, TlsConfig, WebConfig};
 use common::*;
 use reqwest::StatusCode;
 use reqwest::header::STRICT_TRANSPORT_SECURITY;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::oneshot;
 
 const PW: &str = "correct horse battery";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -29,39 +28,22 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// A test CA and a server certificate for 127.0.0.1/localhost, as files:
 /// `ca.pem`, `site.pem`, `site.key` (mode 0600), and `other-ca.pem` from another CA.
 struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertAuthority,
-    other: CertAuthority,
-    site: IssuedCert,
+    ca: TestCa,
+    other: TestCa,
 }
 
 impl Pki {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let valid = Duration::from_secs(3600);
-        let ca = CertAuthority::generate("auth-web test CA", valid).expect("CA");
-        let other = CertAuthority::generate("another CA", valid).expect("CA");
+        let ca = TestCa::new("auth-web test CA");
+        let other = TestCa::new("another CA");
         // Node certificates are the ones issued for TLS servers.
-        let site = ca
-            .issue(&CertRequest::new(
-                PeerIdentity::Node(1),
-                ["127.0.0.1", "localhost"],
-            ))
-            .expect("site certificate");
-        site.write(dir.path(), "site")
-            .expect("write site.pem/site.key");
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca.pem");
-        std::fs::write(dir.path().join("other-ca.pem"), other.cert_pem()).expect("other-ca.pem");
-        Self {
-            dir,
-            ca,
-            other,
-            site,
-        }
+        ca.issue_files(PeerIdentity::Node(1), "site");
+        std::fs::write(ca.path("other-ca.pem"), other.cert_pem()).expect("other-ca.pem");
+        Self { ca, other }
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.ca.path(name)
     }
 
     fn site_tls(&self) -> TlsConfig {
@@ -200,11 +182,7 @@ fn unusable_tls_files_are_refused_naming_the_file() {
     );
 
     // A key of another certificate.
-    let other = pki
-        .ca
-        .issue(&CertRequest::new(PeerIdentity::Node(2), ["127.0.0.1"]))
-        .expect("other certificate");
-    other.write(pki.dir.path(), "other").expect("write other");
+    pki.ca.issue_files(PeerIdentity::Node(2), "other");
     let e = TlsConfig::from_files(&cert, &pki.file("other.key")).unwrap_err();
     assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e:?}");
 
@@ -353,58 +331,6 @@ async fn the_binary_serves_https_and_checks_its_tls_files() {
     let _ = tokio::time::timeout(LIMIT, drain).await;
 }
 
-/// `auth_backend::serve` over TLS with the site certificate, on the test runtime.
-struct TlsBackend {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsBackend {
-    async fn start(pki: &Pki, api: Arc<dyn AuthApi>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let options = ServerOptions {
-            tls: Some(ServerTls::from_pem(
-                pki.site.cert_pem.clone(),
-                pki.site.key_pem.as_str(),
-            )),
-            ..ServerOptions::default()
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            auth_backend::serve(listener, api, options, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("backend serve");
-        });
-        Self {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("backend stops within 10 s")
-            .expect("backend task");
-    }
-}
-
-impl Drop for TlsBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 fn remote(endpoint: &str, ca: &Path) -> RemoteAuth {
     let options = RemoteOptions {
         tls: Some(ClientTls::from_ca_file(ca).expect("CA file")),
@@ -417,9 +343,9 @@ fn remote(endpoint: &str, ca: &Path) -> RemoteAuth {
 async fn the_web_site_works_through_https_backends_with_a_ca_file() {
     let pki = Pki::new();
     let (auth, _clock) = new_auth();
-    let backend = TlsBackend::start(&pki, Arc::new(auth)).await;
+    let backend = GrpcServer::builder().tls(&pki.ca).start(auth).await;
 
-    let api = remote(&format!("https://{}", backend.addr), &pki.file("ca.pem"));
+    let api = remote(&backend.url(), &pki.file("ca.pem"));
     let web = WebServer::start(Arc::new(api), WebConfig::default()).await;
     let v = Visitor::new(&web.url);
     let creds = json!({"username": "vera", "password": PW});
@@ -445,7 +371,7 @@ async fn the_web_site_works_through_https_backends_with_a_ca_file() {
     assert!(html.contains("vera"), "{html}");
 
     // A RemoteAuth trusting another CA cannot reach the backend: 503 unavailable.
-    let foreign = remote(&backend.addr.to_string(), &pki.file("other-ca.pem"));
+    let foreign = remote(&backend.endpoint(), &pki.file("other-ca.pem"));
     let web2 = WebServer::start(Arc::new(foreign), WebConfig::default()).await;
     let v2 = Visitor::new(&web2.url);
     let resp = v2.api_post("/api/v1/login", creds).await;

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: in-process servers on ephemeral ports,
-//! wrapping `AuthApi`s that count or stall calls, and deadline-bounded waiting.
+//! Helpers shared by the integration tests: wrapping `AuthApi`s that count or stall
+//! calls, a port that drops connections, and deadline-bounded waiting. Servers, fast
+//! configurations and certificates come from `auth-testing`.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -9,94 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use auth_backend::{ServerOptions, serve};
 use auth_core::api::*;
-use auth_core::{Auth, AuthApi, AuthError, Config, HashParams};
-use auth_storage::memory::MemoryStorage;
+use auth_core::{AuthApi, AuthError};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Generous upper bound for anything a test waits for.
 pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A test configuration: cheap hashing, everything else default.
-pub fn fast_config() -> Config {
-    Config {
-        hash: HashParams::insecure_fast(),
-        ..Config::default()
-    }
-}
-
-/// A started `Auth` over memory storage with cheap hashing.
-pub fn fast_auth() -> Auth<MemoryStorage> {
-    fast_auth_with(fast_config())
-}
-
-/// A started `Auth` with this configuration.
-pub fn fast_auth_with(config: Config) -> Auth<MemoryStorage> {
-    let auth = Auth::new(config, MemoryStorage::new()).expect("valid test config");
-    auth.start().expect("start");
-    auth
-}
-
-/// `auth_backend::serve` running on a local port.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestServer {
-    /// Serves `api` on an ephemeral port.
-    pub async fn start(api: Arc<dyn AuthApi>, options: ServerOptions) -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), api, options).await
-    }
-
-    /// Serves `api` on `addr` (to bring a stopped backend back on its old port).
-    pub async fn start_on(addr: SocketAddr, api: Arc<dyn AuthApi>, options: ServerOptions) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(serve(listener, api, options, async move {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            stop: Some(tx),
-            handle,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Triggers graceful shutdown without waiting for it.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Shuts down gracefully and waits (bounded) for the server to return.
-    pub async fn stop(mut self) {
-        self.begin_shutdown();
-        let joined = tokio::time::timeout(DEADLINE, &mut self.handle)
-            .await
-            .expect("server did not shut down within the deadline");
-        joined.expect("server task").expect("server result");
-    }
-
-    /// Waits (bounded) for the server to return after [`TestServer::begin_shutdown`].
-    pub async fn join(mut self) -> Result<(), tonic::transport::Error> {
-        tokio::time::timeout(DEADLINE, &mut self.handle)
-            .await
-            .expect("server did not shut down within the deadline")
-            .expect("server task")
-    }
-}
 
 /// Polls `cond` until it holds or `within` passes; returns whether it held.
 pub async fn wait_until<F, Fut>(within: Duration, mut cond: F) -> bool
@@ -356,10 +276,4 @@ impl BlackHole {
         self.task.abort();
         let _ = self.task.await;
     }
-}
-
-/// A local port with nothing listening on it (connections are refused).
-pub async fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
 }

@@ -1,16 +1,14 @@
-//! Shared helpers of the authctl tests: an in-process backend (plaintext or TLS) on an
-//! ephemeral port, and the real binary run with piped stdin, bounded in time.
+//! Shared helpers of the authctl tests: an in-process backend (plaintext or TLS, from
+//! `auth-testing`) on an ephemeral port, and the real binary run with piped stdin,
+//! bounded in time.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use auth_backend::{ServerOptions, serve};
-use auth_core::{Auth, Config, HashParams};
-use auth_storage::memory::MemoryStorage;
+use auth_testing::{GrpcServer, TestCa, fast_auth, unused_addr};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authctl");
@@ -28,85 +26,32 @@ pub const AUTHCTL_ENV: [&str; 6] = [
     "AUTHCTL_PEER_ENDPOINTS",
 ];
 
-/// A backend served on its own runtime for the length of a test.
-pub struct Backend {
-    runtime: tokio::runtime::Runtime,
-    pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+/// A backend over a fast `Auth`, on a runtime of its own (these tests are synchronous);
+/// dropping it stops it and checks that it stopped cleanly.
+pub fn backend() -> GrpcServer {
+    GrpcServer::builder().start_on_own_runtime(async { fast_auth() })
 }
 
-impl Backend {
-    pub fn start() -> Self {
-        Self::start_with(false, ServerOptions::default())
-    }
-
-    /// With `stopped`, the `Auth` is stopped before it is served: every call is
-    /// answered `stopped` (UNAVAILABLE).
-    pub fn start_with(stopped: bool, options: ServerOptions) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = runtime.block_on(async {
-            let config = Config {
-                hash: HashParams::insecure_fast(),
-                ..Config::default()
-            };
-            let auth = Auth::new(config, MemoryStorage::new()).unwrap();
-            auth.start().unwrap();
-            if stopped {
-                auth.stop().await;
-            }
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                serve(listener, std::sync::Arc::new(auth), options, async move {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-            });
-            (addr, server)
-        });
-        Self {
-            runtime,
-            addr,
-            stop: Some(tx),
-            server: Some(server),
-        }
-    }
-
-    pub fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
+/// [`backend`] over TLS, with a server certificate from `ca`.
+pub fn tls_backend(ca: &TestCa) -> GrpcServer {
+    GrpcServer::builder()
+        .tls(ca)
+        .start_on_own_runtime(async { fast_auth() })
 }
 
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let joined = self
-                .runtime
-                .block_on(async { tokio::time::timeout(DEADLINE, server).await });
-            if !std::thread::panicking() {
-                assert!(
-                    matches!(joined, Ok(Ok(Ok(())))),
-                    "backend did not shut down cleanly"
-                );
-            }
-        }
-    }
+/// A backend whose `Auth` is stopped before it is served: every call is answered
+/// `stopped` (UNAVAILABLE).
+pub fn stopped_backend() -> GrpcServer {
+    GrpcServer::builder().start_on_own_runtime(async {
+        let auth = fast_auth();
+        auth.stop().await;
+        auth
+    })
 }
 
 /// An address nothing listens on.
 pub fn dead_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    unused_addr().to_string()
 }
 
 pub struct Out {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::{Auth, AuthApi, Config, HashParams, ManualClock};
+use auth_core::{Auth, AuthApi, Config, ManualClock};
 use auth_storage::memory::MemoryStorage;
 use auth_web::{TlsConfig, WebConfig, router, serve, serve_tls};
 use reqwest::header::{HeaderMap, SET_COOKIE};
@@ -19,9 +19,8 @@ use tokio::task::JoinHandle;
 /// A core config for tests: cheap hashing and a clock the test moves.
 pub fn test_config(clock: &Arc<ManualClock>) -> Config {
     Config {
-        hash: HashParams::insecure_fast(),
         clock: clock.clone(),
-        ..Config::default()
+        ..auth_testing::fast_config()
     }
 }
 

@@ -1,0 +1,93 @@
+//! Test support for the auth-sdk workspace: the one place the crates' integration tests
+//! (and `examples/failover.rs`) take their fixtures from.
+//!
+//! The model: a test builds what it exercises from four pieces, each cheap and each
+//! cleaned up when dropped.
+//!
+//! - **Configuration**: [`fast_config`] is `Config::default()` with argon2 parameters
+//!   that hash in microseconds; [`fast_auth`] is a started `Auth` on memory storage.
+//! - **Certificates**: a [`TestCa`] is a certificate authority made for one test, with
+//!   its `ca.pem` in a temporary directory. It issues node, admin and client
+//!   certificates valid for `127.0.0.1` and `localhost`, writes them next to `ca.pem`,
+//!   and turns them into the TLS settings of tonic, `auth-backend` and `auth-raft`.
+//! - **An in-process backend**: a [`GrpcServer`] serves `AuthService` (the real
+//!   `auth_backend::serve`) for any `AuthApi` on `127.0.0.1:0`, in plaintext or over TLS
+//!   with a [`TestCa`]'s certificate, and shuts down gracefully on drop or
+//!   [`GrpcServer::stop`]. It runs on the test's runtime, or on a runtime of its own
+//!   (for synchronous tests, and to be killed outright like a crashed process).
+//! - **A cluster of processes**: a [`ProcCluster`] runs real `auth-backend serve
+//!   --storage raft` processes on loopback with mutual TLS between them, to be killed,
+//!   paused and restarted.
+//!
+//! Every wait here is bounded; a fixture that cannot come up or shut down in time
+//! panics, naming what it waited for.
+//!
+//! ```
+//! use auth_testing::{GrpcServer, TestCa, fast_auth};
+//! use auth_backend::{RemoteAuth, RemoteOptions};
+//! use auth_core::AuthApi;
+//! use auth_core::api::RegisterRequest;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let ca = TestCa::new("doc CA");
+//! let server = GrpcServer::builder().tls(&ca).start(fast_auth()).await;
+//! assert!(server.url().starts_with("https://127.0.0.1:"));
+//!
+//! let options = RemoteOptions { tls: Some(ca.client_tls()), ..RemoteOptions::default() };
+//! let remote = RemoteAuth::new([server.url()], options).unwrap();
+//! let registered = remote
+//!     .register(RegisterRequest { username: "ada".into(), password: "correct horse".into() })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(registered.user.unwrap().username, "ada");
+//! server.stop().await;
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod ca;
+mod grpc;
+mod procs;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auth_core::{Auth, Config, HashParams};
+use auth_storage::memory::MemoryStorage;
+
+pub use ca::TestCa;
+pub use grpc::{GrpcServer, GrpcServerBuilder};
+pub use procs::{ProcCluster, ProcNode, write_signing_key};
+
+/// How long a fixture waits for a server to come up or shut down before it panics.
+pub const FIXTURE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A test configuration: cheap argon2 ([`HashParams::insecure_fast`]), everything else
+/// default.
+pub fn fast_config() -> Config {
+    Config {
+        hash: HashParams::insecure_fast(),
+        ..Config::default()
+    }
+}
+
+/// A started `Auth` over memory storage with [`fast_config`]. Call it inside a tokio
+/// runtime: the session sweeper is spawned there.
+pub fn fast_auth() -> Auth<MemoryStorage> {
+    fast_auth_with(fast_config())
+}
+
+/// A started `Auth` over memory storage with this configuration.
+pub fn fast_auth_with(config: Config) -> Auth<MemoryStorage> {
+    let auth = Auth::new(config, MemoryStorage::new()).expect("valid test config");
+    auth.start().expect("start auth");
+    auth
+}
+
+/// A loopback address nothing listens on (connections to it are refused): the port
+/// was free a moment ago and is released again.
+pub fn unused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr")
+}

@@ -1,0 +1,325 @@
+//! A Raft cluster of real `auth-backend serve --storage raft` processes on loopback,
+//! for fault tests: nodes can be killed (SIGKILL), paused (SIGSTOP) and restarted.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use auth_backend::RemoteOptions;
+use auth_raft::tls::{PeerIdentity, PeerTls, write_private_file};
+use auth_raft::{ClusterAdmin, NodeStatus};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use crate::{FIXTURE_DEADLINE, TestCa};
+
+/// Writes a shared signing key (an HS256 secret, base64) to `path`, mode 0600, as
+/// `auth-backend serve --signing-key-file` wants it.
+pub fn write_signing_key(path: &Path) {
+    write_private_file(path, b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==")
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// One node of a [`ProcCluster`].
+#[derive(Debug)]
+pub struct ProcNode {
+    /// Client listener (AuthService, TLS).
+    pub addr: String,
+    /// Peer listener (Raft and admin, mutual TLS).
+    pub peer_addr: String,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ProcNode {
+    /// The process id while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// `n` `auth-backend` processes forming one Raft cluster on loopback. Every node has a
+/// client listener (TLS) and a peer listener (mutual TLS), with certificates from a
+/// [`TestCa`] made for the cluster, and hashes with cheap argon2 parameters. Every node
+/// still running is killed on drop.
+#[derive(Debug)]
+pub struct ProcCluster {
+    /// The nodes; node `id` is `nodes[id - 1]`.
+    pub nodes: Vec<ProcNode>,
+    /// The cluster id every node was started with.
+    pub cluster_id: String,
+    /// The cluster CA (to trust, or to issue more certificates in tests).
+    pub ca: TestCa,
+    dir: TempDir,
+    bin: PathBuf,
+    admin: PeerTls,
+}
+
+fn free_port() -> u16 {
+    crate::unused_addr().port()
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+impl ProcCluster {
+    /// Starts `n` nodes of the `auth-backend` binary at `bin` with the given extra
+    /// `serve` flags; returns once every node listens (a leader may not be known yet:
+    /// see [`ProcCluster::leader`]).
+    ///
+    /// `bin` is `env!("CARGO_BIN_EXE_auth-backend")` in auth-backend's own tests.
+    pub fn start(bin: impl AsRef<Path>, n: u64, extra: &[&str]) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("signing.key");
+        write_signing_key(&key);
+        let ca = TestCa::new("proc cluster CA");
+        let admin = ca.peer_tls(PeerIdentity::Admin("test".into()));
+        let addrs: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("{}={p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_id = format!("proc-{}", std::process::id());
+        let mut nodes = Vec::new();
+        for (i, (addr, peer_addr)) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let name = format!("node-{id}");
+            ca.issue_files(PeerIdentity::Node(id), &name);
+            let cert = ca.path(&format!("{name}.pem")).display().to_string();
+            let cert_key = ca.path(&format!("{name}.key")).display().to_string();
+            let mut args: Vec<String> = vec![
+                "serve".into(),
+                "--storage".into(),
+                "raft".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--peer-listen".into(),
+                peer_addr.clone(),
+                "--peers".into(),
+                peers.clone(),
+                "--data-dir".into(),
+                dir.path().join(format!("n{id}")).display().to_string(),
+                "--cluster-id".into(),
+                cluster_id.clone(),
+                "--signing-key-file".into(),
+                key.display().to_string(),
+                "--tls-cert".into(),
+                cert.clone(),
+                "--tls-key".into(),
+                cert_key.clone(),
+                "--peer-cert-file".into(),
+                cert,
+                "--peer-key-file".into(),
+                cert_key,
+                "--peer-trusted-ca-file".into(),
+                ca.ca_file().display().to_string(),
+                "--argon2-memory-kib".into(),
+                "64".into(),
+                "--argon2-iterations".into(),
+                "1".into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            nodes.push(ProcNode {
+                addr: addr.clone(),
+                peer_addr: peer_addr.clone(),
+                args,
+                child: None,
+            });
+        }
+        let mut c = ProcCluster {
+            nodes,
+            cluster_id,
+            ca,
+            dir,
+            bin: bin.as_ref().to_owned(),
+            admin,
+        };
+        for id in 1..=n {
+            c.restart(id);
+        }
+        c
+    }
+
+    /// `RemoteOptions` that speak TLS to the client listeners.
+    pub fn remote_options(&self) -> RemoteOptions {
+        RemoteOptions {
+            tls: Some(self.ca.client_tls()),
+            ..RemoteOptions::default()
+        }
+    }
+
+    /// A lazily connecting TLS channel to a client listener.
+    pub fn client_channel(&self, addr: &str, connect_timeout: Duration) -> Channel {
+        self.ca.channel(addr, connect_timeout)
+    }
+
+    /// The client listeners, in node order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Node `id`.
+    pub fn node(&mut self, id: u64) -> &mut ProcNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Whether node `id` runs (it may be paused).
+    pub fn is_up(&self, id: u64) -> bool {
+        self.nodes[(id - 1) as usize].child.is_some()
+    }
+
+    /// Starts (or restarts) a node and waits (bounded) until it listens.
+    pub fn restart(&mut self, id: u64) {
+        let log = self.dir.path().join(format!("n{id}.log"));
+        let bin = self.bin.clone();
+        let node = self.node(id);
+        assert!(node.child.is_none(), "node {id} is running");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let mut child = Command::new(&bin)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(FIXTURE_DEADLINE)
+            .unwrap_or_else(|_| panic!("node {id} did not start; see {}", log.display()));
+        assert!(line.starts_with("listening on"), "node {id}: {line}");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (20 s at most) for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut c) = self.node(id).child.take() {
+            signal(&c, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = c.try_wait() {
+                    assert!(status.success(), "node {id} exited with {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            panic!("node {id} did not stop within 20 s");
+        }
+    }
+
+    /// SIGSTOP: the node stops answering but keeps its connections.
+    pub fn pause(&mut self, id: u64) {
+        if let Some(c) = &self.node(id).child {
+            signal(c, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`ProcCluster::pause`].
+    pub fn resume(&mut self, id: u64) {
+        if let Some(c) = &self.node(id).child {
+            signal(c, libc::SIGCONT);
+        }
+    }
+
+    /// An admin client for the peer listeners of the running nodes.
+    pub fn admin(&self) -> ClusterAdmin {
+        let up: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.peer_addr.clone())
+            .collect();
+        ClusterAdmin::new(up, Duration::from_millis(500)).with_tls(&self.admin)
+    }
+
+    /// Status of the running nodes that answer.
+    pub async fn statuses(&self) -> Vec<NodeStatus> {
+        self.admin()
+            .status()
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect()
+    }
+
+    /// The leader's id, once the running nodes agree on one (deadline `timeout`).
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.statuses().await;
+            if let Some(l) = st.iter().find(|s| s.role == "leader") {
+                return l.id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}: {st:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied at least what the leader has;
+    /// returns that index.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.statuses().await;
+            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            if let Some(l) = st.iter().find(|s| s.role == "leader") {
+                let want = l.last_applied_index;
+                if st.len() == running && st.iter().all(|s| s.last_applied_index >= want) {
+                    return want;
+                }
+            }
+            assert!(Instant::now() < deadline, "nodes did not catch up: {st:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                signal(&c, libc::SIGCONT);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
