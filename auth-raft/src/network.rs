@@ -50,23 +50,31 @@ pub(crate) struct Network {
     pub(crate) clients: Arc<Mutex<PeerClients>>,
 }
 
+impl Network {
+    /// The cached client for peer `target` at `addr`, made on first use (or when the
+    /// peer's address changed). Shared by replication, votes and write forwarding.
+    pub(crate) fn client(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, String> {
+        let mut cache = self.clients.lock();
+        if let Some((a, c)) = cache.get(&target)
+            && a == addr
+        {
+            return Ok(c.clone());
+        }
+        let c = raft_client(addr, Duration::from_millis(500), self.tls.as_ref())?;
+        cache.insert(target, (addr.to_owned(), c.clone()));
+        Ok(c)
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        let client = {
-            let mut cache = self.clients.lock();
-            match cache.get(&target) {
-                Some((addr, c)) if *addr == node.addr => Ok(c.clone()),
-                _ => {
-                    let c = raft_client(&node.addr, Duration::from_millis(500), self.tls.as_ref());
-                    if let Ok(c) = &c {
-                        cache.insert(target, (node.addr.clone(), c.clone()));
-                    }
-                    c
-                }
-            }
-        };
+        let client = self.client(target, &node.addr);
         Connection {
             target,
             client,

@@ -13,10 +13,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 use crate::convert::*;
-use crate::network::{Network, raft_client};
+use crate::network::Network;
 use crate::snapshot_spool::SnapshotSpool;
 use crate::state_machine::StateMachineStore;
 use crate::tls::{PeerIdentity, PeerTls};
@@ -135,12 +135,12 @@ pub(crate) struct NodeShared {
     db: crate::db::Db,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
-    peers: Mutex<crate::network::PeerClients>,
+    /// Clients of the peers, shared with openraft's network (one connection each).
+    network: Network,
     batch_tx: mpsc::Sender<Pending>,
     reads: Mutex<ReadQueue>,
     /// `None`: no TLS on the peer listener (insecure mode).
     pub(crate) tls: Option<PeerTls>,
-    client_tls: Option<ClientTlsConfig>,
     pub(crate) snapshots: SnapshotSpool,
     /// Identities of client certificates already seen (DER → identity).
     pub(crate) identities: Mutex<HashMap<Vec<u8>, PeerIdentity>>,
@@ -224,7 +224,7 @@ impl RaftNode {
         let raft = match openraft::Raft::new(
             cfg.id,
             Arc::new(raft_config),
-            network,
+            network.clone(),
             log,
             sm.clone(),
         )
@@ -246,11 +246,10 @@ impl RaftNode {
             db,
             read_consistency: cfg.read_consistency,
             request_timeout: cfg.request_timeout,
-            peers: Mutex::new(HashMap::new()),
+            network: network.clone(),
             batch_tx,
             reads: Mutex::new(ReadQueue::default()),
             tls: cfg.tls.clone(),
-            client_tls,
             snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
             identities: Mutex::new(HashMap::new()),
         });
@@ -362,15 +361,7 @@ impl NodeShared {
             .get_node(&leader)?
             .addr
             .clone();
-        let mut peers = self.peers.lock();
-        if let Some((a, c)) = peers.get(&leader)
-            && *a == addr
-        {
-            return Some((leader, Some(c.clone())));
-        }
-        let client =
-            raft_client(&addr, Duration::from_millis(500), self.client_tls.as_ref()).ok()?;
-        peers.insert(leader, (addr, client.clone()));
+        let client = self.network.client(leader, &addr).ok()?;
         Some((leader, Some(client)))
     }
 
