@@ -91,3 +91,24 @@ pub fn unused_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr")
 }
+
+/// A loopback port for a child process to listen on, chosen below Linux's ephemeral
+/// range (32768–60999). A port from `bind(…:0)` is released before the child binds it,
+/// and in that gap any outgoing connection of a parallel test may take it as its local
+/// port; ports below the range are never handed out that way. Each call in a process
+/// returns a different port (a counter from a per-process offset), checked free.
+pub fn child_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}

@@ -58,7 +58,7 @@ pub struct ProcCluster {
 }
 
 fn free_port() -> u16 {
-    crate::unused_addr().port()
+    crate::child_port()
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -210,9 +210,16 @@ impl ProcCluster {
                 let _ = tx.send(line);
             }
         });
-        let line = rx
-            .recv_timeout(FIXTURE_DEADLINE)
-            .unwrap_or_else(|_| panic!("node {id} did not start; see {}", log.display()));
+        let line = rx.recv_timeout(FIXTURE_DEADLINE).unwrap_or_else(|_| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "node {id} did not start; last lines of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            )
+        });
         assert!(line.starts_with("listening on"), "node {id}: {line}");
         node.child = Some(child);
     }

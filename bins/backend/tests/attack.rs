@@ -513,9 +513,7 @@ fn insecure_mode_warns_on_every_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_signing_key(&d.join("signing.key"));
-    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer_addr = peer.local_addr().unwrap().to_string();
-    drop(peer);
+    let peer_addr = format!("127.0.0.1:{}", auth_testing::child_port());
     for _ in 0..2 {
         let mut child = backend()
             .args([

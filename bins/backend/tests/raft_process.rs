@@ -53,11 +53,29 @@ where
 
 async fn full_flow(api: &RemoteAuth, name: &str) {
     let t = Duration::from_secs(15);
-    eventually("register", t, || {
-        api.register(RegisterRequest {
-            username: name.into(),
-            password: "password-1".into(),
-        })
+    // A register that failed `unavailable` may still have been applied (its outcome
+    // was unknown): then the retry answers `user_exists`, which means it is done.
+    let unknown_outcome = std::sync::atomic::AtomicBool::new(false);
+    eventually("register", t, || async {
+        match api
+            .register(RegisterRequest {
+                username: name.into(),
+                password: "password-1".into(),
+            })
+            .await
+        {
+            Err(e) if e.code() == "unavailable" => {
+                unknown_outcome.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+            Err(e)
+                if e.code() == "user_exists"
+                    && unknown_outcome.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     })
     .await;
     let tokens = eventually("login", t, || {

@@ -47,15 +47,8 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn start_driver() -> Driver {
-    let port = free_port();
+    let port = auth_testing::child_port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .process_group(0)
