@@ -8,10 +8,14 @@ use auth_storage::StorageError;
 /// An auth failure. [`AuthError::code`] is stable and machine-readable; the `Display`
 /// message is for people and never contains a password, token or key.
 ///
-/// Unknown user and wrong password are both [`AuthError::InvalidCredentials`], so a
-/// failed login does not tell which accounts exist. Two things still do, by design:
-/// registration (`user_exists`) and lockout (only a real account can be `locked`).
-/// Rate-limit both at the edge if enumeration matters to you.
+/// Unknown user and wrong password are both [`AuthError::InvalidCredentials`], and an
+/// unknown name locks exactly like a real account, so a failed login does not tell
+/// which accounts exist. Registration (`user_exists`) still does, by design: throttle
+/// it per source (see `Throttle`).
+///
+/// What reaches a client is [`AuthError::code`] and [`AuthError::public_message`];
+/// the detail of [`AuthError::Unavailable`] and [`AuthError::Internal`] (node ids,
+/// addresses, storage messages) is for logs only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -28,7 +32,7 @@ pub enum AuthError {
     #[error("invalid username or password")]
     InvalidCredentials,
     /// Too many failed logins: try again after `retry_after`.
-    #[error("account temporarily locked; retry in {}s", retry_after.as_millis().div_ceil(1000).max(1))]
+    #[error("account temporarily locked; retry in {}s", secs(*retry_after))]
     Locked {
         /// How long until a login may be attempted again.
         retry_after: Duration,
@@ -63,6 +67,19 @@ pub enum AuthError {
     /// Storage cannot serve the request now; safe to retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Too many password checks are queued: this one was shed without being tried.
+    /// Safe to retry after `retry_after`.
+    #[error("server overloaded; retry in {}s", secs(*retry_after))]
+    Overloaded {
+        /// A suggested wait before retrying.
+        retry_after: Duration,
+    },
+    /// This source sent too many requests: retry after `retry_after`.
+    #[error("too many requests; retry in {}s", secs(*retry_after))]
+    RateLimited {
+        /// How long until the next request is admitted.
+        retry_after: Duration,
+    },
     /// A bug or corrupted record.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,16 +103,67 @@ impl AuthError {
             AuthError::InvalidConfig(_) => "invalid_config",
             AuthError::Stopped => "stopped",
             AuthError::Unavailable(_) => "unavailable",
+            AuthError::Overloaded { .. } => "overloaded",
+            AuthError::RateLimited { .. } => "rate_limited",
             AuthError::Internal(_) => "internal",
         }
     }
 
-    /// For [`AuthError::Locked`], how long to wait.
+    /// The error [`AuthError::code`] named, as a client rebuilds it from a response:
+    /// `detail` fills the variants that carry text, `retry_after` the ones that wait
+    /// (one second when absent). An unknown code is [`AuthError::Internal`].
+    pub fn from_code(code: &str, detail: String, retry_after: Option<Duration>) -> AuthError {
+        let wait = retry_after.unwrap_or(Duration::from_secs(1));
+        match code {
+            "invalid_username" => AuthError::InvalidUsername(detail.into()),
+            "invalid_password" => AuthError::InvalidPassword(detail.into()),
+            "user_exists" => AuthError::UserExists,
+            "invalid_credentials" => AuthError::InvalidCredentials,
+            "locked" => AuthError::Locked { retry_after: wait },
+            "invalid_token" => AuthError::InvalidToken,
+            "token_expired" => AuthError::TokenExpired,
+            "session_ended" => AuthError::SessionEnded,
+            "refresh_token_reused" => AuthError::RefreshTokenReused,
+            "not_found" => AuthError::NotFound,
+            "invalid_argument" => AuthError::InvalidArgument(detail.into()),
+            "invalid_config" => AuthError::InvalidConfig(detail),
+            "stopped" => AuthError::Stopped,
+            "unavailable" => AuthError::Unavailable(detail),
+            "overloaded" => AuthError::Overloaded { retry_after: wait },
+            "rate_limited" => AuthError::RateLimited { retry_after: wait },
+            _ => AuthError::Internal(detail),
+        }
+    }
+
+    /// For the errors that say when to come back ([`AuthError::Locked`],
+    /// [`AuthError::Overloaded`], [`AuthError::RateLimited`]), how long to wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            AuthError::Locked { retry_after } => Some(*retry_after),
+            AuthError::Locked { retry_after }
+            | AuthError::Overloaded { retry_after }
+            | AuthError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// The text a client may see: fixed for every variant, with the policy rule for
+    /// invalid input. Never the detail of `Unavailable`, `Internal` or `InvalidConfig`,
+    /// which may name nodes, addresses or files and goes to logs only.
+    pub fn public_message(&self) -> Cow<'static, str> {
+        match self {
+            AuthError::Unavailable(_) => "temporarily unavailable".into(),
+            AuthError::Internal(_) | AuthError::InvalidConfig(_) => "internal error".into(),
+            other => other.to_string().into(),
+        }
+    }
+
+    /// Whether the detail of this error is internal (see [`AuthError::public_message`]):
+    /// surfaces log such errors where they answer them.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Unavailable(_) | AuthError::Internal(_) | AuthError::InvalidConfig(_)
+        )
     }
 
     /// Every code [`AuthError::code`] can return, for surfaces that document them.
@@ -114,8 +182,15 @@ impl AuthError {
         "invalid_config",
         "stopped",
         "unavailable",
+        "overloaded",
+        "rate_limited",
         "internal",
     ];
+}
+
+/// Whole seconds to wait, rounded up, at least one.
+fn secs(d: Duration) -> u128 {
+    d.as_millis().div_ceil(1000).max(1)
 }
 
 impl From<StorageError> for AuthError {
@@ -126,5 +201,72 @@ impl From<StorageError> for AuthError {
             StorageError::Unavailable(m) => AuthError::Unavailable(m),
             other => AuthError::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_error() -> Vec<AuthError> {
+        let wait = Duration::from_millis(1500);
+        vec![
+            AuthError::InvalidUsername("too short".into()),
+            AuthError::InvalidPassword("too long".into()),
+            AuthError::UserExists,
+            AuthError::InvalidCredentials,
+            AuthError::Locked { retry_after: wait },
+            AuthError::InvalidToken,
+            AuthError::TokenExpired,
+            AuthError::SessionEnded,
+            AuthError::RefreshTokenReused,
+            AuthError::NotFound,
+            AuthError::InvalidArgument("session_id is required".into()),
+            AuthError::InvalidConfig("bad".into()),
+            AuthError::Stopped,
+            AuthError::Unavailable("node 3 at 10.0.0.3:7001 unreachable".into()),
+            AuthError::Overloaded { retry_after: wait },
+            AuthError::RateLimited { retry_after: wait },
+            AuthError::Internal("corrupt record u-1".into()),
+        ]
+    }
+
+    #[test]
+    fn every_code_round_trips_and_is_listed() {
+        let all = every_error();
+        assert_eq!(all.len(), AuthError::CODES.len());
+        for e in all {
+            assert!(AuthError::CODES.contains(&e.code()), "{}", e.code());
+            let detail = match &e {
+                AuthError::InvalidUsername(d)
+                | AuthError::InvalidPassword(d)
+                | AuthError::InvalidArgument(d) => d.to_string(),
+                AuthError::InvalidConfig(d)
+                | AuthError::Unavailable(d)
+                | AuthError::Internal(d) => d.clone(),
+                _ => String::new(),
+            };
+            assert_eq!(AuthError::from_code(e.code(), detail, e.retry_after()), e);
+        }
+        assert_eq!(
+            AuthError::from_code("from_the_future", "x".into(), None).code(),
+            "internal"
+        );
+    }
+
+    #[test]
+    fn public_messages_carry_no_internal_detail() {
+        for e in every_error() {
+            let m = e.public_message();
+            assert!(
+                !m.contains("10.0.0.3") && !m.contains("u-1") && !m.contains("bad"),
+                "{m}"
+            );
+            assert_eq!(e.is_internal(), m != e.to_string(), "{}", e.code());
+        }
+        assert_eq!(
+            AuthError::InvalidUsername("too short".into()).public_message(),
+            "invalid username: too short"
+        );
     }
 }

@@ -36,15 +36,7 @@ impl std::fmt::Debug for RaftStorage {
 
 /// Rebuilds the `StorageError` the state machine reported.
 fn storage_error(f: pb::StorageFailure) -> StorageError {
-    match f.code.as_str() {
-        "user_exists" => StorageError::UserExists,
-        "session_exists" => StorageError::SessionExists,
-        "not_found" => StorageError::NotFound,
-        "conflict" => StorageError::Conflict,
-        "invalid" => StorageError::Invalid(f.message),
-        "unavailable" => StorageError::Unavailable(f.message),
-        _ => StorageError::Internal(f.message),
-    }
+    StorageError::from_code(&f.code, f.message)
 }
 
 fn unexpected(r: Option<Res>) -> StorageError {

@@ -79,6 +79,20 @@ impl StorageError {
             StorageError::Internal(_) => "internal",
         }
     }
+
+    /// The error [`StorageError::code`] named, rebuilt with `detail` for the variants
+    /// that carry text; an unknown code is [`StorageError::Internal`].
+    pub fn from_code(code: &str, detail: String) -> StorageError {
+        match code {
+            "user_exists" => StorageError::UserExists,
+            "session_exists" => StorageError::SessionExists,
+            "not_found" => StorageError::NotFound,
+            "conflict" => StorageError::Conflict,
+            "invalid" => StorageError::Invalid(detail),
+            "unavailable" => StorageError::Unavailable(detail),
+            _ => StorageError::Internal(detail),
+        }
+    }
 }
 
 /// Shorthand for storage results.
@@ -242,5 +256,35 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
         (**self).delete_expired_sessions(now_ms, limit).await
+    }
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use super::StorageError;
+
+    #[test]
+    fn every_storage_error_round_trips_through_its_code() {
+        for e in [
+            StorageError::UserExists,
+            StorageError::SessionExists,
+            StorageError::NotFound,
+            StorageError::Conflict,
+            StorageError::Invalid("x".into()),
+            StorageError::Unavailable("no quorum".into()),
+            StorageError::Internal("bug".into()),
+        ] {
+            let detail = match &e {
+                StorageError::Invalid(d)
+                | StorageError::Unavailable(d)
+                | StorageError::Internal(d) => d.clone(),
+                _ => String::new(),
+            };
+            assert_eq!(StorageError::from_code(e.code(), detail), e);
+        }
+        assert_eq!(
+            StorageError::from_code("no_such_code", "d".into()),
+            StorageError::Internal("d".into())
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The one place where [`AuthError`] meets [`tonic::Status`], in both directions.
 //!
 //! Server side, every error becomes a gRPC status with the stable code in the
-//! `auth-error-code` metadata (and, for `locked`, the delay in `auth-retry-after-ms`).
+//! `auth-error-code` metadata, the fixed [`AuthError::public_message`] as its message
+//! (internal detail is logged here, never sent), and for `locked`, `overloaded` and
+//! `rate_limited` the delay in `auth-retry-after-ms`.
 //! Client side, [`from_status`] rebuilds the same `AuthError`, so a front end sees
 //! identical errors whether `Auth` runs in process or behind gRPC.
 
@@ -13,7 +15,7 @@ use tonic::{Code, Status};
 
 /// Metadata key carrying [`AuthError::code`].
 pub const CODE_KEY: &str = "auth-error-code";
-/// Metadata key carrying the lockout delay in milliseconds.
+/// Metadata key carrying the wait (lockout, overload, rate limit) in milliseconds.
 pub const RETRY_AFTER_KEY: &str = "auth-retry-after-ms";
 
 /// The gRPC code for an auth error.
@@ -28,16 +30,22 @@ pub fn grpc_code(e: &AuthError) -> Code {
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
         | AuthError::InvalidArgument(_) => Code::InvalidArgument,
-        AuthError::Locked { .. } => Code::ResourceExhausted,
+        AuthError::Locked { .. } | AuthError::Overloaded { .. } | AuthError::RateLimited { .. } => {
+            Code::ResourceExhausted
+        }
         AuthError::NotFound => Code::NotFound,
         AuthError::Stopped | AuthError::Unavailable(_) => Code::Unavailable,
         _ => Code::Internal,
     }
 }
 
-/// An auth error as a gRPC status (message = the error's `Display`, never a secret).
+/// An auth error as a gRPC status. The message is [`AuthError::public_message`]; the
+/// detail of internal errors is logged here and goes no further.
 pub fn to_status(e: &AuthError) -> Status {
-    let mut status = Status::new(grpc_code(e), e.to_string());
+    if e.is_internal() {
+        tracing::warn!(code = e.code(), error = %e, "request failed");
+    }
+    let mut status = Status::new(grpc_code(e), e.public_message());
     let md = status.metadata_mut();
     md.insert(CODE_KEY, MetadataValue::from_static(e.code()));
     if let Some(d) = e.retry_after()
@@ -56,48 +64,38 @@ pub fn from_status(s: &Status) -> AuthError {
         .get(CODE_KEY)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let detail = || {
+    if !code.is_empty() {
+        // The server sent `public_message`: for errors with a rule ("invalid username:
+        // too short") the detail is what follows the prefix the variant prints again.
         let m = s.message();
-        m.split_once(": ").map_or(m, |(_, d)| d).to_owned().into()
-    };
-    match code {
-        "invalid_username" => AuthError::InvalidUsername(detail()),
-        "invalid_password" => AuthError::InvalidPassword(detail()),
-        "invalid_argument" => AuthError::InvalidArgument(detail()),
-        "user_exists" => AuthError::UserExists,
-        "invalid_credentials" => AuthError::InvalidCredentials,
-        "locked" => {
-            let ms = s
-                .metadata()
-                .get(RETRY_AFTER_KEY)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1000);
-            AuthError::Locked {
-                retry_after: Duration::from_millis(ms),
+        let detail = m.split_once(": ").map_or(m, |(_, d)| d).to_owned();
+        let retry_after = s
+            .metadata()
+            .get(RETRY_AFTER_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        // The detail of internal errors stayed in the backend's log.
+        return match AuthError::from_code(code, detail, retry_after) {
+            AuthError::InvalidConfig(_) | AuthError::Internal(_) => {
+                AuthError::Internal("reported by the backend".into())
             }
+            AuthError::Stopped | AuthError::Unavailable(_) => {
+                AuthError::Unavailable("reported by the backend".into())
+            }
+            e => e,
+        };
+    }
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            AuthError::Unavailable(format!("backend: {}", s.message()))
         }
-        "invalid_token" => AuthError::InvalidToken,
-        "token_expired" => AuthError::TokenExpired,
-        "session_ended" => AuthError::SessionEnded,
-        "refresh_token_reused" => AuthError::RefreshTokenReused,
-        "not_found" => AuthError::NotFound,
-        // `detail` drops the `Display` prefix the server added, so the rebuilt error
-        // does not print it twice ("temporarily unavailable: temporarily unavailable: ...").
-        "stopped" | "unavailable" => AuthError::Unavailable(detail().into_owned()),
-        "internal" => AuthError::Internal(detail().into_owned()),
-        "invalid_config" => AuthError::Internal(s.message().to_owned()),
-        _ => match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-                AuthError::Unavailable(format!("backend: {}", s.message()))
-            }
-            Code::InvalidArgument | Code::OutOfRange => {
-                AuthError::InvalidArgument(s.message().to_owned().into())
-            }
-            Code::Unauthenticated => AuthError::InvalidToken,
-            Code::ResourceExhausted => AuthError::InvalidArgument("request too large".into()),
-            _ => AuthError::Internal(format!("backend: {:?}: {}", s.code(), s.message())),
-        },
+        Code::InvalidArgument | Code::OutOfRange => {
+            AuthError::InvalidArgument(s.message().to_owned().into())
+        }
+        Code::Unauthenticated => AuthError::InvalidToken,
+        Code::ResourceExhausted => AuthError::InvalidArgument("request too large".into()),
+        _ => AuthError::Internal(format!("backend: {:?}: {}", s.code(), s.message())),
     }
 }
 
@@ -121,7 +119,12 @@ mod tests {
             AuthError::SessionEnded,
             AuthError::RefreshTokenReused,
             AuthError::NotFound,
-            AuthError::Unavailable("no quorum".into()),
+            AuthError::Overloaded {
+                retry_after: Duration::from_millis(250),
+            },
+            AuthError::RateLimited {
+                retry_after: Duration::from_secs(3),
+            },
         ];
         for e in errors {
             let back = from_status(&to_status(&e));
@@ -131,12 +134,36 @@ mod tests {
         }
         assert_eq!(
             from_status(&to_status(&AuthError::Stopped)),
-            AuthError::Unavailable("auth service stopped".into())
+            AuthError::Unavailable("reported by the backend".into())
         );
-        assert_eq!(
-            from_status(&to_status(&AuthError::Internal("x: y".into()))),
-            AuthError::Internal("x: y".into())
-        );
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_client() {
+        for e in [
+            AuthError::Unavailable("forward to node 3 at 10.1.2.3:7001 failed".into()),
+            AuthError::Internal("corrupt user record u-42".into()),
+            AuthError::InvalidConfig("/etc/auth/key.pem: permission denied".into()),
+        ] {
+            let s = to_status(&e);
+            assert!(
+                !s.message().contains("10.1.2.3")
+                    && !s.message().contains("u-42")
+                    && !s.message().contains("/etc"),
+                "{}",
+                s.message()
+            );
+            let back = from_status(&s);
+            assert_eq!(
+                back.code(),
+                if e.code() == "unavailable" {
+                    "unavailable"
+                } else {
+                    "internal"
+                }
+            );
+            assert!(!back.to_string().contains("10.1.2.3") && !back.to_string().contains("u-42"));
+        }
     }
 
     #[test]
