@@ -34,6 +34,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Auth<MemoryStorage> {
     rt.block_on(auth.register(RegisterRequest {
         username: "bench".into(),
         password: PASSWORD.into(),
+        client: None,
     }))
     .expect("register");
     auth

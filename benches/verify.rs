@@ -34,6 +34,7 @@ fn token(rt: &tokio::runtime::Runtime, auth: &Auth<MemoryStorage>) -> String {
         auth.register(RegisterRequest {
             username: "bench".into(),
             password: "bench-password".into(),
+            client: None,
         })
         .await
         .expect("register");
@@ -43,6 +44,7 @@ fn token(rt: &tokio::runtime::Runtime, auth: &Auth<MemoryStorage>) -> String {
                 .register(RegisterRequest {
                     username: format!("filler{i}"),
                     password: "bench-password".into(),
+                    client: None,
                 })
                 .await;
         }

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register(RegisterRequest {
             username: "alice".into(),
             password: "correct horse battery staple".into(),
+            client: None,
         })
         .await?
         .user
@@ -44,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refreshed = auth
         .refresh(RefreshRequest {
             refresh_token: tokens.refresh_token.clone(),
+            client: None,
         })
         .await?
         .tokens

@@ -54,6 +54,7 @@ async fn main() {
                     c.register(RegisterRequest {
                         username: format!("f{w}x{i}"),
                         password: "password-1".into(),
+                        client: None,
                     }),
                 )
                 .await;

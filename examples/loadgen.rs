@@ -92,6 +92,7 @@ async fn main() {
         .register(RegisterRequest {
             username: user.clone(),
             password: PASSWORD.into(),
+            client: None,
         })
         .await;
     let mut token = String::new();
@@ -137,6 +138,7 @@ async fn main() {
                         c.register(RegisterRequest {
                             username: format!("r{run_id}x{w}x{i}"),
                             password: PASSWORD.into(),
+                            client: None,
                         }),
                     )
                     .await

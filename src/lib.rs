@@ -19,7 +19,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), auth_sdk::AuthError> {
 //! let auth = Auth::new(Config { hash: HashParams::insecure_fast(), ..Config::default() }, MemoryStorage::new())?;
-//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into() }).await?;
+//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into(), client: None }).await?;
 //! let tokens = auth
 //!     .login(LoginRequest { username: "alice".into(), password: "correct horse".into(), client: None })
 //!     .await?

@@ -25,7 +25,7 @@
 //! let config = Config { hash: HashParams::insecure_fast(), ..Config::default() };
 //! let auth = Auth::new(config, MemoryStorage::new())?;
 //! auth.start()?;
-//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into() }).await?;
+//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into(), client: None }).await?;
 //! let login = auth
 //!     .login(LoginRequest { username: "alice".into(), password: "correct horse".into(), client: None })
 //!     .await?;

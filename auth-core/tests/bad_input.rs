@@ -19,6 +19,7 @@ async fn register_err(h: &Harness, username: &str, password: &str) -> AuthError 
         .register(RegisterRequest {
             username: username.into(),
             password: password.into(),
+            client: None,
         })
         .await
         .expect_err("register must fail")
@@ -137,6 +138,7 @@ async fn concurrent_registrations_of_one_name_create_one_account() {
             auth.register(RegisterRequest {
                 username: name.into(),
                 password: format!("password number {i}"),
+                client: None,
             })
             .await
         }));
@@ -210,6 +212,7 @@ async fn huge_passwords_are_bad_credentials_on_login() {
             access_token: t.access_token.clone(),
             current_password: mib.clone(),
             new_password: "a brand new password".into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -220,6 +223,7 @@ async fn huge_passwords_are_bad_credentials_on_login() {
             access_token: t.access_token.clone(),
             current_password: PASSWORD.into(),
             new_password: mib.clone(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -611,6 +615,7 @@ async fn account_calls_with_bad_tokens_are_typed_errors() {
             access_token: bad.clone(),
             current_password: PASSWORD.into(),
             new_password: "a brand new password".into(),
+            client: None,
         })
         .await
         .map(drop),

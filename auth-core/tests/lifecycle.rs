@@ -65,6 +65,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             a.register(RegisterRequest {
                 username: "bob".into(),
                 password: PASSWORD.into(),
+                client: None,
             })
             .await
             .map(drop),
@@ -90,6 +91,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             "refresh",
             a.refresh(RefreshRequest {
                 refresh_token: tokens.refresh_token.clone(),
+                client: None,
             })
             .await
             .map(drop),
@@ -124,6 +126,7 @@ async fn every_call_after_stop_fails_with_stopped() {
                 access_token: at(),
                 current_password: PASSWORD.into(),
                 new_password: "a brand new password".into(),
+                client: None,
             })
             .await
             .map(drop),
@@ -158,6 +161,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             "refresh garbage",
             a.refresh(RefreshRequest {
                 refresh_token: "garbage".into(),
+                client: None,
             })
             .await
             .map(drop),
@@ -187,6 +191,7 @@ async fn the_api_works_through_an_arc_dyn() {
     api.register(RegisterRequest {
         username: "alice".into(),
         password: PASSWORD.into(),
+        client: None,
     })
     .await
     .unwrap();

@@ -124,6 +124,7 @@ async fn requests_and_responses_do_not_print_secrets() {
         .auth
         .refresh(RefreshRequest {
             refresh_token: tokens.refresh_token.clone(),
+            client: None,
         })
         .await
         .unwrap();
@@ -142,7 +143,8 @@ async fn requests_and_responses_do_not_print_secrets() {
         format!(
             "{:?}",
             RefreshRequest {
-                refresh_token: pair.refresh_token.clone()
+                refresh_token: pair.refresh_token.clone(),
+                client: None,
             }
         ),
         format!(
@@ -157,13 +159,15 @@ async fn requests_and_responses_do_not_print_secrets() {
                 access_token: pair.access_token.clone(),
                 current_password: SECRET_PASSWORD.into(),
                 new_password: SECRET_PASSWORD.into(),
+                client: None,
             }
         ),
         format!(
             "{:?}",
             RegisterRequest {
                 username: "x".into(),
-                password: SECRET_PASSWORD.into()
+                password: SECRET_PASSWORD.into(),
+                client: None,
             }
         ),
         format!("{stored_user:?}"),
@@ -195,6 +199,7 @@ async fn error_messages_do_not_echo_secrets() {
             .register(RegisterRequest {
                 username: "bob".into(),
                 password: "x".repeat(2000) + SECRET_PASSWORD,
+                client: None,
             })
             .await
             .unwrap_err(),
@@ -211,6 +216,7 @@ async fn error_messages_do_not_echo_secrets() {
                 access_token: tokens.access_token.clone(),
                 current_password: wrong_pw.into(),
                 new_password: SECRET_PASSWORD.into(),
+                client: None,
             })
             .await
             .unwrap_err(),

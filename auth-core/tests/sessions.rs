@@ -279,6 +279,7 @@ async fn change_password_ends_other_sessions_and_the_old_password() {
             access_token: current.access_token.clone(),
             current_password: "not my password".into(),
             new_password: new_password.into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -290,6 +291,7 @@ async fn change_password_ends_other_sessions_and_the_old_password() {
             access_token: current.access_token.clone(),
             current_password: PASSWORD.into(),
             new_password: "short".into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -305,6 +307,7 @@ async fn change_password_ends_other_sessions_and_the_old_password() {
             access_token: current.access_token.clone(),
             current_password: PASSWORD.into(),
             new_password: new_password.into(),
+            client: None,
         })
         .await
         .unwrap();
@@ -339,6 +342,7 @@ async fn change_password_needs_a_live_session() {
             access_token: tokens.access_token.clone(),
             current_password: PASSWORD.into(),
             new_password: "a brand new password".into(),
+            client: None,
         })
         .await
         .unwrap_err();

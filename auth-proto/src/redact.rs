@@ -78,6 +78,7 @@ impl fmt::Debug for RegisterRequest {
         f.debug_struct("RegisterRequest")
             .field("username", &self.username)
             .field("password", &r(&self.password))
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -104,6 +105,7 @@ impl fmt::Debug for RefreshRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshRequest")
             .field("refresh_token", &r(&self.refresh_token))
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -131,6 +133,7 @@ impl fmt::Debug for ChangePasswordRequest {
             .field("access_token", &r(&self.access_token))
             .field("current_password", &r(&self.current_password))
             .field("new_password", &r(&self.new_password))
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -192,7 +195,8 @@ mod tests {
                 "{:?}",
                 RegisterRequest {
                     username: "alice".into(),
-                    password: secret.into()
+                    password: secret.into(),
+                    client: None,
                 }
             ),
             format!(
@@ -208,7 +212,8 @@ mod tests {
                 ChangePasswordRequest {
                     access_token: secret.into(),
                     current_password: secret.into(),
-                    new_password: secret.into()
+                    new_password: secret.into(),
+                    client: None,
                 }
             ),
             format!(
@@ -221,7 +226,8 @@ mod tests {
             format!(
                 "{:?}",
                 RefreshRequest {
-                    refresh_token: secret.into()
+                    refresh_token: secret.into(),
+                    client: None,
                 }
             ),
             format!(

@@ -48,6 +48,7 @@ async fn a_token_from_one_node_verifies_on_another_and_logout_is_seen_everywhere
     a.register(RegisterRequest {
         username: "alice".into(),
         password: "password-1".into(),
+        client: None,
     })
     .await
     .unwrap();
@@ -99,6 +100,7 @@ async fn lockout_counts_are_cluster_wide() {
         .register(RegisterRequest {
             username: "bob".into(),
             password: "password-1".into(),
+            client: None,
         })
         .await
         .unwrap();

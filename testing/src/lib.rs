@@ -37,7 +37,7 @@
 //! let options = RemoteOptions { tls: Some(ca.client_tls()), ..RemoteOptions::default() };
 //! let remote = RemoteAuth::new([server.url()], options).unwrap();
 //! let registered = remote
-//!     .register(RegisterRequest { username: "ada".into(), password: "correct horse".into() })
+//!     .register(RegisterRequest { username: "ada".into(), password: "correct horse".into(), client: None })
 //!     .await
 //!     .unwrap();
 //! assert_eq!(registered.user.unwrap().username, "ada");

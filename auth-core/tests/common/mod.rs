@@ -153,6 +153,7 @@ pub async fn register(auth: &TestAuth, username: &str, password: &str) -> UserIn
     auth.register(RegisterRequest {
         username: username.into(),
         password: password.into(),
+        client: None,
     })
     .await
     .unwrap_or_else(|e| panic!("register {username:?}: {e}"))
@@ -195,6 +196,7 @@ pub async fn verify(auth: &TestAuth, access_token: &str) -> Result<VerifyRespons
 pub async fn refresh(auth: &TestAuth, refresh_token: &str) -> Result<TokenPair, AuthError> {
     auth.refresh(RefreshRequest {
         refresh_token: refresh_token.into(),
+        client: None,
     })
     .await
     .map(|r| r.tokens.expect("tokens"))

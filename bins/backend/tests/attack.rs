@@ -165,6 +165,7 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
     api.register(RegisterRequest {
         username: "victim".into(),
         password: PW.into(),
+        client: None,
     })
     .await
     .unwrap();
@@ -204,6 +205,7 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
     let e = api
         .refresh(RefreshRequest {
             refresh_token: FORGED_REFRESH.into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -217,6 +219,7 @@ async fn the_takeover_is_refused_on_every_port_with_any_wrong_credential() {
     assert_eq!(sessions.sessions.len(), 1);
     api.refresh(RefreshRequest {
         refresh_token: tokens.refresh_token,
+        client: None,
     })
     .await
     .unwrap();

@@ -208,6 +208,7 @@ fn register_and_login(url: &str, name: &str) -> String {
         c.register(RegisterRequest {
             username: name.into(),
             password: PW.into(),
+            client: None,
         })
         .await
         .expect("register");

@@ -129,6 +129,7 @@ async fn every_rpc_round_trips() {
     let t1b = c
         .refresh(RefreshRequest {
             refresh_token: t1.refresh_token.clone(),
+            client: None,
         })
         .await
         .unwrap()
@@ -182,6 +183,7 @@ async fn every_rpc_round_trips() {
             access_token: t2.access_token.clone(),
             current_password: PW.into(),
             new_password: "a brand new password".into(),
+            client: None,
         })
         .await
         .unwrap()
@@ -350,6 +352,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
     let rotated = c
         .refresh(RefreshRequest {
             refresh_token: t.refresh_token.clone(),
+            client: None,
         })
         .await
         .unwrap()
@@ -361,6 +364,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
     let replay = c
         .refresh(RefreshRequest {
             refresh_token: t.refresh_token.clone(),
+            client: None,
         })
         .await
         .unwrap()

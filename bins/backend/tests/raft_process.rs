@@ -61,6 +61,7 @@ async fn full_flow(api: &RemoteAuth, name: &str) {
             .register(RegisterRequest {
                 username: name.into(),
                 password: "password-1".into(),
+                client: None,
             })
             .await
         {
@@ -91,6 +92,7 @@ async fn full_flow(api: &RemoteAuth, name: &str) {
     let refreshed = eventually("refresh", t, || {
         api.refresh(RefreshRequest {
             refresh_token: tokens.refresh_token.clone(),
+            client: None,
         })
     })
     .await
@@ -155,6 +157,7 @@ async fn writes_resume_after_the_leader_is_killed_under_load() {
                     .register(RegisterRequest {
                         username: format!("load{w}x{i}"),
                         password: "password-1".into(),
+                        client: None,
                     })
                     .await;
                 if r.is_ok() {
@@ -206,6 +209,7 @@ async fn killed_nodes_catch_up_by_snapshot_and_a_full_restart_loses_nothing() {
             api.register(RegisterRequest {
                 username: name.clone(),
                 password: "password-1".into(),
+                client: None,
             })
         })
         .await;
@@ -264,6 +268,7 @@ async fn killed_nodes_catch_up_by_snapshot_and_a_full_restart_loses_nothing() {
                 .register(RegisterRequest {
                     username: format!("user{i}"),
                     password: "password-1".into(),
+                    client: None,
                 })
                 .await
             {
@@ -313,6 +318,7 @@ async fn a_minority_cannot_acknowledge_writes() {
         .register(RegisterRequest {
             username: "nobody".into(),
             password: "password-1".into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -435,6 +441,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
                         c.register(RegisterRequest {
                             username: key.clone(),
                             password: pw.clone(),
+                            client: None,
                         }),
                     )
                     .await;
@@ -474,6 +481,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
                                 access_token: tokens.access_token.clone(),
                                 current_password: pw.clone(),
                                 new_password: new.clone(),
+                                client: None,
                             }),
                         )
                         .await;
@@ -494,6 +502,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
                         op_timeout,
                         c.refresh(RefreshRequest {
                             refresh_token: token.clone(),
+                            client: None,
                         }),
                     )
                     .await;
@@ -604,6 +613,7 @@ async fn histories_under_node_failures_are_linearizable_and_lose_nothing() {
             .register(RegisterRequest {
                 username: k.clone(),
                 password: "password-x".into(),
+                client: None,
             })
             .await
             .unwrap_err();

@@ -350,6 +350,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
                 .register(RegisterRequest {
                     username: name,
                     password,
+                    client: None,
                 })
                 .await?;
             let user = r.user.unwrap_or_default();
@@ -412,7 +413,13 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
         Cmd::Refresh { token, save } => {
             let refresh_token = token_arg(io, token)?;
             let file = save.as_deref().map(SaveFile::open).transpose()?;
-            let r = match api.refresh(RefreshRequest { refresh_token }).await {
+            let r = match api
+                .refresh(RefreshRequest {
+                    refresh_token,
+                    client: None,
+                })
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     if let Some(f) = file {

@@ -174,6 +174,7 @@ async fn change_password(
         access_token: me.access_token.clone(),
         current_password: current.to_owned(),
         new_password: new.to_owned(),
+        client: None,
     };
     match state.api.change_password(req).await {
         Ok(_) => Ok((cookies, Redirect::to("/account?notice=password_changed")).into_response()),

@@ -126,6 +126,7 @@ async fn register(
         .register(RegisterRequest {
             username: body.username,
             password: body.password,
+            client: None,
         })
         .await?;
     let user = resp.user.ok_or_else(|| missing("a user"))?;
@@ -156,6 +157,7 @@ async fn refresh(
 ) -> ApiResult {
     let req = RefreshRequest {
         refresh_token: body.refresh_token,
+        client: None,
     };
     let tokens = state
         .api

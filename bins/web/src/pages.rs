@@ -165,6 +165,7 @@ async fn submit_credentials(
         let req = RegisterRequest {
             username: username.to_owned(),
             password: password.to_owned(),
+            client: None,
         };
         if let Err(e) = state.api.register(req).await {
             return shown_on_form(e);

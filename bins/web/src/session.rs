@@ -181,7 +181,14 @@ pub(crate) async fn resolve(
         }
     }
     if let Some(refresh_token) = refresh.filter(|t| !t.is_empty()) {
-        match state.api.refresh(RefreshRequest { refresh_token }).await {
+        match state
+            .api
+            .refresh(RefreshRequest {
+                refresh_token,
+                client: None,
+            })
+            .await
+        {
             Ok(resp) => {
                 if let Some(tokens) = resp.tokens {
                     let req = VerifyRequest {

@@ -229,6 +229,7 @@ pub fn register_req(name: &str, password: &str) -> RegisterRequest {
     RegisterRequest {
         username: name.into(),
         password: password.into(),
+        client: None,
     }
 }
 
