@@ -30,7 +30,7 @@ run_cluster() { # mode: tls | plain
     local flags=()
     [ "$mode" = plain ] && flags=(--insecure)
     "$BIN" cluster --nodes 3 --data-dir "$dir" --base-port $BASE "${flags[@]}" \
-        -- --argon2-memory-kib 64 --argon2-iterations 1 >"$dir/cluster.out" 2>&1 &
+        -- --argon2-memory-kib 64 --argon2-iterations 1 --throttle false >"$dir/cluster.out" 2>&1 &
     pid=$!
     local tls=()
     [ "$mode" = tls ] && tls=(--cacert "$dir/tls/ca.pem")

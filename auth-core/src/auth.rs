@@ -4,16 +4,16 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
-use auth_storage::{Storage, StorageError, User};
+use auth_storage::{Reservation, SettleLogin, Storage, StorageError, User};
 use parking_lot::Mutex;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
-use crate::clock::duration_ms;
 use crate::config::Config;
 use crate::error::AuthError;
 use crate::keys::{KeyRing, SigningKey};
-use crate::password::PasswordHasher;
+use crate::password::{PasswordCheck, PasswordHasher};
+use crate::throttle::Throttle;
 use crate::tokens::{Claims, TokenCodec};
 
 const NEW: u8 = 0;
@@ -58,6 +58,7 @@ pub(crate) struct Inner<S> {
     pub(crate) storage: S,
     pub(crate) codec: TokenCodec,
     pub(crate) hasher: PasswordHasher,
+    pub(crate) throttle: Throttle,
     /// A hash of a random password, verified against for unknown users so that their
     /// logins take as long as real ones.
     dummy_hash: OnceCell<String>,
@@ -77,7 +78,9 @@ impl<S: Storage> Auth<S> {
             .unwrap_or_else(|| KeyRing::new(SigningKey::generate_hs256()));
         let skew = i64::try_from(config.clock_skew.as_secs()).unwrap_or(i64::MAX);
         let codec = TokenCodec::new(keys, &config.issuer, &config.audience, skew);
-        let hasher = PasswordHasher::new(config.hash, config.hash_concurrency)?;
+        let hasher =
+            PasswordHasher::with_queue(config.hash, config.hash_concurrency, config.hash_queue)?;
+        let throttle = Throttle::new(&config.throttle, std::sync::Arc::clone(&config.clock));
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -85,6 +88,7 @@ impl<S: Storage> Auth<S> {
                 storage,
                 codec,
                 hasher,
+                throttle,
                 dummy_hash: OnceCell::new(),
                 state: AtomicU8::new(NEW),
                 stop_tx,
@@ -177,6 +181,7 @@ async fn sweep_loop<S: Storage>(
             _ = stop.changed() => break,
         }
         let Some(inner) = weak.upgrade() else { break };
+        inner.throttle.forget_idle();
         match inner.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired sessions swept"),
@@ -227,76 +232,115 @@ impl<S: Storage> Inner<S> {
         }
     }
 
-    /// Verifies a password against the dummy hash, to spend the same time as a real
-    /// check. Always returns `InvalidCredentials`.
-    pub(crate) async fn reject_unknown(&self, password: &str) -> AuthError {
-        let dummy = self
-            .dummy_hash
+    /// The hash unknown users are checked against (a random password's), so that their
+    /// checks take as long as real ones.
+    async fn dummy_phc(&self) -> Result<&str, AuthError> {
+        self.dummy_hash
             .get_or_try_init(|| async {
                 let random = crate::tokens::random_id();
                 self.hasher.hash(&random).await
             })
-            .await;
-        if let Ok(phc) = dummy {
-            let _ = self.hasher.verify(password, phc).await;
-        }
-        AuthError::InvalidCredentials
+            .await
+            .map(String::as_str)
     }
 
-    /// Refuses a login while the user is locked out.
-    pub(crate) fn check_lock(&self, user: &User, now: i64) -> Result<(), AuthError> {
-        if user.locked_until_ms > now {
-            let ms = u64::try_from(user.locked_until_ms - now).unwrap_or(0);
-            return Err(AuthError::Locked {
-                retry_after: std::time::Duration::from_millis(ms),
-            });
+    /// Checks a password for a name that cannot exist (it breaks the username policy)
+    /// against the dummy hash: the same hashing time, no storage. Always fails with
+    /// `InvalidCredentials` unless the check itself is shed.
+    pub(crate) async fn reject_unknown(&self, password: &str) -> AuthError {
+        let phc = match self.dummy_phc().await {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match self.hasher.verify(password, phc).await {
+            Err(e @ AuthError::Overloaded { .. }) => e,
+            _ => AuthError::InvalidCredentials,
         }
-        Ok(())
     }
 
-    /// Counts a failed password check, locking the account past the threshold.
-    pub(crate) async fn record_failure(&self, mut user: User, now: i64) -> Result<(), AuthError> {
-        for _ in 0..CAS_RETRIES {
-            user.failed_logins = user.failed_logins.saturating_add(1);
-            let delay = self.config.lockout.delay_after(user.failed_logins);
-            if !delay.is_zero() {
-                user.locked_until_ms = now.saturating_add(duration_ms(delay));
+    /// A password check under throttling and lockout, the same for a real account
+    /// (`stored` = its hash) and an unknown name (`None`, checked against the dummy
+    /// hash):
+    ///
+    /// 1. the (account, source) bucket ([`AuthError::RateLimited`]);
+    /// 2. a read of the name's lock: while it holds, no hash and no write
+    ///    ([`AuthError::Locked`]);
+    /// 3. a hash slot, bounded in waiting ([`AuthError::Overloaded`]);
+    /// 4. the reservation: the check is charged as a failure *before* it runs, in one
+    ///    atomic storage operation, so concurrent guesses cannot outrun the lock;
+    /// 5. the check; on success the charge is refunded ([`Storage::settle_login`]),
+    ///    which never lifts a lock set meanwhile.
+    ///
+    /// Returns the check (always `matches`) or `InvalidCredentials`.
+    pub(crate) async fn guarded_check(
+        &self,
+        username_key: &str,
+        source: Option<&str>,
+        password: &str,
+        stored: Option<&str>,
+        now: i64,
+    ) -> Result<PasswordCheck, AuthError> {
+        self.throttle.check_account(username_key, source)?;
+        let phc = match stored {
+            Some(p) => p,
+            None => self.dummy_phc().await?,
+        };
+        let lockout = &self.config.lockout;
+        let accounting = lockout.max_failures > 0;
+        if accounting && let Some(rec) = self.storage.get_login_attempts(username_key).await? {
+            check_lock(rec.locked_until_ms, now)?;
+        }
+        let slot = self.hasher.slot().await?;
+        let ticket = if accounting {
+            match self
+                .storage
+                .reserve_login(lockout.reservation(username_key, now))
+                .await?
+            {
+                Reservation::Granted { ticket } => Some(ticket),
+                Reservation::Locked { until_ms } => {
+                    check_lock(until_ms, now)?;
+                    // A lock that ended already is still a refusal: never check
+                    // uncharged.
+                    return Err(AuthError::Locked {
+                        retry_after: std::time::Duration::from_millis(1),
+                    });
+                }
             }
-            user.updated_at_ms = now;
-            match self.storage.update_user(user.clone()).await {
-                Ok(_) | Err(StorageError::NotFound) => return Ok(()),
-                Err(StorageError::Conflict) => match self.storage.get_user(&user.id).await? {
-                    Some(fresh) => user = fresh,
-                    None => return Ok(()),
-                },
-                Err(e) => return Err(e.into()),
-            }
+        } else {
+            None
+        };
+        let check = slot.verify(password, phc).await?;
+        if !check.matches || stored.is_none() {
+            return Err(AuthError::InvalidCredentials);
         }
-        Err(AuthError::Unavailable("user record is contended".into()))
+        if let Some(ticket) = ticket {
+            self.storage
+                .settle_login(SettleLogin {
+                    username_key: username_key.to_owned(),
+                    ticket,
+                })
+                .await?;
+        }
+        Ok(check)
     }
 
-    /// After a successful password check: clears the failure count and, if the stored
-    /// hash uses old parameters, replaces it (unless the password changed meanwhile).
-    pub(crate) async fn record_success(
+    /// After a successful check whose stored hash uses old parameters: replaces it,
+    /// unless the password changed meanwhile.
+    pub(crate) async fn upgrade_hash(
         &self,
         mut user: User,
-        rehash: Option<String>,
+        rehash: String,
         now: i64,
     ) -> Result<User, AuthError> {
         let verified_hash = user.password_hash.clone();
         for _ in 0..CAS_RETRIES {
-            let reset = user.failed_logins != 0 || user.locked_until_ms != 0;
-            let upgrade = rehash.is_some() && user.password_hash == verified_hash;
-            if !reset && !upgrade {
+            if user.password_hash != verified_hash {
                 return Ok(user);
             }
             let mut next = user.clone();
-            next.failed_logins = 0;
-            next.locked_until_ms = 0;
+            next.password_hash = rehash.clone();
             next.updated_at_ms = now;
-            if let (true, Some(h)) = (upgrade, &rehash) {
-                next.password_hash = h.clone();
-            }
             match self.storage.update_user(next).await {
                 Ok(stored) => return Ok(stored),
                 Err(StorageError::Conflict) => match self.storage.get_user(&user.id).await? {
@@ -309,4 +353,15 @@ impl<S: Storage> Inner<S> {
         }
         Err(AuthError::Unavailable("user record is contended".into()))
     }
+}
+
+/// `Locked` while a lock ending at `until_ms` holds at `now`.
+fn check_lock(until_ms: i64, now: i64) -> Result<(), AuthError> {
+    if until_ms > now {
+        let ms = u64::try_from(until_ms - now).unwrap_or(0);
+        return Err(AuthError::Locked {
+            retry_after: std::time::Duration::from_millis(ms),
+        });
+    }
+    Ok(())
 }

@@ -29,6 +29,12 @@ pub struct Config {
     /// How many password hashes may run at once; 0 means one per CPU core. Hashing
     /// always runs on the blocking pool, never on an async worker.
     pub hash_concurrency: usize,
+    /// How many password checks may wait for a hash slot, and for how long, before
+    /// they are shed with [`AuthError::Overloaded`].
+    pub hash_queue: HashQueue,
+    /// Throttling by source address (logins, registrations, refreshes, password
+    /// changes) and per (account, source) for password checks.
+    pub throttle: crate::throttle::ThrottlePolicy,
     /// Username rules.
     pub username: UsernamePolicy,
     /// Password rules.
@@ -63,6 +69,8 @@ impl Default for Config {
             refresh_grace: Duration::from_secs(10),
             hash: HashParams::default(),
             hash_concurrency: 0,
+            hash_queue: HashQueue::default(),
+            throttle: crate::throttle::ThrottlePolicy::default(),
             username: UsernamePolicy::default(),
             password: PasswordPolicy::default(),
             lockout: LockoutPolicy::default(),
@@ -102,7 +110,34 @@ impl Config {
         if self.sweep_interval.is_zero() {
             return bad("sweep_interval must not be zero");
         }
+        if self.hash_queue.max_wait.is_zero() {
+            return bad("hash_queue.max_wait must not be zero");
+        }
+        if self.lockout.forget_after < self.lockout.base_delay.min(self.lockout.max_delay) {
+            return bad("lockout.forget_after is shorter than the lock it would forget");
+        }
         self.hash.to_argon2().map(|_| ())
+    }
+}
+
+/// The queue in front of the password hashers: a login storm is shed with a typed,
+/// retryable error instead of queueing without end (and starving everything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashQueue {
+    /// Checks that may wait for a hash slot at once; 0 means 16 per slot. Beyond it,
+    /// a check fails at once with [`AuthError::Overloaded`].
+    pub max_waiting: usize,
+    /// Longest wait for a slot before a check fails with [`AuthError::Overloaded`].
+    /// Default 1 second.
+    pub max_wait: Duration,
+}
+
+impl Default for HashQueue {
+    fn default() -> Self {
+        Self {
+            max_waiting: 0,
+            max_wait: Duration::from_secs(1),
+        }
     }
 }
 
@@ -189,27 +224,38 @@ impl Default for PasswordPolicy {
     }
 }
 
-/// Lockout after consecutive failed logins, kept in storage (so it holds cluster-wide).
+/// The account-wide lock after failed password checks, kept in storage (so it holds
+/// cluster-wide) and keyed by username, whether or not the account exists (so an
+/// unknown name locks exactly like a real one).
 ///
-/// After `max_failures` consecutive failures the account is locked for `base_delay`;
-/// each further failure doubles the delay, up to `max_delay`. A successful login resets
-/// the count. While locked, logins are refused without checking the password.
+/// Every check is charged before it runs; after `max_failures` charges the name is
+/// locked for `base_delay`, and each further failure doubles the delay, up to
+/// `max_delay`. A success refunds its own charge and resets the count (but never lifts
+/// a lock others' failures set meanwhile). The count is forgotten `forget_after` after
+/// the last failure. While locked, checks are refused without hashing.
+///
+/// This is the last line: per-(account, source) throttling
+/// ([`ThrottlePolicy::account_source`](crate::ThrottlePolicy)) slows one guesser far
+/// earlier, so one attacker cannot keep a victim locked out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
-    /// Failures before the first lock; 0 disables lockout. Default 5.
+    /// Failures before the first lock; 0 disables lockout. Default 20.
     pub max_failures: u32,
     /// First lock duration. Default 30 seconds.
     pub base_delay: Duration,
     /// Longest lock duration. Default 15 minutes.
     pub max_delay: Duration,
+    /// Failures older than this (with no lock in force) are forgotten. Default 1 hour.
+    pub forget_after: Duration,
 }
 
 impl Default for LockoutPolicy {
     fn default() -> Self {
         Self {
-            max_failures: 5,
+            max_failures: 20,
             base_delay: Duration::from_secs(30),
             max_delay: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -217,13 +263,29 @@ impl Default for LockoutPolicy {
 impl LockoutPolicy {
     /// The lock duration after `failures` consecutive failures (zero if not locked).
     pub fn delay_after(&self, failures: u32) -> Duration {
-        if self.max_failures == 0 || failures < self.max_failures {
-            return Duration::ZERO;
+        let ms = auth_storage::lock_delay_ms(
+            failures,
+            self.max_failures,
+            crate::clock::duration_ms(self.base_delay),
+            crate::clock::duration_ms(self.max_delay),
+        );
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// The storage request charging one check of `username_key` at `now_ms`.
+    pub(crate) fn reservation(
+        &self,
+        username_key: &str,
+        now_ms: i64,
+    ) -> auth_storage::ReserveLogin {
+        auth_storage::ReserveLogin {
+            username_key: username_key.to_owned(),
+            now_ms,
+            max_failures: self.max_failures,
+            base_delay_ms: crate::clock::duration_ms(self.base_delay),
+            max_delay_ms: crate::clock::duration_ms(self.max_delay),
+            forget_after_ms: crate::clock::duration_ms(self.forget_after),
         }
-        let doublings = (failures - self.max_failures).min(30);
-        self.base_delay
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_delay)
     }
 }
 
@@ -256,7 +318,10 @@ mod tests {
                 parallelism: 1
             }
         );
-        assert_eq!(c.lockout.max_failures, 5);
+        assert_eq!(c.lockout.max_failures, 20);
+        assert_eq!(c.lockout.forget_after, Duration::from_secs(3600));
+        assert_eq!(c.hash_queue.max_wait, Duration::from_secs(1));
+        assert_eq!(c.throttle.account_source.burst, 5);
         assert_eq!(c.password.min_bytes, 8);
         assert_eq!(c.password.max_bytes, 1024);
         c.validate().unwrap();
@@ -264,7 +329,10 @@ mod tests {
 
     #[test]
     fn lockout_backoff_grows_and_caps() {
-        let p = LockoutPolicy::default();
+        let p = LockoutPolicy {
+            max_failures: 5,
+            ..LockoutPolicy::default()
+        };
         assert_eq!(p.delay_after(4), Duration::ZERO);
         assert_eq!(p.delay_after(5), Duration::from_secs(30));
         assert_eq!(p.delay_after(6), Duration::from_secs(60));

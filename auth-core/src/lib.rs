@@ -46,14 +46,18 @@ pub mod keys;
 pub mod password;
 mod policy;
 mod service;
+pub mod throttle;
 mod tokens;
 
 pub use api::AuthApi;
 pub use auth::Auth;
 pub use auth_storage::{Storage, StorageError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, HashParams, LockoutPolicy, PasswordPolicy, SessionCheck, UsernamePolicy};
+pub use config::{
+    Config, HashParams, HashQueue, LockoutPolicy, PasswordPolicy, SessionCheck, UsernamePolicy,
+};
 pub use error::AuthError;
 pub use keys::{KeyRing, SigningKey};
 pub use policy::Username;
+pub use throttle::{Rate, ThrottlePolicy};
 pub use tokens::Claims;

@@ -3,20 +3,25 @@
 //! Hashing is deliberately slow (~16 ms at the default parameters), so it must never run
 //! on an async worker thread: every hash goes to tokio's blocking pool, and a semaphore
 //! admits at most `concurrency` at a time (one per core by default) so a login storm
-//! queues instead of starving everything else. The argon2 memory blocks (19 MiB at the
+//! cannot starve everything else. The queue in front of the semaphore is bounded in
+//! length and in waiting time ([`HashQueue`]): past either bound a check is shed with
+//! [`AuthError::Overloaded`] without being tried, so a flood fails fast instead of
+//! making every caller wait for seconds. The argon2 memory blocks (19 MiB at the
 //! defaults) are pooled and reused rather than allocated per hash, which roughly halves
 //! p99 hash time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
 use rand::RngCore;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::config::HashParams;
+use crate::config::{HashParams, HashQueue};
 use crate::error::AuthError;
 
 /// Length of the raw argon2 output in bytes.
@@ -44,7 +49,11 @@ pub struct PasswordHasher {
 
 struct Inner {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Callers waiting for a permit now.
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    max_wait: Duration,
     /// Reusable memory blocks, one per hash in flight at most.
     blocks: Mutex<Vec<Vec<Block>>>,
 }
@@ -63,23 +72,104 @@ impl PasswordHasher {
     /// A hasher with these parameters admitting `concurrency` hashes at once
     /// (0 = one per CPU core).
     pub fn new(params: HashParams, concurrency: usize) -> Result<Self, AuthError> {
+        Self::with_queue(params, concurrency, HashQueue::default())
+    }
+
+    /// A hasher as [`PasswordHasher::new`] whose waiting line is bounded by `queue`.
+    pub fn with_queue(
+        params: HashParams,
+        concurrency: usize,
+        queue: HashQueue,
+    ) -> Result<Self, AuthError> {
         let params = params.to_argon2()?;
         let concurrency = if concurrency == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             concurrency
         };
+        let max_waiting = if queue.max_waiting == 0 {
+            concurrency.saturating_mul(16)
+        } else {
+            queue.max_waiting
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Semaphore::new(concurrency),
+                permits: Arc::new(Semaphore::new(concurrency)),
+                waiting: AtomicUsize::new(0),
+                max_waiting,
+                max_wait: queue.max_wait,
                 blocks: Mutex::new(Vec::new()),
             }),
         })
     }
 
+    /// Waits (bounded) for a hash slot. [`AuthError::Overloaded`] when the waiting line
+    /// is full or the wait passes its deadline. Holding a slot while doing something
+    /// else first (a storage write that must precede the check) is allowed.
+    pub async fn slot(&self) -> Result<HashSlot, AuthError> {
+        let shed = || AuthError::Overloaded {
+            retry_after: self.inner.max_wait,
+        };
+        if let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
+            return Ok(self.slot_from(permit));
+        }
+        let waiting = self.inner.waiting.fetch_add(1, Ordering::SeqCst);
+        let _leave = Leave(&self.inner.waiting);
+        if waiting >= self.inner.max_waiting {
+            return Err(shed());
+        }
+        let acquire = Arc::clone(&self.inner.permits).acquire_owned();
+        match tokio::time::timeout(self.inner.max_wait, acquire).await {
+            Ok(Ok(permit)) => Ok(self.slot_from(permit)),
+            Ok(Err(_)) => Err(AuthError::Stopped),
+            Err(_) => Err(shed()),
+        }
+    }
+
+    fn slot_from(&self, permit: OwnedSemaphorePermit) -> HashSlot {
+        HashSlot {
+            inner: Arc::clone(&self.inner),
+            _permit: permit,
+        }
+    }
+
     /// Hashes `password` with a fresh random salt into a PHC string.
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        self.slot().await?.hash(password).await
+    }
+
+    /// Checks `password` against a stored PHC string in constant time.
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<PasswordCheck, AuthError> {
+        self.slot().await?.verify(password, phc).await
+    }
+}
+
+/// Decrements the waiting count when a waiter leaves, however it leaves.
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One admitted hash: a permit of the hasher's semaphore, used by one
+/// [`HashSlot::hash`] or [`HashSlot::verify`].
+pub struct HashSlot {
+    inner: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for HashSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashSlot").finish_non_exhaustive()
+    }
+}
+
+impl HashSlot {
+    /// Hashes `password` with a fresh random salt into a PHC string.
+    pub async fn hash(self, password: &str) -> Result<String, AuthError> {
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let params = self.inner.params.clone();
         self.run(move |inner| {
@@ -93,7 +183,7 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against a stored PHC string in constant time.
-    pub async fn verify(&self, password: &str, phc: &str) -> Result<PasswordCheck, AuthError> {
+    pub async fn verify(self, password: &str, phc: &str) -> Result<PasswordCheck, AuthError> {
         let stored = StoredHash::parse(phc)?;
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let current = self.inner.params.clone();
@@ -113,24 +203,20 @@ impl PasswordHasher {
         .await
     }
 
-    /// Runs `f` on the blocking pool once a permit is free.
-    async fn run<T, F>(&self, f: F) -> Result<T, AuthError>
+    /// Runs `f` on the blocking pool, holding the permit until it is done (even if
+    /// the caller goes away meanwhile).
+    async fn run<T, F>(self, f: F) -> Result<T, AuthError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, AuthError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Stopped)?;
-        let result = tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")));
-        drop(permit);
-        result?
+        let HashSlot { inner, _permit } = self;
+        tokio::task::spawn_blocking(move || {
+            let _permit = _permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))?
     }
 }
 
@@ -213,6 +299,49 @@ mod tests {
 
     fn fast() -> PasswordHasher {
         PasswordHasher::new(HashParams::insecure_fast(), 2).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_or_slow_queue_sheds_with_overloaded() {
+        let h = PasswordHasher::with_queue(
+            HashParams::insecure_fast(),
+            1,
+            HashQueue {
+                max_waiting: 1,
+                max_wait: Duration::from_millis(200),
+            },
+        )
+        .unwrap();
+        let held = h.slot().await.unwrap();
+        // One may wait: it is shed when the deadline passes (paused time jumps there).
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.slot().await.map(drop) }
+        });
+        // Wait until the spawned caller is in line.
+        while h.inner.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The line is full: shed at once, with the wait as retry-after.
+        let e = h
+            .verify("pw", "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+            .await;
+        assert_eq!(
+            e.unwrap_err(),
+            AuthError::Overloaded {
+                retry_after: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(waiter.await.unwrap().unwrap_err().code(), "overloaded");
+        assert_eq!(
+            h.inner.waiting.load(Ordering::SeqCst),
+            0,
+            "waiters left the line"
+        );
+        // Once the slot is free, work goes on.
+        drop(held);
+        let phc = h.hash("correct horse").await.unwrap();
+        assert!(h.verify("correct horse", &phc).await.unwrap().matches);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use crate::api::*;
 use crate::auth::{Auth, CAS_RETRIES, Inner};
 use crate::clock::duration_ms;
 use crate::error::AuthError;
+use crate::throttle::Action;
 use crate::tokens::{Claims, RefreshToken, random_id};
 
 /// Longest user agent / address kept with a session.
@@ -92,19 +93,36 @@ impl<S: Storage> Inner<S> {
         self.token_pair(&session, &refresh, now)
     }
 
-    /// Password check for an operation on a known user, with lockout accounting.
-    async fn check_password(&self, user: &User, password: &str, now: i64) -> Result<(), AuthError> {
-        self.check_lock(user, now)?;
+    /// Password check for an operation on a signed-in user (change password, delete
+    /// account), under the same throttling and lockout as a login.
+    async fn check_password(
+        &self,
+        user: &User,
+        password: &str,
+        source: Option<&str>,
+        now: i64,
+    ) -> Result<(), AuthError> {
         if password.len() > self.config.password.max_bytes {
             return Err(AuthError::InvalidCredentials);
         }
-        let check = self.hasher.verify(password, &user.password_hash).await?;
-        if !check.matches {
-            self.record_failure(user.clone(), now).await?;
-            return Err(AuthError::InvalidCredentials);
-        }
-        Ok(())
+        self.guarded_check(
+            &user.username_key,
+            source,
+            password,
+            Some(&user.password_hash),
+            now,
+        )
+        .await
+        .map(drop)
     }
+}
+
+/// The source address a request names, if any.
+fn source(client: &Option<ClientInfo>) -> Option<&str> {
+    client
+        .as_ref()
+        .map(|c| c.ip.as_str())
+        .filter(|ip| !ip.is_empty())
 }
 
 #[async_trait]
@@ -112,6 +130,7 @@ impl<S: Storage> AuthApi for Auth<S> {
     async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
         let me = &self.inner;
         me.ensure_open()?;
+        me.throttle.check(Action::Register, source(&req.client))?;
         let name = me.config.username.normalize(&req.username)?;
         me.config.password.check(&req.password)?;
         // Cheap early answer; create_user below is what actually guarantees uniqueness.
@@ -145,26 +164,25 @@ impl<S: Storage> AuthApi for Auth<S> {
         if req.password.len() > me.config.password.max_bytes {
             return Err(AuthError::InvalidCredentials);
         }
-        let user = match me.config.username.normalize(&req.username) {
-            Ok(name) => me.storage.get_user_by_username(&name.key).await?,
-            Err(_) => None,
-        };
-        let Some(user) = user else {
+        let from = source(&req.client);
+        me.throttle.check(Action::Login, from)?;
+        let Ok(name) = me.config.username.normalize(&req.username) else {
+            // No account can have this name: the same hashing time, no storage.
             return Err(me.reject_unknown(&req.password).await);
         };
+        let user = me.storage.get_user_by_username(&name.key).await?;
         let now = me.now_ms();
-        me.check_lock(&user, now)?;
-        let check = me.hasher.verify(&req.password, &user.password_hash).await?;
-        if !check.matches {
-            me.record_failure(user, now).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.as_str());
+        let check = me
+            .guarded_check(&name.key, from, &req.password, stored, now)
+            .await?;
+        let Some(mut user) = user else {
             return Err(AuthError::InvalidCredentials);
-        }
-        let rehash = if check.needs_rehash {
-            Some(me.hasher.hash(&req.password).await?)
-        } else {
-            None
         };
-        let user = me.record_success(user, rehash, now).await?;
+        if check.needs_rehash {
+            let rehash = me.hasher.hash(&req.password).await?;
+            user = me.upgrade_hash(user, rehash, now).await?;
+        }
         let tokens = me.open_session(&user, req.client, now).await?;
         tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login");
         Ok(LoginResponse {
@@ -188,14 +206,24 @@ impl<S: Storage> AuthApi for Auth<S> {
     async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
         let me = &self.inner;
         me.ensure_open()?;
+        me.throttle.check(Action::Refresh, source(&req.client))?;
         let presented = RefreshToken::parse(&req.refresh_token)?;
+        // A read first: a token of no session, or matching none of its hashes, is
+        // refused without a (replicated, fsynced) write.
+        let presented_hash = presented.hash();
+        match me.storage.get_session(presented.session_id()).await? {
+            Some(s)
+                if s.refresh_hash == presented_hash
+                    || s.retired_refresh_hashes.contains(&presented_hash) => {}
+            _ => return Err(AuthError::InvalidToken),
+        }
         let successor = RefreshToken::generate(presented.session_id());
         let now = me.now_ms();
         let outcome = me
             .storage
             .rotate_refresh(RotateRefresh {
                 session_id: presented.session_id().to_owned(),
-                presented_hash: presented.hash(),
+                presented_hash,
                 new_hash: successor.hash(),
                 sealed_successor: presented.seal(&successor),
                 now_ms: now,
@@ -269,13 +297,16 @@ impl<S: Storage> AuthApi for Auth<S> {
         req: ChangePasswordRequest,
     ) -> Result<ChangePasswordResponse, AuthError> {
         let me = &self.inner;
+        me.throttle
+            .check(Action::ChangePassword, source(&req.client))?;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let mut user = me
             .storage
             .get_user(&claims.sub)
             .await?
             .ok_or(AuthError::SessionEnded)?;
-        me.check_password(&user, &req.current_password, now).await?;
+        me.check_password(&user, &req.current_password, source(&req.client), now)
+            .await?;
         me.config.password.check(&req.new_password)?;
         let verified_hash = user.password_hash.clone();
         let new_hash = me.hasher.hash(&req.new_password).await?;
@@ -287,8 +318,6 @@ impl<S: Storage> AuthApi for Auth<S> {
             }
             let mut next = user.clone();
             next.password_hash = new_hash.clone();
-            next.failed_logins = 0;
-            next.locked_until_ms = 0;
             next.updated_at_ms = now;
             match me.storage.update_user(next).await {
                 Ok(_) => {
@@ -327,7 +356,7 @@ impl<S: Storage> AuthApi for Auth<S> {
             .get_user(&claims.sub)
             .await?
             .ok_or(AuthError::SessionEnded)?;
-        me.check_password(&user, &req.password, now).await?;
+        me.check_password(&user, &req.password, None, now).await?;
         match me.storage.delete_user(&claims.sub).await {
             Ok(_) => {}
             Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),

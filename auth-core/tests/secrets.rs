@@ -280,6 +280,12 @@ fn every_error_code_has_a_message_without_secrets() {
         AuthError::InvalidConfig("bad".into()),
         AuthError::Stopped,
         AuthError::Unavailable("later".into()),
+        AuthError::Overloaded {
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        AuthError::RateLimited {
+            retry_after: std::time::Duration::from_secs(2),
+        },
         AuthError::Internal("bug".into()),
     ];
     let codes: Vec<&str> = all.iter().map(AuthError::code).collect();

@@ -11,7 +11,9 @@ use auth_proto::v1::command::Op;
 use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
-use auth_storage::{RotateOutcome, RotateRefresh, StorageError};
+use auth_storage::{
+    Reservation, ReserveLogin, RotateOutcome, RotateRefresh, SettleLogin, StorageError,
+};
 use prost::Message;
 
 use crate::types::{LogId, StoredMembership};
@@ -135,6 +137,36 @@ impl SmState {
                 let limit = usize::try_from(d.limit).unwrap_or(usize::MAX);
                 ok(Res::Count(t.delete_expired_sessions(d.now_ms, limit)))
             }
+            Op::ReserveLogin(r) => t
+                .reserve_login(ReserveLogin {
+                    username_key: r.username_key.clone(),
+                    now_ms: r.now_ms,
+                    max_failures: r.max_failures,
+                    base_delay_ms: r.base_delay_ms,
+                    max_delay_ms: r.max_delay_ms,
+                    forget_after_ms: r.forget_after_ms,
+                })
+                .map_or_else(failure, |d| {
+                    ok(Res::Reservation(match d {
+                        Reservation::Granted { ticket } => pb::ReservationResult {
+                            granted: true,
+                            ticket,
+                            locked_until_ms: 0,
+                        },
+                        Reservation::Locked { until_ms } => pb::ReservationResult {
+                            granted: false,
+                            ticket: 0,
+                            locked_until_ms: until_ms,
+                        },
+                    }))
+                }),
+            Op::SettleLogin(r) => {
+                t.settle_login(SettleLogin {
+                    username_key: r.username_key.clone(),
+                    ticket: r.ticket,
+                });
+                ok(Res::Flag(true))
+            }
         }
     }
 
@@ -156,10 +188,13 @@ impl SmState {
         users.sort_by(|a, b| a.id.cmp(&b.id));
         let mut sessions: Vec<_> = self.tables.sessions().cloned().collect();
         sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut login_attempts: Vec<_> = self.tables.login_attempts().cloned().collect();
+        login_attempts.sort_by(|a, b| a.username_key.cmp(&b.username_key));
         pb::SnapshotData {
             users,
             sessions,
             dedup,
+            login_attempts,
         }
         .encode_to_vec()
     }
@@ -172,7 +207,8 @@ impl SmState {
     ) -> Result<Self, StorageError> {
         let data = pb::SnapshotData::decode(bytes)
             .map_err(|e| StorageError::Internal(format!("snapshot does not decode: {e}")))?;
-        let tables = Tables::restore(data.users, data.sessions)?;
+        let mut tables = Tables::restore(data.users, data.sessions)?;
+        tables.restore_login_attempts(data.login_attempts);
         let mut state = SmState {
             tables,
             last_applied,

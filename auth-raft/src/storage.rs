@@ -14,7 +14,10 @@ use auth_proto::v1::command::Op;
 use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
-use auth_storage::{Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError, User};
+use auth_storage::{
+    LoginAttempts, Reservation, ReserveLogin, Result, RotateOutcome, RotateRefresh, Session,
+    SettleLogin, Storage, StorageError, User,
+};
 
 use crate::node::NodeShared;
 
@@ -176,5 +179,39 @@ impl Storage for RaftStorage {
             limit: limit as u64,
         }))
         .await
+    }
+
+    async fn get_login_attempts(&self, username_key: &str) -> Result<Option<LoginAttempts>> {
+        self.read(|t| t.get_login_attempts(username_key).cloned())
+            .await
+    }
+
+    async fn reserve_login(&self, req: ReserveLogin) -> Result<Reservation> {
+        let op = Op::ReserveLogin(pb::ReserveLoginCommand {
+            username_key: req.username_key,
+            now_ms: req.now_ms,
+            max_failures: req.max_failures,
+            base_delay_ms: req.base_delay_ms,
+            max_delay_ms: req.max_delay_ms,
+            forget_after_ms: req.forget_after_ms,
+        });
+        match self.write(op).await? {
+            Res::Reservation(r) if r.granted => Ok(Reservation::Granted { ticket: r.ticket }),
+            Res::Reservation(r) => Ok(Reservation::Locked {
+                until_ms: r.locked_until_ms,
+            }),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn settle_login(&self, req: SettleLogin) -> Result<()> {
+        let op = Op::SettleLogin(pb::SettleLoginCommand {
+            username_key: req.username_key,
+            ticket: req.ticket,
+        });
+        match self.write(op).await? {
+            Res::Flag(_) => Ok(()),
+            other => Err(unexpected(Some(other))),
+        }
     }
 }

@@ -104,8 +104,9 @@ async fn lockout_counts_are_cluster_wide() {
         })
         .await
         .unwrap();
-    // Five failures spread over three nodes lock the account on all of them.
-    for i in 0..5 {
+    // Twenty failures (the default threshold) spread over three nodes lock the account
+    // on all of them.
+    for i in 0..20 {
         let e = nodes[i % 3]
             .login(LoginRequest {
                 username: "bob".into(),
@@ -393,4 +394,168 @@ async fn a_wrong_member_list_is_refused() {
     let e = RaftNode::start(cfg).await.err().unwrap();
     assert!(e.to_string().contains("listens at"), "{e}");
     let _ = Arc::new(());
+}
+
+/// The leader's last log index once every node has applied it (a settled cluster).
+async fn settled_index(cluster: &Cluster) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let read = || {
+        let st: Vec<_> = cluster.nodes.iter().map(|n| n.node.status()).collect();
+        let last = st.iter().map(|s| s.last_log_index).max().unwrap_or(0);
+        st.iter()
+            .all(|s| s.last_applied_index == last)
+            .then_some(last)
+    };
+    loop {
+        // Settled, and still the same after the metrics had a chance to catch up.
+        if let Some(last) = read() {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            if read() == Some(last) {
+                return last;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster did not settle"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+fn login_req(name: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        username: name.into(),
+        password: password.into(),
+        client: None,
+    }
+}
+
+/// Abuse costs on the replicated store: a refresh token of no session, or with a secret
+/// matching none of its hashes, is refused after a read (no log entry); a failed login
+/// costs the same replicated writes for a real account and an unknown name; and 200
+/// concurrent wrong guesses spread over three nodes are checked at most threshold times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abuse_costs_no_amplified_writes_and_concurrent_guesses_hold_the_lock() {
+    let cluster = Cluster::start(3).await;
+    let nodes = [
+        auth(cluster.storage(1)),
+        auth(cluster.storage(2)),
+        auth(cluster.storage(3)),
+    ];
+    for name in ["bob", "carol"] {
+        nodes[0]
+            .register(RegisterRequest {
+                username: name.into(),
+                password: "password-1".into(),
+                client: None,
+            })
+            .await
+            .unwrap();
+    }
+    let a = nodes[1]
+        .login(login_req("bob", "password-1"))
+        .await
+        .unwrap();
+    let b = nodes[2]
+        .login(login_req("bob", "password-1"))
+        .await
+        .unwrap();
+    let (a, b) = (a.tokens.unwrap(), b.tokens.unwrap());
+    nodes[0]
+        .logout(LogoutRequest {
+            refresh_token: b.refresh_token.clone(),
+            ..LogoutRequest::default()
+        })
+        .await
+        .unwrap();
+    // A's session id with B's secret: well formed, the session exists, no hash matches.
+    let (a_sid, _) = a.refresh_token.split_once('.').unwrap();
+    let (_, b_secret) = b.refresh_token.split_once('.').unwrap();
+    let forged = format!("{a_sid}.{b_secret}");
+    let before = settled_index(&cluster).await;
+    for (i, token) in [forged.as_str(), b.refresh_token.as_str()]
+        .iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        let e = nodes[i % 3]
+            .refresh(RefreshRequest {
+                refresh_token: (*token).to_owned(),
+                client: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_token");
+    }
+    assert_eq!(
+        settled_index(&cluster).await,
+        before,
+        "refused refreshes wrote to the log"
+    );
+    // A's real token still works.
+    nodes[2]
+        .refresh(RefreshRequest {
+            refresh_token: a.refresh_token.clone(),
+            client: None,
+        })
+        .await
+        .unwrap();
+
+    // Failed logins: the same number of log entries for a real name and for ghosts
+    // (ten each, so that a metric read a moment early cannot decide the outcome).
+    let cost = |names: Vec<String>| {
+        let (cluster, node) = (&cluster, &nodes[0]);
+        async move {
+            let before = settled_index(cluster).await;
+            for name in names {
+                let e = node
+                    .login(login_req(&name, "wrong-password"))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), "invalid_credentials");
+            }
+            settled_index(cluster).await - before
+        }
+    };
+    let real = cost(vec!["carol".to_owned(); 10]).await;
+    let ghost = cost((0..10).map(|i| format!("nobody-{i}")).collect()).await;
+    assert_eq!(real, ghost, "failure accounting must cost the same");
+    assert_eq!(real, 10, "one replicated write per failed check");
+
+    // 200 concurrent wrong guesses for bob over three nodes.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let node = nodes[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            node.login(login_req("bob", &format!("guess {i}"))).await
+        }));
+    }
+    let mut codes = std::collections::BTreeMap::<&str, usize>::new();
+    for t in tasks {
+        *codes
+            .entry(t.await.unwrap().map(drop).unwrap_err().code())
+            .or_default() += 1;
+    }
+    println!("200 concurrent guesses over 3 nodes: {codes:?}");
+    // Shed (`overloaded`) or timed out (`unavailable`) guesses were never checked.
+    for code in codes.keys() {
+        assert!(
+            ["invalid_credentials", "locked", "overloaded", "unavailable"].contains(code),
+            "unexpected {code}"
+        );
+    }
+    let checked = codes.get("invalid_credentials").copied().unwrap_or(0);
+    // fast_config: the default threshold of 20.
+    assert!(
+        checked <= 20,
+        "{checked} password checks for 200 concurrent guesses"
+    );
+    for n in &nodes {
+        let e = n.login(login_req("bob", "password-1")).await.unwrap_err();
+        assert_eq!(e.code(), "locked");
+    }
+    cluster.shutdown().await;
 }

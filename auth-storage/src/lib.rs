@@ -29,7 +29,7 @@
 
 use async_trait::async_trait;
 
-pub use auth_proto::v1::{Session, User};
+pub use auth_proto::v1::{LoginAttempts, Session, User};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -150,6 +150,64 @@ pub enum RotateOutcome {
     Invalid,
 }
 
+/// The lock delay after `failures` charged checks under a lockout policy: zero below
+/// `max_failures` (and always when `max_failures` is 0), then `base_ms` doubling per
+/// further failure, capped at `max_ms`. Deterministic, so every replica agrees.
+pub fn lock_delay_ms(failures: u32, max_failures: u32, base_ms: i64, max_ms: i64) -> i64 {
+    if max_failures == 0 || failures < max_failures {
+        return 0;
+    }
+    let doublings = (failures - max_failures).min(30);
+    base_ms
+        .max(0)
+        .saturating_mul(1i64 << doublings)
+        .min(max_ms.max(0))
+}
+
+/// Reserve one password check for a username key ([`Storage::reserve_login`]). The
+/// lockout policy travels in the request so that applying it is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveLogin {
+    /// The normalised username (it need not belong to a user).
+    pub username_key: String,
+    /// The caller's clock, unix millis.
+    pub now_ms: i64,
+    /// Charged checks before the first lock; 0 disables locking (checks are still
+    /// counted).
+    pub max_failures: u32,
+    /// First lock duration.
+    pub base_delay_ms: i64,
+    /// Longest lock duration.
+    pub max_delay_ms: i64,
+    /// A record with no lock in force is forgotten this long after its last charge.
+    pub forget_after_ms: i64,
+}
+
+/// What [`Storage::reserve_login`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The check may run; it has been charged as a failure. `ticket` is the failure
+    /// count including this charge: pass it to [`Storage::settle_login`] on success.
+    Granted {
+        /// The failure count right after this charge.
+        ticket: u32,
+    },
+    /// A lock is in force until `until_ms`: the check must not run. Nothing changed.
+    Locked {
+        /// When the lock ends, unix millis.
+        until_ms: i64,
+    },
+}
+
+/// Settle a granted reservation whose check succeeded ([`Storage::settle_login`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleLogin {
+    /// The username key the reservation was for.
+    pub username_key: String,
+    /// The ticket [`Reservation::Granted`] returned.
+    pub ticket: u32,
+}
+
 /// The backend seam of auth-sdk. See the crate docs for the atomicity contract.
 ///
 /// Every method is cancel-safe in the sense that an operation either happened entirely
@@ -209,8 +267,33 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64>;
 
     /// Deletes up to `limit` sessions whose idle expiry is at or before `now_ms`,
-    /// earliest first. Returns how many.
+    /// earliest first, and up to `limit` login-attempt records that expired by then
+    /// (no lock in force, nothing charged recently). Returns how many of both.
     async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64>;
+
+    /// The failed-login record of a username key, if any: a read for an early answer
+    /// (a lock in force) before queueing for a password check. Never the final word:
+    /// [`Storage::reserve_login`] decides.
+    async fn get_login_attempts(&self, username_key: &str) -> Result<Option<LoginAttempts>>;
+
+    /// Atomically decides whether a password check for `username_key` may run and, if
+    /// so, charges it as a failure before it runs:
+    /// - a lock in force at `now_ms` → [`Reservation::Locked`], nothing changes;
+    /// - otherwise the failure count (reset first if the record had expired) grows by
+    ///   one, a lock of [`lock_delay_ms`] starts if that is not zero, the record
+    ///   expires `forget_after_ms` after now (or when the lock ends, if later), and
+    ///   [`Reservation::Granted`] carries the new count.
+    ///
+    /// So however many checks run at once, at most `max_failures` are granted before
+    /// the lock, and each later one only when a lock has run out.
+    async fn reserve_login(&self, req: ReserveLogin) -> Result<Reservation>;
+
+    /// A granted check succeeded. If nothing was charged since its reservation
+    /// (`failures == ticket`) the record is deleted: a success resets the count, and any
+    /// lock in force was set by this very charge. Otherwise only this charge is refunded
+    /// (`failures - 1`) and a lock set meanwhile stays. A record that is gone or was
+    /// reset meanwhile is left alone.
+    async fn settle_login(&self, req: SettleLogin) -> Result<()>;
 }
 
 #[async_trait]
@@ -256,6 +339,15 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
         (**self).delete_expired_sessions(now_ms, limit).await
+    }
+    async fn get_login_attempts(&self, username_key: &str) -> Result<Option<LoginAttempts>> {
+        (**self).get_login_attempts(username_key).await
+    }
+    async fn reserve_login(&self, req: ReserveLogin) -> Result<Reservation> {
+        (**self).reserve_login(req).await
+    }
+    async fn settle_login(&self, req: SettleLogin) -> Result<()> {
+        (**self).settle_login(req).await
     }
 }
 

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::{
-    RETIRED_HASHES_KEPT, Result, RotateOutcome, RotateRefresh, Session, Storage, StorageError, User,
+    LoginAttempts, RETIRED_HASHES_KEPT, Reservation, ReserveLogin, Result, RotateOutcome,
+    RotateRefresh, Session, SettleLogin, Storage, StorageError, User, lock_delay_ms,
 };
 
 /// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
@@ -27,6 +28,10 @@ pub struct Tables {
     user_sessions: HashMap<String, BTreeSet<String>>,
     /// (idle expiry, session id), ordered so the sweeper takes the earliest first.
     expiry: BTreeSet<(i64, String)>,
+    /// `username_key` → failed-login record.
+    attempts: HashMap<String, LoginAttempts>,
+    /// (record expiry, username key), earliest first.
+    attempts_expiry: BTreeSet<(i64, String)>,
 }
 
 impl Tables {
@@ -265,7 +270,100 @@ impl Tables {
             .take(limit)
             .map(|(_, id)| id.clone())
             .collect();
-        due.iter().filter(|sid| self.remove_session(sid)).count() as u64
+        let sessions = due.iter().filter(|sid| self.remove_session(sid)).count() as u64;
+        let stale: Vec<String> = self
+            .attempts_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(_, key)| key.clone())
+            .collect();
+        let attempts = stale.iter().filter(|k| self.remove_attempts(k)).count() as u64;
+        sessions + attempts
+    }
+
+    /// Adds failed-login records as they were stored (e.g. from a snapshot), replacing
+    /// any with the same key.
+    pub fn restore_login_attempts(&mut self, records: impl IntoIterator<Item = LoginAttempts>) {
+        for r in records {
+            self.put_attempts(r);
+        }
+    }
+
+    /// Every failed-login record, in no particular order.
+    pub fn login_attempts(&self) -> impl Iterator<Item = &LoginAttempts> {
+        self.attempts.values()
+    }
+
+    /// See [`Storage::get_login_attempts`].
+    pub fn get_login_attempts(&self, username_key: &str) -> Option<&LoginAttempts> {
+        self.attempts.get(username_key)
+    }
+
+    /// See [`Storage::reserve_login`].
+    pub fn reserve_login(&mut self, req: ReserveLogin) -> Result<Reservation> {
+        if req.username_key.is_empty() {
+            return Err(StorageError::Invalid("empty username key".into()));
+        }
+        let now = req.now_ms;
+        let mut rec = match self.attempts.get(&req.username_key) {
+            Some(r) if r.locked_until_ms > now => {
+                return Ok(Reservation::Locked {
+                    until_ms: r.locked_until_ms,
+                });
+            }
+            Some(r) if r.expires_at_ms > now => r.clone(),
+            _ => LoginAttempts {
+                username_key: req.username_key.clone(),
+                ..LoginAttempts::default()
+            },
+        };
+        rec.failures = rec.failures.saturating_add(1);
+        let delay = lock_delay_ms(
+            rec.failures,
+            req.max_failures,
+            req.base_delay_ms,
+            req.max_delay_ms,
+        );
+        if delay > 0 {
+            rec.locked_until_ms = now.saturating_add(delay);
+        }
+        rec.expires_at_ms = now
+            .saturating_add(req.forget_after_ms.max(0))
+            .max(rec.locked_until_ms);
+        let ticket = rec.failures;
+        self.put_attempts(rec);
+        Ok(Reservation::Granted { ticket })
+    }
+
+    /// See [`Storage::settle_login`].
+    pub fn settle_login(&mut self, req: SettleLogin) {
+        let Some(rec) = self.attempts.get(&req.username_key) else {
+            return;
+        };
+        if rec.failures == req.ticket {
+            self.remove_attempts(&req.username_key);
+        } else if rec.failures > req.ticket {
+            let mut rec = rec.clone();
+            rec.failures -= 1;
+            self.put_attempts(rec);
+        }
+    }
+
+    fn put_attempts(&mut self, rec: LoginAttempts) {
+        self.remove_attempts(&rec.username_key);
+        self.attempts_expiry
+            .insert((rec.expires_at_ms, rec.username_key.clone()));
+        self.attempts.insert(rec.username_key.clone(), rec);
+    }
+
+    fn remove_attempts(&mut self, key: &str) -> bool {
+        let Some(old) = self.attempts.remove(key) else {
+            return false;
+        };
+        self.attempts_expiry
+            .remove(&(old.expires_at_ms, old.username_key));
+        true
     }
 
     fn remove_session(&mut self, id: &str) -> bool {
@@ -367,5 +465,18 @@ impl Storage for MemoryStorage {
 
     async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64> {
         Ok(self.tables.write().delete_expired_sessions(now_ms, limit))
+    }
+
+    async fn get_login_attempts(&self, username_key: &str) -> Result<Option<LoginAttempts>> {
+        Ok(self.tables.read().get_login_attempts(username_key).cloned())
+    }
+
+    async fn reserve_login(&self, req: ReserveLogin) -> Result<Reservation> {
+        self.tables.write().reserve_login(req)
+    }
+
+    async fn settle_login(&self, req: SettleLogin) -> Result<()> {
+        self.tables.write().settle_login(req);
+        Ok(())
     }
 }

@@ -63,11 +63,14 @@ pub use procs::{ProcCluster, ProcNode, write_signing_key};
 /// How long a fixture waits for a server to come up or shut down before it panics.
 pub const FIXTURE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A test configuration: cheap argon2 ([`HashParams::insecure_fast`]), everything else
-/// default.
+/// A test configuration: cheap argon2 ([`HashParams::insecure_fast`]) and no
+/// throttling by source (tests drive many calls from 127.0.0.1; throttling has its own
+/// tests, which set [`ThrottlePolicy`](auth_core::ThrottlePolicy) themselves), everything
+/// else default.
 pub fn fast_config() -> Config {
     Config {
         hash: HashParams::insecure_fast(),
+        throttle: auth_core::ThrottlePolicy::disabled(),
         ..Config::default()
     }
 }

@@ -42,7 +42,8 @@ impl ProcNode {
 
 /// `n` `auth-backend` processes forming one Raft cluster on loopback. Every node has a
 /// client listener (TLS) and a peer listener (mutual TLS), with certificates from a
-/// [`TestCa`] made for the cluster, and hashes with cheap argon2 parameters. Every node
+/// [`TestCa`] made for the cluster, hashes with cheap argon2 parameters and does not
+/// throttle by source. Every node
 /// still running is killed on drop.
 #[derive(Debug)]
 pub struct ProcCluster {
@@ -134,6 +135,10 @@ impl ProcCluster {
                 "64".into(),
                 "--argon2-iterations".into(),
                 "1".into(),
+                // Fault tests drive many logins from one address: throttling by source
+                // is tested elsewhere (auth-backend's binary tests).
+                "--throttle".into(),
+                "false".into(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             nodes.push(ProcNode {

@@ -277,6 +277,11 @@ impl RemoteAuth {
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => status,
+                // No answer at all within the deadline. A healthy backend always answers
+                // before it: it sheds hash work after `HashQueue::max_wait` (1 s) and
+                // times calls out itself after `ServerOptions::request_timeout` (5 s),
+                // both with typed statuses that never mark an endpoint down. Silence
+                // until here is a hung or black-holed endpoint.
                 Err(_) => Status::deadline_exceeded("request timed out"),
             };
             let answered = status.metadata().get(CODE_KEY).is_some();
@@ -315,7 +320,9 @@ impl RemoteAuth {
 }
 
 /// True for the codes a broken or unreachable connection produces (as opposed to a
-/// status some server chose to send).
+/// status some server chose to send), for statuses without our metadata only: any
+/// status a backend answers with (`overloaded`, `rate_limited`, a server-side timeout,
+/// an application error) carries `auth-error-code` and never marks an endpoint down.
 fn transport_failure(code: Code) -> bool {
     matches!(
         code,

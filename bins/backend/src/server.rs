@@ -31,6 +31,66 @@ pub struct ServerOptions {
     pub limits: ListenerLimits,
     /// TLS: the server's certificate and key. Default: none (plaintext).
     pub tls: Option<ServerTls>,
+    /// Callers trusted to state the end user's address in `ClientInfo`.
+    pub frontends: FrontendTrust,
+    /// Longest a call may run on the server before it fails with `unavailable` (a
+    /// typed status, so clients do not take the server for dead). Default 5 seconds,
+    /// half of `RemoteOptions::request_timeout`'s default: a healthy server always
+    /// answers before its clients give up on it.
+    pub request_timeout: std::time::Duration,
+}
+
+/// Who may say where a request really comes from.
+///
+/// Throttling keys on `ClientInfo.ip`. A front end (auth-web) serving many users fills
+/// it with each user's address; anyone else could fill it with a random address per
+/// request and never be throttled. So the server keeps a caller's `ClientInfo.ip` only
+/// when the caller is a trusted front end: its connection comes from one of `addrs`, or
+/// it presented a client certificate (from the CA given with
+/// [`ServerTls::with_client_ca`]) naming `spiffe://auth-sdk/client/<name>` with `name`
+/// in `names`. For everyone else the address is the connection's.
+#[derive(Debug, Clone, Default)]
+pub struct FrontendTrust {
+    /// Source addresses of trusted front ends.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Client certificate names of trusted front ends.
+    pub names: Vec<String>,
+}
+
+impl FrontendTrust {
+    fn trusts<T>(&self, req: &Request<T>) -> bool {
+        if req
+            .remote_addr()
+            .is_some_and(|a| self.addrs.contains(&a.ip()))
+        {
+            return true;
+        }
+        if self.names.is_empty() {
+            return false;
+        }
+        req.peer_certs().is_some_and(|certs| {
+            certs.first().is_some_and(|c| {
+                matches!(
+                    auth_raft::tls::identity_of(c.as_ref()),
+                    Ok(auth_raft::tls::PeerIdentity::Client(name)) if self.names.contains(&name)
+                )
+            })
+        })
+    }
+
+    /// `client` as the handler may use it: kept from a trusted front end that stated an
+    /// address, otherwise with the connection's address (the user agent is kept: it is
+    /// only shown to the user).
+    fn client_info<T>(&self, req: &Request<T>, client: Option<ClientInfo>) -> Option<ClientInfo> {
+        let mut client = client.unwrap_or_default();
+        if client.ip.is_empty() || !self.trusts(req) {
+            client.ip = req
+                .remote_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+        }
+        Some(client)
+    }
 }
 
 impl Default for ServerOptions {
@@ -40,6 +100,8 @@ impl Default for ServerOptions {
             concurrency_per_connection: 128,
             limits: ListenerLimits::default(),
             tls: None,
+            frontends: FrontendTrust::default(),
+            request_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -49,6 +111,7 @@ impl Default for ServerOptions {
 pub struct ServerTls {
     cert_pem: String,
     key_pem: Zeroizing<String>,
+    client_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -63,7 +126,15 @@ impl ServerTls {
         Self {
             cert_pem: cert_pem.into(),
             key_pem: Zeroizing::new(key_pem.into()),
+            client_ca_pem: None,
         }
+    }
+
+    /// Also asks clients for a certificate from this CA (optional: callers without one
+    /// are still served). Used to recognise trusted front ends ([`FrontendTrust`]).
+    pub fn with_client_ca(mut self, ca_pem: impl Into<String>) -> Self {
+        self.client_ca_pem = Some(ca_pem.into());
+        self
     }
 
     /// Reads `--tls-cert` and `--tls-key`, refusing a key readable by group or others.
@@ -80,13 +151,23 @@ impl ServerTls {
         if !key_pem.contains("PRIVATE KEY-----") {
             return Err(format!("{} contains no PEM private key", key.display()));
         }
-        Ok(Self { cert_pem, key_pem })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            client_ca_pem: None,
+        })
     }
 
     fn config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
+        let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes()))
-            .timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(5));
+        match &self.client_ca_pem {
+            Some(ca) => config
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true),
+            None => config,
+        }
     }
 }
 
@@ -94,12 +175,42 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct AuthGrpc {
     api: Arc<dyn AuthApi>,
+    frontends: Arc<FrontendTrust>,
+    request_timeout: std::time::Duration,
 }
 
 impl AuthGrpc {
-    /// Serves `api` over gRPC.
+    /// Serves `api` over gRPC, trusting no caller's `ClientInfo.ip`.
     pub fn new(api: Arc<dyn AuthApi>) -> Self {
-        Self { api }
+        Self::with_frontends(api, FrontendTrust::default())
+    }
+
+    /// Serves `api` over gRPC, keeping `ClientInfo.ip` from these front ends.
+    pub fn with_frontends(api: Arc<dyn AuthApi>, frontends: FrontendTrust) -> Self {
+        Self {
+            api,
+            frontends: Arc::new(frontends),
+            request_timeout: ServerOptions::default().request_timeout,
+        }
+    }
+
+    /// Calls that run longer than `timeout` fail with `unavailable`.
+    pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Runs one call under the server's deadline and maps its result.
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, auth_core::AuthError>>,
+    ) -> Reply<T> {
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(r) => reply(r),
+            Err(_) => reply(Err(auth_core::AuthError::Unavailable(
+                "the call did not finish within the server's request timeout".into(),
+            ))),
+        }
     }
 }
 
@@ -154,61 +265,61 @@ fn reply<T>(r: Result<T, auth_core::AuthError>) -> Reply<T> {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
-    async fn register(&self, req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
-        reply(self.api.register(req.into_inner()).await)
+    async fn register(&self, mut req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.register(req.into_inner())).await
     }
 
-    async fn login(&self, req: Request<LoginRequest>) -> Reply<LoginResponse> {
-        let peer = req.remote_addr();
-        let mut inner = req.into_inner();
-        let client = inner.client.get_or_insert_with(ClientInfo::default);
-        if client.ip.is_empty()
-            && let Some(peer) = peer
-        {
-            client.ip = peer.ip().to_string();
-        }
-        reply(self.api.login(inner).await)
+    async fn login(&self, mut req: Request<LoginRequest>) -> Reply<LoginResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.login(req.into_inner())).await
     }
 
     async fn verify(&self, req: Request<VerifyRequest>) -> Reply<VerifyResponse> {
-        reply(self.api.verify(authed(req)).await)
+        self.run(self.api.verify(authed(req))).await
     }
 
-    async fn refresh(&self, req: Request<RefreshRequest>) -> Reply<RefreshResponse> {
-        reply(self.api.refresh(req.into_inner()).await)
+    async fn refresh(&self, mut req: Request<RefreshRequest>) -> Reply<RefreshResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.refresh(req.into_inner())).await
     }
 
     async fn logout(&self, req: Request<LogoutRequest>) -> Reply<LogoutResponse> {
-        reply(self.api.logout(authed(req)).await)
+        self.run(self.api.logout(authed(req))).await
     }
 
     async fn logout_all(&self, req: Request<LogoutAllRequest>) -> Reply<LogoutAllResponse> {
-        reply(self.api.logout_all(authed(req)).await)
+        self.run(self.api.logout_all(authed(req))).await
     }
 
     async fn change_password(
         &self,
-        req: Request<ChangePasswordRequest>,
+        mut req: Request<ChangePasswordRequest>,
     ) -> Reply<ChangePasswordResponse> {
-        reply(self.api.change_password(authed(req)).await)
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.change_password(authed(req))).await
     }
 
     async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
-        reply(self.api.delete_user(authed(req)).await)
+        self.run(self.api.delete_user(authed(req))).await
     }
 
     async fn list_sessions(
         &self,
         req: Request<ListSessionsRequest>,
     ) -> Reply<ListSessionsResponse> {
-        reply(self.api.list_sessions(authed(req)).await)
+        self.run(self.api.list_sessions(authed(req))).await
     }
 
     async fn revoke_session(
         &self,
         req: Request<RevokeSessionRequest>,
     ) -> Reply<RevokeSessionResponse> {
-        reply(self.api.revoke_session(authed(req)).await)
+        self.run(self.api.revoke_session(authed(req))).await
     }
 }
 
@@ -244,8 +355,9 @@ pub async fn serve_client(
         .with_service_name("auth.v1.AuthService")
         .with_service_name("grpc.health.v1.Health")
         .build_v1();
-    let auth = AuthServiceServer::new(AuthGrpc::new(api))
-        .max_decoding_message_size(options.max_request_bytes);
+    let grpc = AuthGrpc::with_frontends(api, options.frontends.clone())
+        .with_request_timeout(options.request_timeout);
+    let auth = AuthServiceServer::new(grpc).max_decoding_message_size(options.max_request_bytes);
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.limits.max_concurrent_streams)

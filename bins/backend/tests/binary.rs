@@ -409,3 +409,124 @@ fn a_busy_port_exits_with_a_runtime_error() {
     assert!(stdout.is_empty());
     assert!(stderr.contains("cannot listen on"), "{stderr}");
 }
+
+/// A login from `ip` as the caller claims it in `ClientInfo`.
+fn claimed(name: &str, password: &str, ip: &str) -> LoginRequest {
+    LoginRequest {
+        username: name.into(),
+        password: password.into(),
+        client: Some(ClientInfo {
+            user_agent: "attack".into(),
+            ip: ip.into(),
+        }),
+    }
+}
+
+/// Registers `name`, logs in with `claimed(name, PW, ip)` and returns the address the
+/// new session recorded.
+async fn recorded_ip(
+    c: &mut AuthServiceClient<tonic::transport::Channel>,
+    name: &str,
+    ip: &str,
+) -> String {
+    c.register(RegisterRequest {
+        username: name.into(),
+        password: PW.into(),
+        client: None,
+    })
+    .await
+    .expect("register");
+    let t = c
+        .login(claimed(name, PW, ip))
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    let sessions = c
+        .list_sessions(ListSessionsRequest {
+            access_token: t.access_token,
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions;
+    sessions[0].ip.clone()
+}
+
+/// 40 wrong logins, each claiming a different address; returns the error codes.
+async fn spoofed_flood(c: &mut AuthServiceClient<tonic::transport::Channel>) -> Vec<String> {
+    let mut codes = Vec::new();
+    for i in 0..40 {
+        let s = c
+            .login(claimed(
+                &format!("nobody{i}"),
+                "wrong password",
+                &format!("198.51.100.{i}"),
+            ))
+            .await
+            .unwrap_err();
+        let code = s
+            .metadata()
+            .get("auth-error-code")
+            .and_then(|v| v.to_str().ok());
+        if code == Some("rate_limited") {
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+            assert!(s.metadata().get("auth-retry-after-ms").is_some());
+        }
+        codes.push(code.unwrap_or("none").to_owned());
+    }
+    codes
+}
+
+/// The attack: a new `ClientInfo.ip` on every request, to dodge throttling by source.
+/// An untrusted caller's claim is replaced by its connection's address, so the flood is
+/// throttled as one source, and the session records the real address.
+#[test]
+fn a_spoofed_client_address_neither_dodges_throttling_nor_reaches_the_session() {
+    let b = Backend::start(&[&["--listen", "127.0.0.1:0"], FAST].concat());
+    let url = format!("http://{}", b.addr);
+    runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(url).await.expect("connect");
+        let ip = recorded_ip(&mut c, "victim", "203.0.113.1").await;
+        assert_eq!(ip, "127.0.0.1", "the claim must not be recorded");
+        // The login bucket holds 20 at once (the login above was one of them).
+        let codes = spoofed_flood(&mut c).await;
+        let throttled = codes.iter().filter(|c| *c == "rate_limited").count();
+        assert!(
+            throttled >= 20,
+            "only {throttled} of 40 spoofed logins throttled"
+        );
+    });
+}
+
+/// A trusted front end (here by address) may state its users' addresses: each user is
+/// throttled on their own, and the session records the address it gave.
+#[test]
+fn a_trusted_front_end_speaks_for_its_users() {
+    let b = Backend::start(
+        &[
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--trusted-frontends",
+                "127.0.0.1",
+            ],
+            FAST,
+        ]
+        .concat(),
+    );
+    let url = format!("http://{}", b.addr);
+    runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(url).await.expect("connect");
+        let codes = spoofed_flood(&mut c).await;
+        assert!(
+            codes.iter().all(|c| c == "invalid_credentials"),
+            "40 users' addresses, none throttled: {codes:?}"
+        );
+        assert_eq!(
+            recorded_ip(&mut c, "alice", "203.0.113.5").await,
+            "203.0.113.5"
+        );
+    });
+}

@@ -301,6 +301,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
             max_failures: 2,
             base_delay: Duration::from_secs(60),
             max_delay: Duration::from_secs(600),
+            ..LockoutPolicy::default()
         },
         ..fast_config()
     };

@@ -321,3 +321,63 @@ async fn remote_auth_rejects_bad_endpoint_lists() {
         "invalid_config"
     );
 }
+
+/// Overload is not death: a backend that sheds a call (`overloaded`) or times it out
+/// itself (its request timeout, shorter than the client's) answers with a typed status
+/// and stays up, so verify and refresh keep their endpoints while logins are shed. Only
+/// transport failures (and silence past the client's own deadline) mark an endpoint
+/// down.
+#[tokio::test]
+async fn slow_or_overloaded_backends_are_not_marked_down() {
+    let shedding = Scripted::new(Behaviour::Fail(AuthError::Overloaded {
+        retry_after: Duration::from_millis(750),
+    }));
+    let server = GrpcServer::start(shedding.clone()).await;
+    let remote = RemoteAuth::new([server.url()], options(Duration::from_secs(3600))).unwrap();
+    for _ in 0..5 {
+        let e = remote.login(login_req("erin", PW)).await.unwrap_err();
+        assert_eq!(
+            e,
+            AuthError::Overloaded {
+                retry_after: Duration::from_millis(750)
+            }
+        );
+    }
+    assert_eq!(shedding.calls(), 5, "every call reached the backend");
+    assert_eq!(up(&remote), vec![true], "a shedding backend stays up");
+
+    // A backend stuck on a call times it out itself, well before the client would.
+    let gate = Gate::default();
+    let slow = Scripted::new(Behaviour::Stall {
+        gate: gate.clone(),
+        then: AuthError::NotFound,
+    });
+    let slow_server = GrpcServer::builder()
+        .options(ServerOptions {
+            request_timeout: Duration::from_millis(200),
+            ..ServerOptions::default()
+        })
+        .start(slow.clone())
+        .await;
+    let remote = RemoteAuth::new(
+        [slow_server.url()],
+        RemoteOptions {
+            request_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(3600),
+            ..RemoteOptions::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let e = remote.register(register_req("erin", PW)).await.unwrap_err();
+    assert_eq!(e.code(), "unavailable", "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let e = verify(&remote, "garbage").await.unwrap_err();
+    assert_eq!(e.code(), "unavailable");
+    assert_eq!(up(&remote), vec![true], "a slow backend is not marked down");
+    gate.release.notify_waiters();
+}

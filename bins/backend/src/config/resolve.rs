@@ -14,7 +14,7 @@ use super::{
     ConfigError, DEFAULT_KEY_ID, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, LogFormat, Settings,
     StorageKind,
 };
-use crate::server::{ServerOptions, ServerTls};
+use crate::server::{FrontendTrust, ServerOptions, ServerTls};
 
 /// Where the signing key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,27 @@ impl Settings {
             &mut options.limits.max_concurrent_streams,
             &self.max_concurrent_streams,
         );
+        options.frontends = self.frontend_trust();
         options
+    }
+
+    /// `--trusted-frontends`: IP addresses and client certificate names.
+    pub fn frontend_trust(&self) -> FrontendTrust {
+        let mut trust = FrontendTrust::default();
+        for item in self
+            .lockout
+            .trusted_frontends
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match item.parse() {
+                Ok(ip) => trust.addrs.push(ip),
+                Err(_) => trust.names.push(item.to_owned()),
+            }
+        }
+        trust
     }
 
     /// The limits of the peer listener: the same as the client listener's.
@@ -76,9 +96,26 @@ impl Settings {
     /// read from its files; the key must be private to its owner.
     pub fn client_tls(&self) -> Result<Option<ServerTls>, ConfigError> {
         match (&self.tls.cert, &self.tls.key) {
-            (Some(cert), Some(key)) => ServerTls::from_files(cert, key)
-                .map(Some)
-                .map_err(ConfigError::Invalid),
+            (Some(cert), Some(key)) => {
+                let tls = ServerTls::from_files(cert, key).map_err(ConfigError::Invalid)?;
+                // Front ends named by certificate present one from the cluster CA.
+                match (
+                    &self.tls.peer_trusted_ca_file,
+                    self.frontend_trust().names.is_empty(),
+                ) {
+                    (Some(ca), false) => {
+                        let pem = std::fs::read_to_string(ca).map_err(|e| {
+                            ConfigError::Invalid(format!("cannot read {}: {e}", ca.display()))
+                        })?;
+                        Ok(Some(tls.with_client_ca(pem)))
+                    }
+                    (None, false) => Err(ConfigError::Invalid(
+                        "--trusted-frontends names certificates: give --peer-trusted-ca-file"
+                            .into(),
+                    )),
+                    _ => Ok(Some(tls)),
+                }
+            }
             (None, None) => Ok(None),
             _ => Err(ConfigError::Invalid(
                 "--tls-cert and --tls-key go together".into(),
@@ -122,6 +159,9 @@ impl Settings {
         set(&mut c.hash.iterations, &a.iterations);
         set(&mut c.hash.parallelism, &a.parallelism);
         set(&mut c.lockout.max_failures, &self.lockout.max_failures);
+        if self.lockout.throttle == Some(false) {
+            c.throttle = auth_core::ThrottlePolicy::disabled();
+        }
         c
     }
 

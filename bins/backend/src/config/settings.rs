@@ -163,18 +163,34 @@ impl From<HashParams> for Argon2Settings {
 }
 
 /// Failed-login lockout: the `[lockout]` table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[command(next_help_heading = "Lockout")]
+#[command(next_help_heading = "Lockout and throttling")]
 pub struct LockoutSettings {
-    /// Consecutive failed logins before an account locks; 0 disables lockout
-    /// [default: 5].
+    /// Failed password checks of one name (from all sources) before it locks; 0
+    /// disables the account-wide lock [default: 20].
     #[arg(
         long = "lockout-max-failures",
         env = "AUTH_BACKEND_LOCKOUT_MAX_FAILURES",
         value_name = "N"
     )]
     pub max_failures: Option<u32>,
+
+    /// Throttle by source address and per (account, source) (`false` turns it off,
+    /// e.g. for a load test from one address) [default: true].
+    #[arg(long = "throttle", env = "AUTH_BACKEND_THROTTLE", value_name = "BOOL")]
+    pub throttle: Option<bool>,
+
+    /// Front ends trusted to state the end user's address (`ClientInfo.ip`):
+    /// comma-separated IP addresses and/or client certificate names (certificates of
+    /// `auth-backend certs create-client NAME`, checked against
+    /// `--peer-trusted-ca-file`). Everyone else is throttled by connection address.
+    #[arg(
+        long = "trusted-frontends",
+        env = "AUTH_BACKEND_TRUSTED_FRONTENDS",
+        value_name = "LIST"
+    )]
+    pub trusted_frontends: Option<String>,
 }
 
 /// Raft replication: the `[raft]` table. `id`, `peers`, `data_dir` and `peer_listen` are
@@ -302,7 +318,7 @@ layer_fields! {
         signing_key_file, signing_key_id,
     }
     Argon2Settings { memory_kib, iterations, parallelism }
-    LockoutSettings { max_failures }
+    LockoutSettings { max_failures, throttle, trusted_frontends }
     RaftSettings {
         id, peers, data_dir, cluster_id, read_consistency, snapshot_every, logs_to_keep,
         peer_listen, max_snapshot_bytes,
