@@ -9,6 +9,10 @@
 //! - [`RaftStorage`] is that node as a `Storage`: every write is one log entry command
 //!   that the state machine applies to the same `Tables` as `MemoryStorage`, so the
 //!   answers are identical; reads are linearizable by default ([`ReadConsistency`]).
+//! - Time in the log is the leader's: the leader stamps each batch with its clock and
+//!   refuses (or, for session sweeps, bounds) a command whose time differs from it by
+//!   more than [`RaftConfig::max_clock_skew`], so one node's clock cannot expire
+//!   sessions cluster-wide ([`NodeClock`] makes the clock injectable).
 //!
 //! - The peer listener ([`RaftNode::serve_peer`]) speaks mutual TLS: every node holds a
 //!   certificate from the cluster CA naming its id ([`tls`]), and each Raft RPC is
@@ -22,6 +26,8 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+#[cfg(feature = "node")]
+mod clock;
 #[cfg(feature = "node")]
 mod convert;
 #[cfg(feature = "node")]
@@ -50,6 +56,8 @@ mod types;
 
 pub use admin::{AdminError, ClusterAdmin, NodeStatus};
 #[cfg(feature = "node")]
+pub use clock::NodeClock;
+#[cfg(feature = "node")]
 pub use convert::Malformed;
 #[cfg(feature = "node")]
 pub use db::DbError;
@@ -57,8 +65,8 @@ pub use db::DbError;
 pub use log_store::LogStore;
 #[cfg(feature = "node")]
 pub use node::{
-    DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_EVERY,
-    RaftConfig, RaftNode, ReadConsistency, StartError,
+    DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
+    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, StartError,
 };
 #[cfg(feature = "node")]
 pub use service::{AdminGrpc, RaftGrpc};

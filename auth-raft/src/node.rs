@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use auth_proto::v1 as pb;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::transport::Channel;
 
+use crate::clock::{NodeClock, TimeBounds};
 use crate::convert::*;
 use crate::network::Network;
 use crate::snapshot_spool::SnapshotSpool;
@@ -75,6 +76,22 @@ pub struct RaftConfig {
     pub tls: Option<PeerTls>,
     /// Largest snapshot accepted from a leader, in bytes. Default 1 GiB.
     pub max_snapshot_bytes: u64,
+    /// Where this node reads the time: the system clock unless a test injects one.
+    /// While this node leads, its clock is the cluster's: it stamps every proposed
+    /// batch (which ages the de-duplication table) and bounds the time commands carry.
+    pub clock: NodeClock,
+    /// How far the time in a command may differ from the leader's clock. The leader
+    /// checks it before the command enters the log, so that one node's clock cannot
+    /// expire sessions cluster-wide: a session sweep (`delete_expired_sessions`) ahead
+    /// by more is refused, and within the bound never reaches past the leader's clock;
+    /// a rotation or a new session whose time is ahead by more, or behind by more plus
+    /// [`RaftConfig::request_timeout`] (a write's time in transit), is refused. A
+    /// refusal is `StorageError::Unavailable` naming clock skew. Users' times are record
+    /// data and not checked. `None` accepts any time (the proposers' clocks are
+    /// trusted): for tests with synthetic clocks only. Default 2 s
+    /// ([`DEFAULT_MAX_CLOCK_SKEW`]): far above what NTP keeps, far below any token
+    /// lifetime.
+    pub max_clock_skew: Option<Duration>,
 }
 
 /// Default [`RaftConfig::cluster_id`].
@@ -85,6 +102,8 @@ pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
 pub const DEFAULT_LOGS_TO_KEEP: u64 = 1_000;
 /// Default [`RaftConfig::max_snapshot_bytes`].
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Default [`RaftConfig::max_clock_skew`].
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 impl RaftConfig {
     /// A configuration with defaults for everything but identity and placement.
@@ -103,6 +122,8 @@ impl RaftConfig {
             logs_to_keep: DEFAULT_LOGS_TO_KEEP,
             tls: None,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            clock: NodeClock::system(),
+            max_clock_skew: Some(DEFAULT_MAX_CLOCK_SKEW),
         }
     }
 }
@@ -135,6 +156,8 @@ pub(crate) struct NodeShared {
     db: crate::db::Db,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
+    clock: NodeClock,
+    max_clock_skew: Option<Duration>,
     /// Clients of the peers, shared with openraft's network (one connection each).
     network: Network,
     batch_tx: mpsc::Sender<Pending>,
@@ -144,13 +167,6 @@ pub(crate) struct NodeShared {
     pub(crate) snapshots: SnapshotSpool,
     /// Identities of client certificates already seen (DER → identity).
     pub(crate) identities: Mutex<HashMap<Vec<u8>, PeerIdentity>>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn unavailable(m: impl std::fmt::Display) -> StorageError {
@@ -246,6 +262,8 @@ impl RaftNode {
             db,
             read_consistency: cfg.read_consistency,
             request_timeout: cfg.request_timeout,
+            clock: cfg.clock.clone(),
+            max_clock_skew: cfg.max_clock_skew,
             network: network.clone(),
             batch_tx,
             reads: Mutex::new(ReadQueue::default()),
@@ -378,10 +396,12 @@ impl NodeShared {
             let tried = leader.as_ref().map(|(id, _)| *id);
             match leader {
                 Some((_, None)) => {
-                    match tokio::time::timeout(remaining, self.raft.client_write(batch.clone()))
-                        .await
-                    {
-                        Ok(Ok(resp)) => return Ok(resp.data),
+                    let (proposal, refused) = self.bound_times(&batch);
+                    if proposal.commands.is_empty() {
+                        return Ok(merge_refused(pb::BatchResult::default(), refused));
+                    }
+                    match tokio::time::timeout(remaining, self.raft.client_write(proposal)).await {
+                        Ok(Ok(resp)) => return Ok(merge_refused(resp.data, refused)),
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                             last = "leadership moved".into();
                         }
@@ -406,6 +426,39 @@ impl NodeShared {
             self.await_leader_change(tried, attempt, deadline).await;
         }
         Err(unavailable(format!("write not committed in time: {last}")))
+    }
+
+    /// On the leader, just before proposing: the batch as it enters the log (stamped
+    /// with this node's clock, each command's time checked and bounded, see
+    /// [`crate::clock`]) and the results of the commands refused, by position. Every
+    /// write passes here, whether proposed on this node or forwarded to it; the time a
+    /// follower put in the batch is dropped.
+    fn bound_times(
+        &self,
+        batch: &pb::CommandBatch,
+    ) -> (pb::CommandBatch, Vec<(usize, pb::CommandResult)>) {
+        let now_ms = self.clock.now_ms();
+        let bounds = TimeBounds::new(now_ms, self.max_clock_skew, self.request_timeout);
+        let mut proposal = pb::CommandBatch {
+            proposed_at_ms: now_ms,
+            commands: Vec::with_capacity(batch.commands.len()),
+        };
+        let mut refused = Vec::new();
+        let mut first_reason = None;
+        for (i, cmd) in batch.commands.iter().enumerate() {
+            let mut cmd = cmd.clone();
+            match bounds.map_or(Ok(()), |b| b.apply(&mut cmd)) {
+                Ok(()) => proposal.commands.push(cmd),
+                Err(reason) => {
+                    first_reason.get_or_insert_with(|| reason.clone());
+                    refused.push((i, crate::clock::refused(reason)));
+                }
+            }
+        }
+        if let Some(reason) = first_reason {
+            tracing::warn!(refused = refused.len(), %reason, "commands refused");
+        }
+        (proposal, refused)
     }
 
     /// Queues one command for the next batch and waits for its result.
@@ -552,6 +605,33 @@ async fn read_index_loop(shared: Arc<NodeShared>) {
     }
 }
 
+/// The results of a whole batch: those of the proposed commands, in order, with the
+/// refused commands' results put back at their positions. A short `accepted` yields a
+/// short result, which the caller reports as a mismatch.
+fn merge_refused(
+    accepted: pb::BatchResult,
+    refused: Vec<(usize, pb::CommandResult)>,
+) -> pb::BatchResult {
+    if refused.is_empty() {
+        return accepted;
+    }
+    let total = accepted.results.len() + refused.len();
+    let mut accepted = accepted.results.into_iter();
+    let mut refused = refused.into_iter().peekable();
+    let mut results = Vec::with_capacity(total);
+    for i in 0..total {
+        let next = match refused.next_if(|(at, _)| *at == i) {
+            Some((_, r)) => Some(r),
+            None => accepted.next(),
+        };
+        match next {
+            Some(r) => results.push(r),
+            None => break,
+        }
+    }
+    pb::BatchResult { results }
+}
+
 /// Collects queued writes into batches: while up to `MAX_INFLIGHT_BATCHES` batches are
 /// being committed, new writes wait and then go together in one log entry.
 async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
@@ -570,7 +650,8 @@ async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
         let Some(shared) = weak.upgrade() else { break };
         tokio::spawn(async move {
             let batch = pb::CommandBatch {
-                proposed_at_ms: now_ms(),
+                // Informational only: the leader stamps its own clock when it proposes.
+                proposed_at_ms: shared.clock.now_ms(),
                 commands: pending.iter().map(|p| p.cmd.clone()).collect(),
             };
             let result = shared.submit(batch).await;

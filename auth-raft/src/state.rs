@@ -18,8 +18,9 @@ use prost::Message;
 
 use crate::types::{LogId, StoredMembership};
 
-/// How long a request id is remembered (by proposer clock). Retries come within the
-/// client's request timeout, seconds; this leaves a wide margin.
+/// How long a request id is remembered, by the leader's clock (the batch's
+/// `proposed_at_ms`, which the leader stamps: a follower's clock never ages the table).
+/// Retries come within the client's request timeout, seconds; this leaves a wide margin.
 pub(crate) const DEDUP_WINDOW_MS: i64 = 120_000;
 /// Upper bound on remembered request ids, whatever the window.
 pub(crate) const DEDUP_MAX: usize = 200_000;
@@ -32,7 +33,7 @@ pub(crate) struct SmState {
     pub membership: StoredMembership,
     dedup: HashMap<Vec<u8>, (i64, pb::CommandResult)>,
     dedup_order: VecDeque<(i64, Vec<u8>)>,
-    /// The latest proposer clock seen; only ever grows.
+    /// The latest leader clock seen (`proposed_at_ms`); only ever grows.
     clock_ms: i64,
 }
 
@@ -270,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn dedup_entries_expire_by_proposer_clock() {
+    fn dedup_entries_expire_by_the_batch_clock() {
         let mut s = SmState::default();
         s.apply_batch(&pb::CommandBatch {
             proposed_at_ms: 0,
