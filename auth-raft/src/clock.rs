@@ -110,7 +110,10 @@ fn command_time(op: &mut Op) -> Option<(&mut i64, TimeRule)> {
         Op::DeleteExpired(d) => Some((&mut d.now_ms, TimeRule::CutOff)),
         Op::RotateRefresh(r) => Some((&mut r.now_ms, TimeRule::Now)),
         Op::CreateSession(s) => Some((&mut s.created_at_ms, TimeRule::Now)),
-        Op::CreateUser(_)
+        // A time ahead would end locks early (a bypass); behind would lengthen them.
+        Op::ReserveLogin(r) => Some((&mut r.now_ms, TimeRule::Now)),
+        Op::SettleLogin(_)
+        | Op::CreateUser(_)
         | Op::UpdateUser(_)
         | Op::DeleteUser(_)
         | Op::DeleteSession(_)

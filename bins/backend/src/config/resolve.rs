@@ -245,6 +245,9 @@ impl Settings {
         let mut rc = RaftConfig::new(id, addr, data_dir);
         rc.initial_members = peers;
         set(&mut rc.max_snapshot_bytes, &r.max_snapshot_bytes);
+        if let Some(skew) = r.max_clock_skew {
+            rc.max_clock_skew = (!skew.is_zero()).then_some(skew);
+        }
         rc.tls = match (
             self.insecure(),
             &t.peer_cert_file,

@@ -240,6 +240,12 @@ pub struct RaftSettings {
     /// Raft: largest snapshot accepted from a leader, in bytes [default: 1 GiB].
     #[arg(long, env = "AUTH_BACKEND_MAX_SNAPSHOT_BYTES", value_name = "BYTES")]
     pub max_snapshot_bytes: Option<u64>,
+
+    /// Raft: how far a proposing node's clock may differ from the leader's before its
+    /// timed writes are refused; `0` turns the bound off [default: 2s].
+    #[arg(long, env = "AUTH_BACKEND_MAX_CLOCK_SKEW", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_clock_skew: Option<Duration>,
 }
 
 /// TLS for the client listener and for peer traffic: the `[tls]` table.
@@ -321,7 +327,7 @@ layer_fields! {
     LockoutSettings { max_failures, throttle, trusted_frontends }
     RaftSettings {
         id, peers, data_dir, cluster_id, read_consistency, snapshot_every, logs_to_keep,
-        peer_listen, max_snapshot_bytes,
+        peer_listen, max_snapshot_bytes, max_clock_skew,
     }
     TlsSettings { cert, key, peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure }
 }

@@ -107,6 +107,43 @@ fn raft_defaults_are_the_libraries() {
     assert_eq!(rc.logs_to_keep, d.logs_to_keep);
     assert_eq!(rc.read_consistency, d.read_consistency);
     assert_eq!(rc.initial_members.len(), 1);
+    assert_eq!(rc.max_clock_skew, d.max_clock_skew);
+
+    // --max-clock-skew sets the bound; 0 turns it off.
+    let mut s = s;
+    s.raft.max_clock_skew = Some(Duration::from_millis(500));
+    let rc = s.raft_config().unwrap().unwrap();
+    assert_eq!(rc.max_clock_skew, Some(Duration::from_millis(500)));
+    s.raft.max_clock_skew = Some(Duration::ZERO);
+    assert_eq!(s.raft_config().unwrap().unwrap().max_clock_skew, None);
+}
+
+#[test]
+fn throttling_and_trusted_front_ends_come_from_flags() {
+    let s = args(&[]);
+    let c = s.auth_config().unwrap();
+    assert_eq!(c.throttle, auth_core::ThrottlePolicy::default());
+    assert!(s.frontend_trust().addrs.is_empty() && s.frontend_trust().names.is_empty());
+    let s = args(&[
+        "--throttle",
+        "false",
+        "--trusted-frontends",
+        "10.0.0.7, web ,::1",
+    ]);
+    assert_eq!(
+        s.auth_config().unwrap().throttle,
+        auth_core::ThrottlePolicy::disabled()
+    );
+    let t = s.frontend_trust();
+    assert_eq!(
+        t.addrs,
+        vec![
+            "10.0.0.7".parse::<std::net::IpAddr>().unwrap(),
+            "::1".parse().unwrap()
+        ]
+    );
+    assert_eq!(t.names, vec!["web".to_owned()]);
+    assert_eq!(s.server_options().frontends.names, vec!["web".to_owned()]);
 }
 
 #[test]
