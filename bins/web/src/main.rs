@@ -141,6 +141,9 @@ fn backend_tls(args: &Args) -> Result<Option<ClientTls>, Box<dyn std::error::Err
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Installed now, not when first polled: a SIGTERM that arrives while the files are
+    // read or the backends dialled must stop us gracefully, not kill us.
+    let shutdown = auth_backend::signal::shutdown_signal()?;
     // Every file is checked before anything listens or connects.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig::from_files(cert, key)?),
@@ -174,11 +177,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match tls {
         Some(tls) => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening (HTTPS)");
-            serve_tls(listener, app, tls, shutdown_signal()).await?;
+            serve_tls(listener, app, tls, shutdown).await?;
         }
         None => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening");
-            serve(listener, app, shutdown_signal()).await?;
+            serve(listener, app, shutdown).await?;
         }
     }
 
@@ -187,33 +190,4 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("auth-web stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
-    }
 }
