@@ -22,8 +22,10 @@ pub(crate) enum WebError {
     BadRequest(Cow<'static, str>),
     /// The body is not the JSON the route expects.
     InvalidJson(String),
-    /// The form's CSRF token is missing or does not match the cookie.
-    Csrf,
+    /// The form's CSRF token is missing or not the visitor's, or the browser says the
+    /// post comes from another origin. Carries cookies to send anyway (a token pair
+    /// refreshed while finding out who the visitor is).
+    Csrf(SetCookies),
     /// The body is larger than `WebConfig::max_body_bytes`.
     PayloadTooLarge,
     /// The body has the wrong `Content-Type`; the field says which one is expected.
@@ -131,7 +133,7 @@ impl WebError {
         match self {
             WebError::Auth(e) => auth_status(e),
             WebError::BadRequest(_) | WebError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            WebError::Csrf => StatusCode::FORBIDDEN,
+            WebError::Csrf(_) => StatusCode::FORBIDDEN,
             WebError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::NotFound => StatusCode::NOT_FOUND,
@@ -146,7 +148,7 @@ impl WebError {
             WebError::Auth(e) => e.code(),
             WebError::BadRequest(_) => "invalid_argument",
             WebError::InvalidJson(_) => "invalid_json",
-            WebError::Csrf => "csrf",
+            WebError::Csrf(_) => "csrf",
             WebError::PayloadTooLarge => "payload_too_large",
             WebError::UnsupportedMediaType(_) => "unsupported_media_type",
             WebError::NotFound => "not_found",
@@ -161,7 +163,7 @@ impl WebError {
             WebError::Auth(e) => auth_message(e),
             WebError::BadRequest(m) => m.to_string(),
             WebError::InvalidJson(m) => format!("The body is not valid JSON for this route: {m}."),
-            WebError::Csrf => {
+            WebError::Csrf(_) => {
                 "The form has expired or did not come from this site. Go back, reload the page and try again."
                     .into()
             }
@@ -275,10 +277,14 @@ impl<E: Into<WebError>> From<E> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let mut e = self.0;
         if let WebError::SignIn(cookies) = e {
             return (cookies, Redirect::to("/login")).into_response();
         }
+        let cookies = match &mut e {
+            WebError::Csrf(cookies) => std::mem::take(cookies),
+            _ => SetCookies::default(),
+        };
         e.log();
         let status = e.status();
         let page = ErrorPage {
@@ -289,10 +295,10 @@ impl IntoResponse for PageError {
             notice: None,
         };
         let resp = match askama::Template::render(&page) {
-            Ok(html) => (status, Html(html)).into_response(),
+            Ok(html) => (status, cookies, Html(html)).into_response(),
             Err(err) => {
                 tracing::error!(error = %err, "error page failed to render");
-                (status, e.message()).into_response()
+                (status, cookies, e.message()).into_response()
             }
         };
         with_retry_after(resp, e.retry_after())
