@@ -78,32 +78,7 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// A future that resolves on the first SIGINT or SIGTERM.
-///
-/// The handlers are installed when this function returns, not when the future is first
-/// polled, so a signal that arrives before serving starts is not lost (and does not kill
-/// the process with the default action).
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("Ctrl-C received");
-        })
-    }
-}
+pub use crate::signal::shutdown_signal;
 
 /// Builds the auth service, binds [`Settings::listen`], calls `on_listening` with the
 /// bound address, and serves until `shutdown` resolves. Then it stops accepting, lets

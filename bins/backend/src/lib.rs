@@ -7,6 +7,7 @@
 //! - [`status`]: the single mapping between `AuthError` and `tonic::Status`.
 //! - [`config`] and [`app`]: the `auth-backend` binary (flags, TOML file, logging,
 //!   signals), as testable library code; [`cluster`] and [`certs`], its other commands.
+//! - [`signal`]: the SIGINT/SIGTERM future both binaries stop on (any features).
 //!
 //! Features: `client` (`RemoteAuth` only: what a front end such as `auth-web` or
 //! `authctl` needs; it does not compile openraft or redb) and `server` (everything
@@ -28,6 +29,7 @@ pub mod config;
 pub mod duration;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod signal;
 pub mod status;
 
 #[cfg(feature = "client")]

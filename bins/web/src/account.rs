@@ -13,14 +13,13 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
-use axum_extra::extract::CookieJar;
 
 use crate::AppState;
 use crate::csrf;
 use crate::errors::{WebError, auth_message, auth_status, with_retry_after};
-use crate::extract::CsrfForm;
+use crate::extract::{CsrfForm, FormData};
 use crate::pages::{PageResult, html, notice};
-use crate::session::{SetCookies, SignedIn, require};
+use crate::session::{Browser, CookieNames, SetCookies, SignedIn, require, signed_in};
 use crate::templates::{AccountForm, AccountPage, Nav, SessionRow, format_time};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -66,7 +65,7 @@ fn session_gone(e: &AuthError) -> bool {
 /// Renders the account page for `me`, with `problem` shown on its form.
 async fn render(
     state: &AppState,
-    jar: &CookieJar,
+    names: &CookieNames,
     mut cookies: SetCookies,
     me: &SignedIn,
     notice: Option<&'static str>,
@@ -78,7 +77,7 @@ async fn render(
     let list = match state.api.list_sessions(req).await {
         Ok(list) => list,
         Err(e) if session_gone(&e) => {
-            cookies.clear_tokens(state);
+            cookies.clear_tokens(names);
             return Err(WebError::SignIn(cookies).into());
         }
         Err(e) => return Err(e.into()),
@@ -101,7 +100,7 @@ async fn render(
         };
         *slot = Some(p.message);
     }
-    let csrf = csrf::token_for_page(state, jar, &mut cookies);
+    let csrf = csrf::for_session(state, me);
     let page = AccountPage {
         title: "Your account".into(),
         nav: Nav {
@@ -125,14 +124,14 @@ async fn render(
 /// gone, the problem on the form if the visitor can fix it, an error page otherwise.
 async fn failed(
     state: &AppState,
-    jar: &CookieJar,
+    names: &CookieNames,
     mut cookies: SetCookies,
     me: &SignedIn,
     form: AccountForm,
     e: AuthError,
 ) -> PageResult {
     if session_gone(&e) {
-        cookies.clear_tokens(state);
+        cookies.clear_tokens(names);
         return Err(WebError::SignIn(cookies).into());
     }
     if !auth_status(&e).is_client_error() {
@@ -144,22 +143,28 @@ async fn failed(
         message: auth_message(&e),
         wait: e.retry_after(),
     };
-    render(state, jar, cookies, me, None, Some(problem)).await
+    render(state, names, cookies, me, None, Some(problem)).await
 }
 
-async fn show(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
+async fn show(State(state): State<AppState>, browser: Browser, uri: Uri) -> PageResult {
     let mut cookies = SetCookies::default();
-    let me = require(&state, &jar, &mut cookies).await?;
-    render(&state, &jar, cookies, &me, notice(&uri), None).await
+    let me = require(&state, &browser, &mut cookies).await?;
+    render(&state, &browser.names, cookies, &me, notice(&uri), None).await
 }
 
-async fn change_password(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    CsrfForm(form): CsrfForm,
-) -> PageResult {
-    let mut cookies = SetCookies::default();
-    let me = require(&state, &jar, &mut cookies).await?;
+/// The signed-in user behind a checked form, the cookie names of the request and the
+/// cookies to send back.
+fn signed_in_post(
+    post: CsrfForm,
+) -> Result<(SignedIn, FormData, CookieNames, SetCookies), WebError> {
+    let mut cookies = post.cookies;
+    let me = signed_in(post.visitor, &mut cookies)?;
+    Ok((me, post.form, post.browser.names, cookies))
+}
+
+async fn change_password(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let client = post.browser.client.info();
+    let (me, form, names, cookies) = signed_in_post(post)?;
     let fields = form
         .required("current_password", "Current password")
         .and_then(|c| Ok((c, form.required("new_password", "New password")?)));
@@ -167,36 +172,34 @@ async fn change_password(
         Ok(f) => f,
         Err(message) => {
             let problem = Problem::invalid(AccountForm::Password, message);
-            return render(&state, &jar, cookies, &me, None, Some(problem)).await;
+            return render(&state, &names, cookies, &me, None, Some(problem)).await;
         }
     };
     let req = ChangePasswordRequest {
         access_token: me.access_token.clone(),
         current_password: current.to_owned(),
         new_password: new.to_owned(),
-        client: None,
+        client: Some(client),
     };
     match state.api.change_password(req).await {
         Ok(_) => Ok((cookies, Redirect::to("/account?notice=password_changed")).into_response()),
-        Err(e) => failed(&state, &jar, cookies, &me, AccountForm::Password, e).await,
+        Err(e) => failed(&state, &names, cookies, &me, AccountForm::Password, e).await,
     }
 }
 
 async fn revoke_session(
     State(state): State<AppState>,
-    jar: CookieJar,
     Path(id): Path<String>,
-    _: CsrfForm,
+    post: CsrfForm,
 ) -> PageResult {
-    let mut cookies = SetCookies::default();
-    let me = require(&state, &jar, &mut cookies).await?;
+    let (me, _, names, mut cookies) = signed_in_post(post)?;
     let req = RevokeSessionRequest {
         access_token: me.access_token.clone(),
         session_id: id.clone(),
     };
     match state.api.revoke_session(req).await {
         Ok(_) if id == me.me.session_id => {
-            cookies.clear_tokens(&state);
+            cookies.clear_tokens(&names);
             Ok((cookies, Redirect::to("/login?notice=signed_out")).into_response())
         }
         Ok(_) => Ok((cookies, Redirect::to("/account?notice=session_revoked")).into_response()),
@@ -208,40 +211,34 @@ async fn revoke_session(
                     "That session does not exist or has already ended.".into(),
                 )
             };
-            render(&state, &jar, cookies, &me, None, Some(problem)).await
+            render(&state, &names, cookies, &me, None, Some(problem)).await
         }
-        Err(e) => failed(&state, &jar, cookies, &me, AccountForm::Sessions, e).await,
+        Err(e) => failed(&state, &names, cookies, &me, AccountForm::Sessions, e).await,
     }
 }
 
-async fn logout_all(State(state): State<AppState>, jar: CookieJar, _: CsrfForm) -> PageResult {
-    let mut cookies = SetCookies::default();
-    let me = require(&state, &jar, &mut cookies).await?;
+async fn logout_all(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let (me, _, names, mut cookies) = signed_in_post(post)?;
     let req = LogoutAllRequest {
         access_token: me.access_token.clone(),
     };
     match state.api.logout_all(req).await {
         Ok(_) => {
-            cookies.clear_tokens(&state);
+            cookies.clear_tokens(&names);
             let to = "/login?notice=signed_out_everywhere";
             Ok((cookies, Redirect::to(to)).into_response())
         }
-        Err(e) => failed(&state, &jar, cookies, &me, AccountForm::Sessions, e).await,
+        Err(e) => failed(&state, &names, cookies, &me, AccountForm::Sessions, e).await,
     }
 }
 
-async fn delete_account(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    CsrfForm(form): CsrfForm,
-) -> PageResult {
-    let mut cookies = SetCookies::default();
-    let me = require(&state, &jar, &mut cookies).await?;
+async fn delete_account(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let (me, form, names, mut cookies) = signed_in_post(post)?;
     let password = match form.required("password", "Password") {
         Ok(p) => p.to_owned(),
         Err(message) => {
             let problem = Problem::invalid(AccountForm::Delete, message);
-            return render(&state, &jar, cookies, &me, None, Some(problem)).await;
+            return render(&state, &names, cookies, &me, None, Some(problem)).await;
         }
     };
     let req = DeleteUserRequest {
@@ -250,9 +247,9 @@ async fn delete_account(
     };
     match state.api.delete_user(req).await {
         Ok(_) => {
-            cookies.clear_tokens(&state);
+            cookies.clear_tokens(&names);
             Ok((cookies, Redirect::to("/?notice=account_deleted")).into_response())
         }
-        Err(e) => failed(&state, &jar, cookies, &me, AccountForm::Delete, e).await,
+        Err(e) => failed(&state, &names, cookies, &me, AccountForm::Delete, e).await,
     }
 }

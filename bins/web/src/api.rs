@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::client::ClientMeta;
 use crate::errors::ApiError;
-use crate::extract::{ClientMeta, JsonBody, OptionalJson};
+use crate::extract::{JsonBody, OptionalJson};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -119,6 +120,7 @@ fn missing(what: &str) -> AuthError {
 
 async fn register(
     State(state): State<AppState>,
+    client: ClientMeta,
     JsonBody(body): JsonBody<Credentials>,
 ) -> ApiResult {
     let resp = state
@@ -126,7 +128,7 @@ async fn register(
         .register(RegisterRequest {
             username: body.username,
             password: body.password,
-            client: None,
+            client: Some(client.info()),
         })
         .await?;
     let user = resp.user.ok_or_else(|| missing("a user"))?;
@@ -153,11 +155,12 @@ async fn login(
 
 async fn refresh(
     State(state): State<AppState>,
+    client: ClientMeta,
     JsonBody(body): JsonBody<RefreshBody>,
 ) -> ApiResult {
     let req = RefreshRequest {
         refresh_token: body.refresh_token,
-        client: None,
+        client: Some(client.info()),
     };
     let tokens = state
         .api

@@ -22,8 +22,10 @@ pub(crate) enum WebError {
     BadRequest(Cow<'static, str>),
     /// The body is not the JSON the route expects.
     InvalidJson(String),
-    /// The form's CSRF token is missing or does not match the cookie.
-    Csrf,
+    /// The form's CSRF token is missing or not the visitor's, or the browser says the
+    /// post comes from another origin. Carries cookies to send anyway (a token pair
+    /// refreshed while finding out who the visitor is).
+    Csrf(SetCookies),
     /// The body is larger than `WebConfig::max_body_bytes`.
     PayloadTooLarge,
     /// The body has the wrong `Content-Type`; the field says which one is expected.
@@ -61,9 +63,11 @@ pub(crate) fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::TokenExpired
         | AuthError::SessionEnded
         | AuthError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
-        AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::Locked { .. } | AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         AuthError::NotFound => StatusCode::NOT_FOUND,
-        AuthError::Stopped | AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::Stopped | AuthError::Unavailable(_) | AuthError::Overloaded { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -87,30 +91,39 @@ pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// A message for people; for auth errors it is the error's text, except where that
-/// would be unhelpful or reveal internals.
+/// `text` as a sentence: first letter upper case, a full stop at the end.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+/// A message for people on the pages. Built only from fixed text and
+/// [`AuthError::public_message`] (which carries the policy rule for invalid input),
+/// never from the error's `Display`, which may hold internal detail.
 pub(crate) fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::Locked { retry_after } => format!(
             "Too many failed attempts. Try again in {} s.",
             retry_after_secs(*retry_after).max(1)
         ),
+        AuthError::RateLimited { retry_after } => format!(
+            "Too many requests from your network. Try again in {} s.",
+            retry_after_secs(*retry_after).max(1)
+        ),
         AuthError::InvalidCredentials => "Wrong username or password.".into(),
         AuthError::UserExists => "That username is taken.".into(),
-        AuthError::InvalidUsername(why) => format!("Invalid username: {why}."),
-        AuthError::InvalidPassword(why) => format!("Invalid password: {why}."),
-        AuthError::Stopped | AuthError::Unavailable(_) => {
+        AuthError::Stopped | AuthError::Unavailable(_) | AuthError::Overloaded { .. } => {
             "The service is temporarily unavailable. Please try again shortly.".into()
         }
-        AuthError::InvalidConfig(_) | AuthError::Internal(_) => "Something went wrong.".into(),
-        other => {
-            let text = other.to_string();
-            let mut chars = text.chars();
-            match chars.next() {
-                Some(first) => first.to_uppercase().chain(chars).collect(),
-                None => text,
-            }
-        }
+        e if e.is_internal() => "Something went wrong.".into(),
+        other => sentence(&other.public_message()),
     }
 }
 
@@ -120,7 +133,7 @@ impl WebError {
         match self {
             WebError::Auth(e) => auth_status(e),
             WebError::BadRequest(_) | WebError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            WebError::Csrf => StatusCode::FORBIDDEN,
+            WebError::Csrf(_) => StatusCode::FORBIDDEN,
             WebError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::NotFound => StatusCode::NOT_FOUND,
@@ -135,7 +148,7 @@ impl WebError {
             WebError::Auth(e) => e.code(),
             WebError::BadRequest(_) => "invalid_argument",
             WebError::InvalidJson(_) => "invalid_json",
-            WebError::Csrf => "csrf",
+            WebError::Csrf(_) => "csrf",
             WebError::PayloadTooLarge => "payload_too_large",
             WebError::UnsupportedMediaType(_) => "unsupported_media_type",
             WebError::NotFound => "not_found",
@@ -144,13 +157,13 @@ impl WebError {
         }
     }
 
-    /// A message for people.
+    /// A message for people (see [`auth_message`]).
     pub(crate) fn message(&self) -> String {
         match self {
             WebError::Auth(e) => auth_message(e),
             WebError::BadRequest(m) => m.to_string(),
             WebError::InvalidJson(m) => format!("The body is not valid JSON for this route: {m}."),
-            WebError::Csrf => {
+            WebError::Csrf(_) => {
                 "The form has expired or did not come from this site. Go back, reload the page and try again."
                     .into()
             }
@@ -164,7 +177,7 @@ impl WebError {
         }
     }
 
-    /// For a lockout, how long to wait.
+    /// For a lockout, a rate limit or an overload, how long to wait.
     fn retry_after(&self) -> Option<Duration> {
         match self {
             WebError::Auth(e) => e.retry_after(),
@@ -172,11 +185,15 @@ impl WebError {
         }
     }
 
-    /// Logs server-side failures (never the user's input).
+    /// Logs server-side failures (never the user's input). The detail of internal
+    /// errors goes here and only here: responses carry the code and a fixed text.
     fn log(&self) {
         match self {
-            WebError::Auth(e) if auth_status(e).is_server_error() => {
-                tracing::warn!(code = e.code(), error = %e, "auth backend error");
+            WebError::Auth(e) if e.is_internal() => {
+                tracing::warn!(code = e.code(), error = %e, "auth service error");
+            }
+            WebError::Auth(e @ (AuthError::Overloaded { .. } | AuthError::Stopped)) => {
+                tracing::info!(code = e.code(), "auth service shed the request");
             }
             WebError::Render(e) => tracing::error!(error = %e, "template rendering failed"),
             _ => {}
@@ -219,7 +236,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
         e.log();
-        let message = e.message();
+        // API clients get the same text as gRPC clients for auth errors.
+        let message = match &e {
+            WebError::Auth(auth) => auth.public_message().into_owned(),
+            other => other.message(),
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: e.code(),
@@ -256,10 +277,14 @@ impl<E: Into<WebError>> From<E> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let mut e = self.0;
         if let WebError::SignIn(cookies) = e {
             return (cookies, Redirect::to("/login")).into_response();
         }
+        let cookies = match &mut e {
+            WebError::Csrf(cookies) => std::mem::take(cookies),
+            _ => SetCookies::default(),
+        };
         e.log();
         let status = e.status();
         let page = ErrorPage {
@@ -270,10 +295,10 @@ impl IntoResponse for PageError {
             notice: None,
         };
         let resp = match askama::Template::render(&page) {
-            Ok(html) => (status, Html(html)).into_response(),
+            Ok(html) => (status, cookies, Html(html)).into_response(),
             Err(err) => {
                 tracing::error!(error = %err, "error page failed to render");
-                (status, e.message()).into_response()
+                (status, cookies, e.message()).into_response()
             }
         };
         with_retry_after(resp, e.retry_after())
@@ -302,8 +327,20 @@ mod tests {
                 },
                 429,
             ),
+            (
+                AuthError::RateLimited {
+                    retry_after: Duration::from_secs(3),
+                },
+                429,
+            ),
             (AuthError::NotFound, 404),
             (AuthError::Stopped, 503),
+            (
+                AuthError::Overloaded {
+                    retry_after: Duration::from_secs(3),
+                },
+                503,
+            ),
             (AuthError::Unavailable("down".into()), 503),
             (AuthError::Internal("bug".into()), 500),
             (AuthError::InvalidConfig("bad".into()), 500),
@@ -327,6 +364,89 @@ mod tests {
         let resp = ApiError::from(e).into_response();
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "30");
+    }
+
+    async fn body_text(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 body")
+    }
+
+    /// Both surfaces, as the client sees them: (status, Retry-After, body).
+    async fn rendered(e: AuthError) -> [(StatusCode, Option<String>, String); 2] {
+        let mut out = Vec::new();
+        for resp in [
+            ApiError::from(e.clone()).into_response(),
+            PageError::from(e.clone()).into_response(),
+        ] {
+            let status = resp.status();
+            let wait = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().expect("ASCII").to_owned());
+            out.push((status, wait, body_text(resp).await));
+        }
+        out.try_into().expect("two surfaces")
+    }
+
+    #[tokio::test]
+    async fn rate_limited_is_429_and_overloaded_503_with_retry_after_on_both_surfaces() {
+        let limited = AuthError::RateLimited {
+            retry_after: Duration::from_millis(4_200),
+        };
+        let [(status, wait, json), (page_status, page_wait, html)] = rendered(limited).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(page_status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(wait.as_deref(), Some("5"));
+        assert_eq!(page_wait.as_deref(), Some("5"));
+        let json: serde_json::Value = serde_json::from_str(&json).expect("JSON body");
+        assert_eq!(json["error"]["code"], "rate_limited");
+        assert_eq!(json["error"]["message"], "too many requests; retry in 5s");
+        assert!(html.contains("Try again in 5 s."), "{html}");
+
+        let overloaded = AuthError::Overloaded {
+            retry_after: Duration::from_secs(2),
+        };
+        let [(status, wait, json), (page_status, page_wait, html)] = rendered(overloaded).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(page_status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(wait.as_deref(), Some("2"));
+        assert_eq!(page_wait.as_deref(), Some("2"));
+        let json: serde_json::Value = serde_json::from_str(&json).expect("JSON body");
+        assert_eq!(json["error"]["code"], "overloaded");
+        assert!(html.contains("temporarily unavailable"), "{html}");
+
+        // Errors that do not wait carry no Retry-After.
+        let [(_, wait, _), (_, page_wait, _)] = rendered(AuthError::Unavailable("x".into())).await;
+        assert_eq!((wait, page_wait), (None, None));
+    }
+
+    #[tokio::test]
+    async fn bodies_carry_the_public_message_never_the_internal_detail() {
+        let secret_detail = "node 3 at 10.0.0.3:7001 said: row u-42 corrupt";
+        for e in [
+            AuthError::Internal(secret_detail.into()),
+            AuthError::Unavailable(secret_detail.into()),
+            AuthError::InvalidConfig(secret_detail.into()),
+        ] {
+            let code = e.code();
+            let public = e.public_message().into_owned();
+            let [(_, _, json), (_, _, html)] = rendered(e).await;
+            for body in [&json, &html] {
+                assert!(!body.contains("10.0.0.3"), "{body}");
+                assert!(!body.contains("u-42"), "{body}");
+            }
+            let json: serde_json::Value = serde_json::from_str(&json).expect("JSON body");
+            assert_eq!(json["error"]["code"], code);
+            assert_eq!(json["error"]["message"], public.as_str());
+        }
+        // Policy errors keep their rule: it is what the user must fix.
+        let e = AuthError::InvalidPassword("too short".into());
+        assert_eq!(auth_message(&e), "Invalid password: too short.");
+        let [(_, _, json), (_, _, html)] = rendered(e).await;
+        assert!(json.contains("invalid password: too short"), "{json}");
+        assert!(html.contains("Invalid password: too short."), "{html}");
     }
 
     #[test]

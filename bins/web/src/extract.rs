@@ -1,58 +1,18 @@
-//! Request extractors that apply the site's input rules: who the client is, and form
-//! and JSON bodies with content-type, size, UTF-8 and CSRF checks. Every bad input
-//! becomes a typed [`WebError`], never a panic.
+//! Request extractors that apply the site's input rules: form and JSON bodies with
+//! content-type, size, UTF-8 and CSRF checks. Every bad input becomes a typed
+//! [`WebError`], never a panic.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 
-use auth_core::api::ClientInfo;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum_extra::extract::CookieJar;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::csrf;
 use crate::errors::{ApiError, PageError, WebError};
-
-/// Where a request comes from: its `User-Agent` and the peer address.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ClientMeta {
-    user_agent: String,
-    ip: String,
-}
-
-impl ClientMeta {
-    /// As the core's `ClientInfo`, for login.
-    pub(crate) fn info(&self) -> ClientInfo {
-        ClientInfo {
-            user_agent: self.user_agent.clone(),
-            ip: self.ip.clone(),
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        // Present when served with `into_make_service_with_connect_info::<SocketAddr>()`.
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_default();
-        Ok(Self { user_agent, ip })
-    }
-}
+use crate::session::{Browser, SetCookies, Visitor, resolve};
 
 /// True if the `Content-Type` is `expected` (parameters such as `charset` allowed).
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
@@ -163,10 +123,21 @@ fn decode(raw: &[u8]) -> Result<String, WebError> {
     })
 }
 
-/// A form POST that passed the CSRF check: `application/x-www-form-urlencoded` (else
-/// 415), within the size limit (else 413), valid UTF-8 (else 400), with a `csrf` field
-/// matching the cookie (else 403).
-pub(crate) struct CsrfForm(pub(crate) FormData);
+/// A form POST that passed the CSRF checks: `application/x-www-form-urlencoded`
+/// (else 415), not marked cross-origin by the browser (else 403), within the size limit
+/// (else 413), valid UTF-8 (else 400), with a `csrf` field that is the token of the
+/// visitor's own session or pre-session (else 403). See `csrf.rs`.
+///
+/// It carries who the visitor turned out to be, so handlers do not ask the auth
+/// service again.
+pub(crate) struct CsrfForm {
+    pub(crate) form: FormData,
+    pub(crate) browser: Browser,
+    pub(crate) visitor: Visitor,
+    /// Cookies to send back whatever the handler does: a refreshed token pair, or stale
+    /// ones cleared.
+    pub(crate) cookies: SetCookies,
+}
 
 impl FromRequest<AppState> for CsrfForm {
     type Rejection = PageError;
@@ -175,13 +146,30 @@ impl FromRequest<AppState> for CsrfForm {
         if !content_type_is(req.headers(), "application/x-www-form-urlencoded") {
             return Err(WebError::UnsupportedMediaType("application/x-www-form-urlencoded").into());
         }
-        let jar = CookieJar::from_headers(req.headers());
-        let body = read_body(req, state).await?;
-        let form = FormData::parse(&body)?;
-        if !csrf::verify(state, &jar, form.get(csrf::FIELD)) {
-            return Err(WebError::Csrf.into());
+        let (mut parts, body) = req.into_parts();
+        let browser = match Browser::from_request_parts(&mut parts, state).await {
+            Ok(b) => b,
+            Err(never) => match never {},
+        };
+        // Cheap, and before anything is asked of the auth service.
+        if csrf::cross_origin(state.config.public_url.as_ref(), &parts.headers) {
+            return Err(WebError::Csrf(SetCookies::default()).into());
         }
-        Ok(Self(form))
+        let body = read_body(Request::from_parts(parts, body), state).await?;
+        let form = FormData::parse(&body)?;
+        let mut cookies = SetCookies::default();
+        let visitor = resolve(state, &browser, &mut cookies).await?;
+        if !csrf::verify(state, &browser, &visitor, form.get(csrf::FIELD)) {
+            // A refreshed token pair must still reach the browser: its old refresh
+            // token is spent.
+            return Err(WebError::Csrf(cookies).into());
+        }
+        Ok(Self {
+            form,
+            browser,
+            visitor,
+            cookies,
+        })
     }
 }
 

@@ -20,23 +20,33 @@
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /static/style.css` | the stylesheet |
 //!
-//! Tokens live in `HttpOnly`, `SameSite=Lax` cookies (`Secure` with the `__Host-`
-//! prefix when [`WebConfig::secure_cookies`] is on); an expired access token is
-//! refreshed transparently from the refresh cookie. Every form carries a CSRF token
-//! checked against a `SameSite=Strict` cookie.
+//! Tokens live in `HttpOnly`, `SameSite=Lax` cookies, `Secure` with the `__Host-`
+//! prefix whenever the site is reached over HTTPS ([`serve_tls`], an `https://`
+//! [`WebConfig::public_url`], or [`WebConfig::secure_cookies`]); an expired access
+//! token is refreshed transparently from the refresh cookie. Every form carries a CSRF
+//! token bound to the visitor's session (or, before login, to a pre-session cookie),
+//! so it rotates at login and logout and is worth nothing with another browser's
+//! cookies; form posts that the browser marks as cross-origin are refused as well.
+//!
+//! **Client address**: the TCP peer's, or, when the peer is one of
+//! [`WebConfig::trusted_proxies`], the rightmost `X-Forwarded-For` hop that is not a
+//! trusted proxy. It goes to the core, with the `User-Agent`, on every register,
+//! login, refresh and password change (for throttling and the session list).
 //!
 //! **JSON API** (`application/json` in and out, bearer tokens, no cookies):
 //! `POST /api/v1/register`, `POST /api/v1/login`, `POST /api/v1/refresh`,
 //! `POST /api/v1/logout`, `GET /api/v1/me`. Errors are
 //! `{"error":{"code":"…","message":"…"}}` with the code from [`auth_core::AuthError`]
 //! (or `invalid_json`, `csrf`, `payload_too_large`, `unsupported_media_type`,
-//! `not_found`) and a matching status: 400, 401, 403, 404, 409, 413, 415, 429 (with
-//! `Retry-After`), 503 when the auth service is unavailable, 500.
+//! `not_found`) and a matching status: 400, 401, 403, 404, 409, 413, 415, 429
+//! (`locked`, `rate_limited`; with `Retry-After`), 503 when the auth service is
+//! unavailable or overloaded (`overloaded` with `Retry-After`), 500. Messages are
+//! [`AuthError::public_message`](auth_core::AuthError::public_message) or fixed
+//! text: the detail of internal errors is logged, never sent.
 //!
-//! **HTTPS**: [`serve_tls`] serves the same router over TLS ([`TlsConfig`], rustls) and
-//! adds `Strict-Transport-Security` ([`HSTS`]) to every response; build the router with
-//! [`WebConfig::secure_cookies`] on. The `auth-web` binary does both with `--tls-cert`
-//! and `--tls-key`.
+//! **HTTPS**: [`serve_tls`] serves the same router over TLS ([`TlsConfig`], rustls),
+//! adds `Strict-Transport-Security` ([`HSTS`]) to every response and makes every
+//! cookie secure. The `auth-web` binary does it with `--tls-cert` and `--tls-key`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -55,6 +65,8 @@
 
 mod account;
 mod api;
+mod client;
+mod config;
 mod csrf;
 mod errors;
 mod extract;
@@ -77,32 +89,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::session::CookieNames;
+pub use crate::config::{CsrfKey, DEFAULT_MAX_BODY_BYTES, PublicUrl, TrustedProxy, WebConfig};
 pub use crate::tls::{HSTS, TlsConfig};
-
-/// Default request body limit: 16 KiB (credentials and tokens are small).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// How the site behaves.
-#[derive(Debug, Clone)]
-pub struct WebConfig {
-    /// Mark cookies `Secure` and give them the `__Host-` prefix. Turn on whenever the
-    /// site is reached over HTTPS (directly or through a TLS-terminating proxy); leave
-    /// off for plain-HTTP development, where browsers would drop such cookies.
-    /// Default `false`.
-    pub secure_cookies: bool,
-    /// Largest accepted request body; bigger ones get `413`. Default 16 KiB.
-    pub max_body_bytes: usize,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self {
-            secure_cookies: false,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
-    }
-}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -111,7 +99,8 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     pub(crate) api: Arc<dyn AuthApi>,
     pub(crate) config: WebConfig,
-    pub(crate) names: CookieNames,
+    /// `config.csrf_key`, or a random key drawn when the router was built.
+    pub(crate) csrf_key: CsrfKey,
 }
 
 impl Deref for AppState {
@@ -128,9 +117,13 @@ impl Deref for AppState {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so that sessions record the
 /// client's address.
 pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
-    let names = CookieNames::new(config.secure_cookies);
+    let csrf_key = config.csrf_key.clone().unwrap_or_else(CsrfKey::random);
     let limit = config.max_body_bytes;
-    let state = AppState(Arc::new(Shared { api, config, names }));
+    let state = AppState(Arc::new(Shared {
+        api,
+        config,
+        csrf_key,
+    }));
     let header = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
@@ -178,9 +171,9 @@ where
 }
 
 /// Like [`serve`], over HTTPS: TLS handshakes (rustls, [`TlsConfig`]) on every
-/// accepted connection, `Strict-Transport-Security: `[`HSTS`] on every response.
-/// Build `router` with [`WebConfig::secure_cookies`] on, so that browsers send the
-/// session cookies back over HTTPS only.
+/// accepted connection, `Strict-Transport-Security: `[`HSTS`] on every response, and
+/// `Secure`, `__Host-` prefixed cookies whatever [`WebConfig::secure_cookies`] says, so
+/// that browsers send them back over HTTPS only.
 ///
 /// On `shutdown` it stops accepting, lets requests in flight finish and closes idle
 /// connections. Connections that fail their handshake are dropped (logged at `debug`)
@@ -197,8 +190,7 @@ where
 /// let tls = TlsConfig::from_files(Path::new("site.pem"), Path::new("site.key"))?;
 /// let auth = Auth::new(Config::default(), MemoryStorage::new())?;
 /// auth.start()?;
-/// let config = WebConfig { secure_cookies: true, ..WebConfig::default() };
-/// let app = auth_web::router(Arc::new(auth), config);
+/// let app = auth_web::router(Arc::new(auth), WebConfig::default());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
 /// auth_web::serve_tls(listener, app, tls, async { tokio::signal::ctrl_c().await.ok(); }).await?;
 /// # Ok(()) }
@@ -215,10 +207,9 @@ where
     use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
     use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
-    let router = router.layer(SetResponseHeaderLayer::overriding(
-        header::STRICT_TRANSPORT_SECURITY,
-        tls::hsts_value(),
-    ));
+    let router = router.layer(axum::Extension(tls::ServedOverTls)).layer(
+        SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, tls::hsts_value()),
+    );
     // Small responses should leave at once, not wait on Nagle's algorithm.
     let tcp = TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true));
     let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls.server)).acceptor(tcp);

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! With `--tls-cert`/`--tls-key` it serves HTTPS only, with
-//! `Strict-Transport-Security` on every response and `Secure` cookies. With
+//! `Strict-Transport-Security` on every response and `Secure` cookies. Behind a
+//! reverse proxy, give `--public-url https://…` and `--trusted-proxy IP|CIDR` (the
+//! proxies whose `X-Forwarded-For` names the client). With
 //! `--backend-cacert` it reaches the backends over TLS (`host:port` then means
 //! `https://`), presenting `--backend-cert`/`--backend-key` if given.
 //!
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use auth_backend::{ClientTls, RemoteAuth, RemoteOptions};
 use auth_core::{Auth, AuthApi, Config};
 use auth_storage::memory::MemoryStorage;
-use auth_web::{TlsConfig, WebConfig, router, serve, serve_tls};
+use auth_web::{CsrfKey, PublicUrl, TlsConfig, TrustedProxy, WebConfig, router, serve, serve_tls};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -54,9 +56,30 @@ struct Args {
     embedded: bool,
 
     /// Mark cookies `Secure` with the `__Host-` prefix: use when served over HTTPS
-    /// by a proxy in front. Always on with --tls-cert.
+    /// by a proxy in front. Always on with --tls-cert or an https:// --public-url.
     #[arg(long, env = "AUTH_WEB_SECURE_COOKIES")]
     secure_cookies: bool,
+
+    /// The URL browsers reach the site at (`https://login.example.com`): with
+    /// https://, cookies are secure; form posts from any other origin are refused.
+    #[arg(long, env = "AUTH_WEB_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<PublicUrl>,
+
+    /// A reverse proxy (IP or CIDR network) whose X-Forwarded-For names the client;
+    /// repeat or separate with commas. From other peers the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "AUTH_WEB_TRUSTED_PROXIES",
+        value_name = "IP|CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<TrustedProxy>,
+
+    /// File (mode 0600) holding the secret, at least 32 bytes, that CSRF tokens are
+    /// derived with. Give every instance behind one load balancer the same file;
+    /// without it each process draws a random key.
+    #[arg(long, env = "AUTH_WEB_CSRF_KEY_FILE", value_name = "FILE")]
+    csrf_key_file: Option<PathBuf>,
 
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(
@@ -140,13 +163,32 @@ fn backend_tls(args: &Args) -> Result<Option<ClientTls>, Box<dyn std::error::Err
     Ok(Some(tls))
 }
 
+/// The CSRF key of `--csrf-key-file`, if given: its contents, surrounding whitespace
+/// removed. The error names the file, never the key.
+fn csrf_key(args: &Args) -> Result<Option<CsrfKey>, Box<dyn std::error::Error>> {
+    let Some(path) = &args.csrf_key_file else {
+        return Ok(None);
+    };
+    auth_raft::tls::check_private_file(path)?;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let text = bytes.trim_ascii();
+    let key = CsrfKey::from_bytes(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(key))
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Installed now, not when first polled: a SIGTERM that arrives while the files are
+    // read or the backends dialled must stop us gracefully, not kill us.
+    let shutdown = auth_backend::signal::shutdown_signal()?;
     // Every file is checked before anything listens or connects.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig::from_files(cert, key)?),
         _ => None,
     };
     let backend_tls = backend_tls(&args)?;
+    let csrf_key = csrf_key(&args)?;
 
     let mut embedded = None;
     let api: Arc<dyn AuthApi> = if args.embedded {
@@ -167,6 +209,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = WebConfig {
         // Cookies sent over HTTPS must never travel in clear.
         secure_cookies: args.secure_cookies || tls.is_some(),
+        public_url: args.public_url,
+        trusted_proxies: args.trusted_proxies,
+        csrf_key,
         max_body_bytes: args.max_body_bytes,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -174,11 +219,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match tls {
         Some(tls) => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening (HTTPS)");
-            serve_tls(listener, app, tls, shutdown_signal()).await?;
+            serve_tls(listener, app, tls, shutdown).await?;
         }
         None => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening");
-            serve(listener, app, shutdown_signal()).await?;
+            serve(listener, app, shutdown).await?;
         }
     }
 
@@ -189,31 +234,62 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["auth-web", "--embedded"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid flags")
+    }
+
+    #[test]
+    fn the_csrf_key_file_must_be_private_and_long_enough() {
+        let dir = std::env::temp_dir().join(format!("auth-web-csrf-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.key");
+        let secret = "s3cret-s3cret-s3cret-s3cret-s3cret-42";
+        auth_raft::tls::write_private_file(&good, format!("{secret}\n").as_bytes()).unwrap();
+        let short = dir.join("short.key");
+        auth_raft::tls::write_private_file(&short, b"tiny-secret").unwrap();
+        let open = dir.join("open.key");
+        std::fs::write(&open, secret).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+
+        assert!(csrf_key(&args(&[])).unwrap().is_none());
+        let arg = |p: &std::path::Path| args(&["--csrf-key-file", p.to_str().unwrap()]);
+        let key = csrf_key(&arg(&good)).unwrap().expect("a key");
+        assert!(!format!("{key:?}").contains(secret));
+        let e = csrf_key(&arg(&short)).unwrap_err().to_string();
+        assert!(e.contains("short.key") && !e.contains("tiny-secret"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = csrf_key(&arg(&open)).unwrap_err().to_string();
+            assert!(e.contains("open.key") && !e.contains(secret), "{e}");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn proxy_and_public_url_flags_are_parsed() {
+        let a = args(&[
+            "--trusted-proxy",
+            "10.0.0.0/8,192.0.2.7",
+            "--trusted-proxy",
+            "fd00::/8",
+            "--public-url",
+            "https://login.example.com",
+        ]);
+        assert_eq!(a.trusted_proxies.len(), 3);
+        assert!(a.public_url.as_ref().is_some_and(PublicUrl::is_https));
+        assert!(Args::try_parse_from(["auth-web", "--embedded", "--trusted-proxy", "x"]).is_err());
+        assert!(
+            Args::try_parse_from(["auth-web", "--embedded", "--public-url", "ftp://x"]).is_err()
+        );
     }
 }

@@ -9,15 +9,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_extra::extract::CookieJar;
 
 use crate::AppState;
 use crate::csrf;
 use crate::errors::{
     ApiError, PageError, WebError, auth_message, auth_status, is_session_error, with_retry_after,
 };
-use crate::extract::{ClientMeta, CsrfForm, FormData};
-use crate::session::{SetCookies, Visitor, resolve};
+use crate::extract::{CsrfForm, FormData};
+use crate::session::{Browser, SetCookies, Visitor, resolve};
 use crate::templates::{CredentialsPage, IndexPage, Nav, notice_text};
 
 /// The stylesheet, compiled in.
@@ -46,12 +45,12 @@ pub(crate) fn notice(uri: &Uri) -> Option<&'static str> {
     query.get("notice").and_then(notice_text)
 }
 
-async fn index(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
+async fn index(State(state): State<AppState>, browser: Browser, uri: Uri) -> PageResult {
     let mut cookies = SetCookies::default();
-    let nav = match resolve(&state, &jar, &mut cookies).await? {
+    let nav = match resolve(&state, &browser, &mut cookies).await? {
         Visitor::SignedIn(s) => Nav {
+            csrf: csrf::for_session(&state, &s),
             user: Some(s.me.username),
-            csrf: csrf::token_for_page(&state, &jar, &mut cookies),
         },
         Visitor::Anonymous => Nav::default(),
     };
@@ -72,9 +71,10 @@ struct Credentials<'a> {
     notice: Option<&'static str>,
 }
 
+/// Renders the sign-up or log-in form for an anonymous visitor.
 fn credentials_page(
     state: &AppState,
-    jar: &CookieJar,
+    browser: &Browser,
     mut cookies: SetCookies,
     view: Credentials<'_>,
 ) -> PageResult {
@@ -88,7 +88,7 @@ fn credentials_page(
         nav: Nav::default(),
         notice: view.notice,
         action: if view.signup { "/signup" } else { "/login" },
-        csrf: csrf::token_for_page(state, jar, &mut cookies),
+        csrf: csrf::for_anonymous(state, browser, &mut cookies),
         username: view.username.to_owned(),
         error: view.error,
         signup: view.signup,
@@ -98,9 +98,9 @@ fn credentials_page(
 
 /// `GET /signup` and `GET /login`: the form, or the account page for a visitor who is
 /// already signed in. A failing auth service does not hide the form.
-async fn credentials_form(state: AppState, jar: CookieJar, uri: Uri, signup: bool) -> PageResult {
+async fn credentials_form(state: AppState, browser: Browser, uri: Uri, signup: bool) -> PageResult {
     let mut cookies = SetCookies::default();
-    match resolve(&state, &jar, &mut cookies).await {
+    match resolve(&state, &browser, &mut cookies).await {
         Ok(Visitor::SignedIn(_)) => return Ok((cookies, Redirect::to("/account")).into_response()),
         Ok(Visitor::Anonymous) => {}
         Err(e) => tracing::debug!(code = e.code(), "sign-in state unknown; showing the form"),
@@ -112,27 +112,32 @@ async fn credentials_form(state: AppState, jar: CookieJar, uri: Uri, signup: boo
         status: StatusCode::OK,
         notice: notice(&uri),
     };
-    credentials_page(&state, &jar, cookies, view)
+    credentials_page(&state, &browser, cookies, view)
 }
 
-async fn signup_form(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
-    credentials_form(state, jar, uri, true).await
+async fn signup_form(State(state): State<AppState>, browser: Browser, uri: Uri) -> PageResult {
+    credentials_form(state, browser, uri, true).await
 }
 
-async fn login_form(State(state): State<AppState>, jar: CookieJar, uri: Uri) -> PageResult {
-    credentials_form(state, jar, uri, false).await
+async fn login_form(State(state): State<AppState>, browser: Browser, uri: Uri) -> PageResult {
+    credentials_form(state, browser, uri, false).await
 }
 
 /// Handles both credential forms: validates the fields, registers (for sign-up), logs
-/// in, stores the tokens and goes to the account page. Problems the visitor can fix
-/// are shown on the form; service failures get an error page.
-async fn submit_credentials(
-    state: AppState,
-    jar: CookieJar,
-    client: ClientMeta,
-    form: FormData,
-    signup: bool,
-) -> PageResult {
+/// in, stores the tokens, ends the pre-session (so tokens minted before login stop
+/// working) and goes to the account page. Problems the visitor can fix are shown on
+/// the form; service failures get an error page. A visitor who is signed in already
+/// goes to the account page, as with `GET`.
+async fn submit_credentials(state: AppState, post: CsrfForm, signup: bool) -> PageResult {
+    let CsrfForm {
+        form,
+        browser,
+        visitor,
+        mut cookies,
+    } = post;
+    if let Visitor::SignedIn(_) = visitor {
+        return Ok((cookies, Redirect::to("/account")).into_response());
+    }
     let typed = form.get("username").unwrap_or("").trim();
     let fields = form
         .required("username", "Username")
@@ -145,7 +150,7 @@ async fn submit_credentials(
             status,
             notice: None,
         };
-        credentials_page(&state, &jar, SetCookies::default(), view)
+        credentials_page(&state, &browser, cookies.clone(), view)
     };
     let (username, password) = match fields {
         Ok(f) => f,
@@ -165,7 +170,7 @@ async fn submit_credentials(
         let req = RegisterRequest {
             username: username.to_owned(),
             password: password.to_owned(),
-            client: None,
+            client: Some(browser.client.info()),
         };
         if let Err(e) = state.api.register(req).await {
             return shown_on_form(e);
@@ -174,7 +179,7 @@ async fn submit_credentials(
     let req = LoginRequest {
         username: username.to_owned(),
         password: password.to_owned(),
-        client: Some(client.info()),
+        client: Some(browser.client.info()),
     };
     let tokens = match state.api.login(req).await {
         Ok(resp) => resp
@@ -182,8 +187,8 @@ async fn submit_credentials(
             .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?,
         Err(e) => return shown_on_form(e),
     };
-    let mut cookies = SetCookies::default();
-    cookies.tokens(&state, &tokens);
+    cookies.tokens(&browser.names, &tokens);
+    csrf::end_pre_session(&browser, &mut cookies);
     let to = if signup {
         "/account?notice=welcome"
     } else {
@@ -192,54 +197,32 @@ async fn submit_credentials(
     Ok((cookies, Redirect::to(to)).into_response())
 }
 
-async fn signup(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    client: ClientMeta,
-    CsrfForm(form): CsrfForm,
-) -> PageResult {
-    submit_credentials(state, jar, client, form, true).await
+async fn signup(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    submit_credentials(state, post, true).await
 }
 
-async fn login(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    client: ClientMeta,
-    CsrfForm(form): CsrfForm,
-) -> PageResult {
-    submit_credentials(state, jar, client, form, false).await
+async fn login(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    submit_credentials(state, post, false).await
 }
 
-/// Ends the browser's session (by its refresh token, else its access token) and
-/// clears the cookies. A session that is already gone is not an error.
-async fn logout(State(state): State<AppState>, jar: CookieJar, _: CsrfForm) -> PageResult {
-    let token = |name: &str| {
-        jar.get(name)
-            .map(|c| c.value().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let mut attempts = Vec::new();
-    if let Some(refresh_token) = token(state.names.refresh) {
-        attempts.push(LogoutRequest {
-            refresh_token,
+/// Ends the browser's session (by the access token just verified) and clears the
+/// cookies, pre-session included: the next form gets a token bound to a new one. A
+/// session that is already gone is not an error.
+async fn logout(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    if let Visitor::SignedIn(me) = &post.visitor {
+        let req = LogoutRequest {
+            access_token: me.access_token.clone(),
             ..LogoutRequest::default()
-        });
-    }
-    if let Some(access_token) = token(state.names.access) {
-        attempts.push(LogoutRequest {
-            access_token,
-            ..LogoutRequest::default()
-        });
-    }
-    for req in attempts {
+        };
         match state.api.logout(req).await {
-            Ok(_) => break,
-            Err(e) if is_session_error(&e) => continue,
+            Ok(_) => {}
+            Err(e) if is_session_error(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     let mut cookies = SetCookies::default();
-    cookies.clear_tokens(&state);
+    cookies.clear_tokens(&post.browser.names);
+    csrf::end_pre_session(&post.browser, &mut cookies);
     Ok((cookies, Redirect::to("/?notice=signed_out")).into_response())
 }
 

@@ -1,7 +1,8 @@
 //! The browser session: token cookies, and who the visitor is.
 //!
 //! The access token (a JWT) and the refresh token live in `HttpOnly`, `SameSite=Lax`,
-//! `Path=/` cookies (`Secure` and `__Host-` prefixed when `secure_cookies` is on). A
+//! `Path=/` cookies (`Secure` and `__Host-` prefixed when the site is reached over
+//! HTTPS: see [`CookieNames`] and `WebConfig`). A
 //! page asks [`resolve`] who is signed in: the access token is verified (the core also
 //! checks that the session is still live, so logout and revocation bite at once); if
 //! it is missing or no longer valid, the refresh cookie is exchanged for a new pair and
@@ -13,40 +14,95 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use auth_core::AuthError;
 use auth_core::api::{RefreshRequest, TokenPair, VerifyRequest, VerifyResponse};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponseParts, ResponseParts};
 use axum_extra::extract::CookieJar;
 
 use crate::AppState;
+use crate::client::ClientMeta;
 use crate::errors::{WebError, is_session_error};
+use crate::tls::ServedOverTls;
 
 /// Longest a token cookie is kept by the browser (the session's own expiry, checked
 /// by the core, is what really ends it).
 const MAX_COOKIE_AGE_SECS: i64 = 400 * 24 * 3600;
 
-/// The cookie names in use (prefixed with `__Host-` when cookies are `Secure`).
-#[derive(Debug, Clone)]
+/// The cookie names of a request, and whether its cookies are `Secure` (then the names
+/// carry the `__Host-` prefix, which browsers honour only for cookies set over HTTPS by
+/// this exact origin, so a sibling subdomain or a plain-HTTP attacker cannot plant them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CookieNames {
     pub(crate) access: &'static str,
     pub(crate) refresh: &'static str,
-    pub(crate) csrf: &'static str,
+    /// The anonymous visitor's id that CSRF tokens are bound to (see `csrf.rs`).
+    pub(crate) pre_session: &'static str,
+    pub(crate) secure: bool,
 }
 
 impl CookieNames {
-    pub(crate) fn new(secure: bool) -> Self {
-        if secure {
-            Self {
-                access: "__Host-access_token",
-                refresh: "__Host-refresh_token",
-                csrf: "__Host-csrf",
-            }
+    /// Names for plain-HTTP development.
+    pub(crate) const PLAIN: CookieNames = CookieNames {
+        access: "access_token",
+        refresh: "refresh_token",
+        pre_session: "pre_session",
+        secure: false,
+    };
+    /// Names for a site reached over HTTPS.
+    pub(crate) const SECURE: CookieNames = CookieNames {
+        access: "__Host-access_token",
+        refresh: "__Host-refresh_token",
+        pre_session: "__Host-pre_session",
+        secure: true,
+    };
+}
+
+/// The browser behind a request: its cookies, the names they go by on this request,
+/// and where it is. `Debug` shows cookie names, never their values (tokens).
+#[derive(Clone)]
+pub(crate) struct Browser {
+    pub(crate) jar: CookieJar,
+    pub(crate) names: CookieNames,
+    pub(crate) client: ClientMeta,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cookies: Vec<&str> = self.jar.iter().map(|c| c.name()).collect();
+        f.debug_struct("Browser")
+            .field("cookies", &cookies)
+            .field("names", &self.names)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Browser {
+    /// The non-empty value of cookie `name`.
+    pub(crate) fn cookie(&self, name: &str) -> Option<String> {
+        self.jar
+            .get(name)
+            .map(|c| c.value().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl FromRequestParts<AppState> for Browser {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        let over_tls = parts.extensions.get::<ServedOverTls>().is_some();
+        let names = if over_tls || state.config.always_secure() {
+            CookieNames::SECURE
         } else {
-            Self {
-                access: "access_token",
-                refresh: "refresh_token",
-                csrf: "csrf",
-            }
-        }
+            CookieNames::PLAIN
+        };
+        Ok(Self {
+            jar: CookieJar::from_headers(&parts.headers),
+            names,
+            client: ClientMeta::from_request_parts(parts, state).await?,
+        })
     }
 }
 
@@ -59,15 +115,29 @@ pub(crate) enum SameSite {
     Strict,
 }
 
-/// `Set-Cookie` headers to add to a response.
-#[derive(Debug, Default)]
+/// `Set-Cookie` headers to add to a response. `Debug` shows only the cookie names.
+#[derive(Default, Clone)]
 pub(crate) struct SetCookies(Vec<HeaderValue>);
 
+impl std::fmt::Debug for SetCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = self.0.iter().map(|line| {
+            let line = line.as_bytes();
+            let end = line.iter().position(|&b| b == b'=').unwrap_or(line.len());
+            String::from_utf8_lossy(&line[..end]).into_owned()
+        });
+        f.debug_tuple("SetCookies")
+            .field(&names.collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl SetCookies {
-    /// Sets `name=value` for `max_age_secs` seconds (0 clears the cookie).
+    /// Sets `name=value` for `max_age_secs` seconds (0 clears the cookie), `Secure` if
+    /// `names` says so.
     pub(crate) fn set(
         &mut self,
-        state: &AppState,
+        names: &CookieNames,
         name: &str,
         value: &str,
         max_age_secs: i64,
@@ -77,11 +147,7 @@ impl SetCookies {
             SameSite::Lax => "Lax",
             SameSite::Strict => "Strict",
         };
-        let secure = if state.config.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
+        let secure = if names.secure { "; Secure" } else { "" };
         let line = format!(
             "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite={same_site}{secure}"
         );
@@ -93,30 +159,18 @@ impl SetCookies {
     }
 
     /// Stores a fresh token pair.
-    pub(crate) fn tokens(&mut self, state: &AppState, tokens: &TokenPair) {
+    pub(crate) fn tokens(&mut self, names: &CookieNames, tokens: &TokenPair) {
         let max_age = cookie_max_age(tokens.refresh_expires_at_ms);
-        let names = &state.names;
-        self.set(
-            state,
-            names.access,
-            &tokens.access_token,
-            max_age,
-            SameSite::Lax,
-        );
-        self.set(
-            state,
-            names.refresh,
-            &tokens.refresh_token,
-            max_age,
-            SameSite::Lax,
-        );
+        let access = &tokens.access_token;
+        self.set(names, names.access, access, max_age, SameSite::Lax);
+        let refresh = &tokens.refresh_token;
+        self.set(names, names.refresh, refresh, max_age, SameSite::Lax);
     }
 
     /// Clears both token cookies.
-    pub(crate) fn clear_tokens(&mut self, state: &AppState) {
-        let names = &state.names;
-        self.set(state, names.access, "", 0, SameSite::Lax);
-        self.set(state, names.refresh, "", 0, SameSite::Lax);
+    pub(crate) fn clear_tokens(&mut self, names: &CookieNames) {
+        self.set(names, names.access, "", 0, SameSite::Lax);
+        self.set(names, names.refresh, "", 0, SameSite::Lax);
     }
 }
 
@@ -140,13 +194,22 @@ fn cookie_max_age(expires_at_ms: i64) -> i64 {
     (expires_at_ms.saturating_sub(now_ms) / 1000).clamp(60, MAX_COOKIE_AGE_SECS)
 }
 
-/// A signed-in visitor.
-#[derive(Debug, Clone)]
+/// A signed-in visitor. `Debug` leaves the access token out.
+#[derive(Clone)]
 pub(crate) struct SignedIn {
     /// Who, and which session.
     pub(crate) me: VerifyResponse,
     /// A valid access token for calls on their behalf.
     pub(crate) access_token: String,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("username", &self.me.username)
+            .field("session_id", &self.me.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who is asking.
@@ -163,14 +226,16 @@ pub(crate) enum Visitor {
 /// Fails only when the auth service itself fails (e.g. the backend is down).
 pub(crate) async fn resolve(
     state: &AppState,
-    jar: &CookieJar,
+    browser: &Browser,
     cookies: &mut SetCookies,
 ) -> Result<Visitor, AuthError> {
-    let access = jar.get(state.names.access).map(|c| c.value().to_owned());
-    let refresh = jar.get(state.names.refresh).map(|c| c.value().to_owned());
-    let had_cookies = access.is_some() || refresh.is_some();
+    let names = &browser.names;
+    let access = browser.cookie(names.access);
+    let refresh = browser.cookie(names.refresh);
+    let had_cookies =
+        browser.jar.get(names.access).is_some() || browser.jar.get(names.refresh).is_some();
 
-    if let Some(access_token) = access.filter(|t| !t.is_empty()) {
+    if let Some(access_token) = access {
         let req = VerifyRequest {
             access_token: access_token.clone(),
         };
@@ -180,15 +245,12 @@ pub(crate) async fn resolve(
             Err(e) => return Err(e),
         }
     }
-    if let Some(refresh_token) = refresh.filter(|t| !t.is_empty()) {
-        match state
-            .api
-            .refresh(RefreshRequest {
-                refresh_token,
-                client: None,
-            })
-            .await
-        {
+    if let Some(refresh_token) = refresh {
+        let req = RefreshRequest {
+            refresh_token,
+            client: Some(browser.client.info()),
+        };
+        match state.api.refresh(req).await {
             Ok(resp) => {
                 if let Some(tokens) = resp.tokens {
                     let req = VerifyRequest {
@@ -196,7 +258,7 @@ pub(crate) async fn resolve(
                     };
                     match state.api.verify(req).await {
                         Ok(me) => {
-                            cookies.tokens(state, &tokens);
+                            cookies.tokens(names, &tokens);
                             return Ok(Visitor::SignedIn(SignedIn {
                                 me,
                                 access_token: tokens.access_token,
@@ -212,22 +274,28 @@ pub(crate) async fn resolve(
         }
     }
     if had_cookies {
-        cookies.clear_tokens(state);
+        cookies.clear_tokens(names);
     }
     Ok(Visitor::Anonymous)
 }
 
-/// Like [`resolve`], for pages that need a signed-in user: anyone else is sent to
-/// `/login` (with stale cookies cleared).
-pub(crate) async fn require(
-    state: &AppState,
-    jar: &CookieJar,
-    cookies: &mut SetCookies,
-) -> Result<SignedIn, WebError> {
-    match resolve(state, jar, cookies).await? {
+/// The signed-in user of `visitor`; anyone else is sent to `/login` (with `cookies`,
+/// which clear stale ones).
+pub(crate) fn signed_in(visitor: Visitor, cookies: &mut SetCookies) -> Result<SignedIn, WebError> {
+    match visitor {
         Visitor::SignedIn(s) => Ok(s),
         Visitor::Anonymous => Err(WebError::SignIn(std::mem::take(cookies))),
     }
+}
+
+/// Like [`resolve`], for pages that need a signed-in user (see [`signed_in`]).
+pub(crate) async fn require(
+    state: &AppState,
+    browser: &Browser,
+    cookies: &mut SetCookies,
+) -> Result<SignedIn, WebError> {
+    let visitor = resolve(state, browser, cookies).await?;
+    signed_in(visitor, cookies)
 }
 
 #[cfg(test)]
@@ -236,9 +304,66 @@ mod tests {
 
     #[test]
     fn secure_cookies_use_the_host_prefix() {
-        assert_eq!(CookieNames::new(true).access, "__Host-access_token");
-        assert_eq!(CookieNames::new(true).csrf, "__Host-csrf");
-        assert_eq!(CookieNames::new(false).refresh, "refresh_token");
+        let secure = CookieNames::SECURE;
+        for name in [secure.access, secure.refresh, secure.pre_session] {
+            assert!(name.starts_with("__Host-"), "{name}");
+        }
+        assert!(secure.secure && !CookieNames::PLAIN.secure);
+        assert_eq!(CookieNames::PLAIN.refresh, "refresh_token");
+        let mut cookies = SetCookies::default();
+        cookies.set(&secure, secure.pre_session, "x", 60, SameSite::Strict);
+        cookies.set(&CookieNames::PLAIN, "pre_session", "y", 60, SameSite::Lax);
+        assert_eq!(
+            cookies.0[0],
+            "__Host-pre_session=x; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert_eq!(
+            cookies.0[1],
+            "pre_session=y; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn debug_output_holds_no_token() {
+        let secret = "eyJ.secret-token.sig";
+        let mut cookies = SetCookies::default();
+        cookies.set(
+            &CookieNames::PLAIN,
+            "access_token",
+            secret,
+            60,
+            SameSite::Lax,
+        );
+        let shown = format!("{cookies:?}");
+        assert!(
+            shown.contains("access_token") && !shown.contains(secret),
+            "{shown}"
+        );
+
+        let mut headers = axum::http::HeaderMap::new();
+        let cookie = format!("access_token={secret}; pre_session=abc");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        let browser = Browser {
+            jar: CookieJar::from_headers(&headers),
+            names: CookieNames::PLAIN,
+            client: ClientMeta::default(),
+        };
+        let shown = format!("{browser:?}");
+        assert!(
+            shown.contains("access_token") && !shown.contains(secret),
+            "{shown}"
+        );
+        assert!(!shown.contains("abc"), "{shown}");
+
+        let signed_in = SignedIn {
+            me: VerifyResponse {
+                username: "amy".into(),
+                ..VerifyResponse::default()
+            },
+            access_token: secret.into(),
+        };
+        let shown = format!("{:?}", Visitor::SignedIn(signed_in));
+        assert!(shown.contains("amy") && !shown.contains(secret), "{shown}");
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub(crate) fn hsts_value() -> HeaderValue {
     HeaderValue::from_static(HSTS)
 }
 
+/// Request extension set by [`crate::serve_tls`]: the request came over HTTPS, so its
+/// cookies are `Secure` and `__Host-` prefixed whatever the `WebConfig` says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedOverTls;
+
 /// The site's TLS server configuration: a certificate chain and its private key, on
 /// rustls with the *ring* provider, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
 /// `Debug` shows nothing of the key.

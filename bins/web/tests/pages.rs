@@ -61,11 +61,15 @@ async fn signup_signs_in_and_shows_the_account() {
 
     let resp = v.get("/signup").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let csrf_cookie = set_cookie(resp.headers(), "csrf").expect("csrf cookie");
-    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
-    assert!(csrf_cookie.contains("Path=/") && !csrf_cookie.contains("Secure"));
+    let pre_session = set_cookie(resp.headers(), "pre_session").expect("pre-session cookie");
+    assert!(pre_session.contains("HttpOnly") && pre_session.contains("SameSite=Strict"));
+    assert!(pre_session.contains("Path=/") && !pre_session.contains("Secure"));
     let html = resp.text().await.unwrap();
-    assert!(csrf_of(&html).is_some());
+    let token = csrf_of(&html).expect("csrf field");
+    assert!(
+        !pre_session.contains(&token),
+        "the form token is derived from the cookie, not a copy of it"
+    );
 
     let resp = v
         .submit(
@@ -458,13 +462,14 @@ async fn secure_cookies_are_host_prefixed() {
         .build()
         .unwrap();
     let resp = client.get(site.url("/signup")).send().await.unwrap();
-    let csrf_line = set_cookie(resp.headers(), "__Host-csrf").expect("__Host-csrf");
-    assert!(csrf_line.contains("; Secure") && csrf_line.contains("Path=/"));
-    assert!(!csrf_line.contains("Domain"));
+    let pre_line = set_cookie(resp.headers(), "__Host-pre_session").expect("__Host-pre_session");
+    assert!(pre_line.contains("; Secure") && pre_line.contains("Path=/"));
+    assert!(!pre_line.contains("Domain"));
+    let pre_session = cookie_value(&pre_line);
     let token = csrf_of(&resp.text().await.unwrap()).unwrap();
     let resp = client
         .post(site.url("/signup"))
-        .header("cookie", format!("__Host-csrf={token}"))
+        .header("cookie", format!("__Host-pre_session={pre_session}"))
         .form(&[
             ("csrf", token.as_str()),
             ("username", "kate"),

@@ -72,10 +72,9 @@ fn assert_secure_cookies(resp: &reqwest::Response) -> usize {
 async fn the_site_is_served_over_https_with_hsts_and_secure_cookies() {
     let pki = Pki::new();
     let (auth, _clock) = new_auth();
-    let config = WebConfig {
-        secure_cookies: true,
-        ..WebConfig::default()
-    };
+    // The default config: serving over TLS is what makes the cookies secure.
+    let config = WebConfig::default();
+    assert!(!config.secure_cookies);
     let web = WebServer::start_tls(Arc::new(auth.clone()), config, pki.site_tls()).await;
     assert!(web.url.starts_with("https://127.0.0.1:"), "{}", web.url);
     let v = Visitor::trusting(&web.url, pki.ca.cert_pem());
@@ -130,7 +129,7 @@ async fn the_site_is_served_over_https_with_hsts_and_secure_cookies() {
     let resp = v.get("/signup").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
-    assert!(assert_secure_cookies(&resp) >= 1, "no CSRF cookie");
+    assert!(assert_secure_cookies(&resp) >= 1, "no pre-session cookie");
     let resp = v
         .submit(
             "/signup",
@@ -139,7 +138,8 @@ async fn the_site_is_served_over_https_with_hsts_and_secure_cookies() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert!(assert_secure_cookies(&resp) >= 2, "no token cookies");
+    // Token cookies set, pre-session cookie ended: all of them secure.
+    assert!(assert_secure_cookies(&resp) >= 3, "no token cookies");
     let html = v.page("/account", StatusCode::OK).await;
     assert!(html.contains("ursula"), "{html}");
 
@@ -317,7 +317,7 @@ async fn the_binary_serves_https_and_checks_its_tls_files() {
     let resp = v.get("/signup").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(hsts(&resp).as_deref(), Some(HSTS));
-    assert!(assert_secure_cookies(&resp) >= 1, "no CSRF cookie");
+    assert!(assert_secure_cookies(&resp) >= 1, "no pre-session cookie");
 
     // SIGTERM: a graceful stop, exit status 0.
     let pid = child.id().expect("pid") as libc::pid_t;

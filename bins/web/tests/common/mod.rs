@@ -275,6 +275,14 @@ pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .find(|c| c.starts_with(&format!("{name}=")))
 }
 
+/// The value of a `Set-Cookie` line (`name=value; attributes`).
+pub fn cookie_value(line: &str) -> String {
+    let pair = line.split(';').next().unwrap_or("");
+    pair.split_once('=')
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default()
+}
+
 /// Asserts the response clears both token cookies.
 pub fn assert_tokens_cleared(headers: &HeaderMap) {
     for name in ["access_token", "refresh_token"] {

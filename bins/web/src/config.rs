@@ -1,0 +1,278 @@
+//! [`WebConfig`] and the typed values it holds: the site's public URL, the proxies
+//! whose `X-Forwarded-For` is believed, and the key that CSRF tokens are derived with.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use axum::http::Uri;
+use ipnet::IpNet;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+/// Default request body limit: 16 KiB (credentials and tokens are small).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How the site behaves.
+///
+/// Cookies are `Secure` and `__Host-` prefixed when [`WebConfig::secure_cookies`] is
+/// on, when [`WebConfig::public_url`] is `https://`, and on every request that
+/// [`serve_tls`](crate::serve_tls) answers: over HTTPS they are secure by default.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Force `Secure`, `__Host-` prefixed cookies even when neither the public URL nor
+    /// the listener says HTTPS (e.g. behind a TLS-terminating proxy whose URL is not
+    /// configured). Leave off for plain-HTTP development, where browsers would drop
+    /// such cookies. Default `false`.
+    pub secure_cookies: bool,
+    /// The URL browsers use to reach the site (`https://login.example.com`). With
+    /// `https://`, cookies are secure; form posts whose `Origin` is another origin are
+    /// refused. Default `None`: the `Host` header is taken as the origin.
+    pub public_url: Option<PublicUrl>,
+    /// Peers (reverse proxies, load balancers) whose `X-Forwarded-For` names the
+    /// client. From any other peer the header is ignored and the socket's address is
+    /// the client's. Default: none.
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// The key CSRF tokens are derived with. Give every instance behind one load
+    /// balancer the same key; `None` (the default) draws a random one per process, so
+    /// forms rendered before a restart must be reloaded.
+    pub csrf_key: Option<CsrfKey>,
+    /// Largest accepted request body; bigger ones get `413`. Default 16 KiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            secure_cookies: false,
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            csrf_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl WebConfig {
+    /// True if cookies are secure on every request, whatever the listener.
+    pub(crate) fn always_secure(&self) -> bool {
+        self.secure_cookies || self.public_url.as_ref().is_some_and(PublicUrl::is_https)
+    }
+}
+
+/// The origin browsers reach the site at: `http://` or `https://`, a host and
+/// optionally a port; no path, query or credentials.
+///
+/// ```
+/// let url: auth_web::PublicUrl = "https://Login.Example.com:443/".parse().unwrap();
+/// assert!(url.is_https());
+/// assert_eq!(url.origin(), "https://login.example.com");
+/// assert!("https://example.com/auth".parse::<auth_web::PublicUrl>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `scheme://host[:port]`, lower case, default port omitted (as browsers send
+    /// `Origin`).
+    origin: String,
+    https: bool,
+}
+
+impl PublicUrl {
+    /// True for `https://`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The origin, as a browser sends it in `Origin`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid public URL {text:?}: {why}");
+        let uri: Uri = text
+            .trim()
+            .parse()
+            .map_err(|_| bad("not a URL (expected e.g. https://login.example.com)"))?;
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return Err(bad("the scheme must be http:// or https://")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials are not allowed"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad(
+                "the site must be served at the root (no path or query)",
+            ));
+        }
+        if authority.host().is_empty() {
+            return Err(bad("no host"));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let host = authority.host().to_ascii_lowercase();
+        let origin = match authority.port_u16() {
+            Some(port) if port != default_port => {
+                format!("{}://{host}:{port}", if https { "https" } else { "http" })
+            }
+            _ => format!("{}://{host}", if https { "https" } else { "http" }),
+        };
+        Ok(Self { origin, https })
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)
+    }
+}
+
+/// A proxy address or network (`10.0.0.7`, `10.0.0.0/8`, `fd00::/8`) whose
+/// `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(IpNet);
+
+impl TrustedProxy {
+    /// True if `ip` is this proxy or inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(Self(IpNet::from(ip.to_canonical())));
+        }
+        t.parse::<IpNet>()
+            .map(|net| Self(net.trunc()))
+            .map_err(|_| {
+                format!("invalid trusted proxy {text:?}: expected an IP address or a CIDR network such as 10.0.0.0/8")
+            })
+    }
+}
+
+impl fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The secret that CSRF tokens are derived with (HMAC-SHA-256). Never printed: its
+/// `Debug` says only that it is redacted. Wiped from memory when dropped.
+#[derive(Clone)]
+pub struct CsrfKey(Zeroizing<Vec<u8>>);
+
+impl CsrfKey {
+    /// Fewest secret bytes a key may have.
+    pub const MIN_BYTES: usize = 32;
+
+    /// A key from secret bytes, at least [`CsrfKey::MIN_BYTES`] of them (e.g. the
+    /// contents of a key file shared by every instance of the site).
+    ///
+    /// # Errors
+    ///
+    /// Fewer than [`CsrfKey::MIN_BYTES`] bytes. The message does not contain the key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < Self::MIN_BYTES {
+            return Err(format!(
+                "a CSRF key needs at least {} bytes, got {}",
+                Self::MIN_BYTES,
+                bytes.len()
+            ));
+        }
+        Ok(Self(Zeroizing::new(bytes.to_vec())))
+    }
+
+    /// A new random key (32 bytes from the operating system's generator).
+    pub fn random() -> Self {
+        let mut bytes = Zeroizing::new(vec![0u8; Self::MIN_BYTES]);
+        rand::rng().fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CsrfKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_origins() {
+        let url: PublicUrl = "https://Login.Example.com".parse().unwrap();
+        assert_eq!(url.origin(), "https://login.example.com");
+        assert!(url.is_https());
+        let url: PublicUrl = "http://127.0.0.1:8080/".parse().unwrap();
+        assert_eq!(url.origin(), "http://127.0.0.1:8080");
+        assert!(!url.is_https());
+        let url: PublicUrl = "http://[::1]:80".parse().unwrap();
+        assert_eq!(url.origin(), "http://[::1]");
+        for bad in [
+            "login.example.com",
+            "ftp://example.com",
+            "https://example.com/auth",
+            "https://example.com/?x=1",
+            "https://user:pw@example.com",
+            "https://",
+            "",
+        ] {
+            assert!(bad.parse::<PublicUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secure_by_default_with_an_https_public_url() {
+        let mut config = WebConfig::default();
+        assert!(!config.always_secure());
+        config.public_url = Some("http://example.com".parse().unwrap());
+        assert!(!config.always_secure());
+        config.public_url = Some("https://example.com".parse().unwrap());
+        assert!(config.always_secure());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let one: TrustedProxy = "10.0.0.7".parse().unwrap();
+        assert!(one.contains("10.0.0.7".parse().unwrap()));
+        assert!(!one.contains("10.0.0.8".parse().unwrap()));
+        let net: TrustedProxy = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(net.to_string(), "10.1.0.0/16");
+        assert!(net.contains("10.1.255.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped peers of a dual-stack listener"
+        );
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        let v6: TrustedProxy = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        for bad in ["", "10.0.0", "10.0.0.0/33", "proxy.internal", "10.0.0.1:80"] {
+            assert!(bad.parse::<TrustedProxy>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csrf_keys_are_long_and_never_printed() {
+        assert!(CsrfKey::from_bytes(&[7; 31]).is_err());
+        let key = CsrfKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        assert!(!format!("{key:?}").contains("0123"));
+        assert_ne!(CsrfKey::random().bytes(), CsrfKey::random().bytes());
+    }
+}
