@@ -180,8 +180,12 @@ impl<S: Storage> AuthApi for Auth<S> {
             return Err(AuthError::InvalidCredentials);
         };
         if check.needs_rehash {
-            let rehash = me.hasher.hash(&req.password).await?;
-            user = me.upgrade_hash(user, rehash, now).await?;
+            // Best effort: a shed re-hash waits for the next login, it fails nothing.
+            match me.hasher.hash(&req.password).await {
+                Ok(rehash) => user = me.upgrade_hash(user, rehash, now).await?,
+                Err(AuthError::Overloaded { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         let tokens = me.open_session(&user, req.client, now).await?;
         tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login");

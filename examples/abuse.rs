@@ -1,0 +1,298 @@
+//! Abuse figures, measured from the outside (HTTP against the real web site, production
+//! argon2 parameters), for `BENCHMARKS.md` "Abuse":
+//!
+//! 1. password checks caused by 200 concurrent wrong guesses for one account (a check
+//!    answers 401 `invalid_credentials`; `locked` and `rate_limited` answer 429 and
+//!    `overloaded` 503 without hashing), with the default configuration (one address:
+//!    the per-(account, source) bucket) and with throttling off (the account-wide
+//!    lock alone);
+//! 2. `GET /api/v1/me` latency of a signed-in user alone, and during a flood of 300
+//!    concurrent logins for unknown names from one address, with the default
+//!    configuration and, as the baseline of what the defences buy, with throttling off
+//!    and an effectively unbounded hash queue (the behaviour before issue 8);
+//! 3. how the flood was answered (checked, throttled, shed).
+//!
+//! `cargo run --release --example abuse` (numbers from a debug build mean little).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auth_sdk::{Auth, Config, MemoryStorage};
+use auth_web::{WebConfig, router, serve};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Site {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    async fn start(config: Config) -> Result<Site, Box<dyn std::error::Error>> {
+        let auth = Auth::new(config, MemoryStorage::new())?;
+        auth.start()?;
+        let app = router(Arc::new(auth), WebConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(Site {
+            url,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// POSTs JSON; returns the status and the error code, if any.
+async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, String) {
+    match c.post(url).json(body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            let code = v["error"]["code"].as_str().unwrap_or("").to_owned();
+            (status, code)
+        }
+        Err(_) => (0, "transport".into()),
+    }
+}
+
+async fn signed_in(c: &reqwest::Client, site: &Site, name: &str) -> String {
+    let creds = json!({"username": name, "password": PASSWORD});
+    post(c, &format!("{}/api/v1/register", site.url), &creds).await;
+    let r = c
+        .post(format!("{}/api/v1/login", site.url))
+        .json(&creds)
+        .send()
+        .await
+        .expect("login");
+    let v: Value = r.json().await.expect("login body");
+    v["access_token"].as_str().expect("access token").to_owned()
+}
+
+/// Part 1: checks caused by 200 concurrent wrong guesses.
+async fn guesses(config: Config) -> Vec<(String, usize)> {
+    let site = Site::start(config).await.expect("site");
+    let c = client();
+    signed_in(&c, &site, "victim").await;
+    let url = format!("{}/api/v1/login", site.url);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let body = json!({"username": "victim", "password": format!("guess {i}")});
+                post(&c, &url, &body).await
+            })
+        })
+        .collect();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        if let Ok((status, code)) = t.await {
+            *counts.entry(format!("{status} {code}")).or_default() += 1;
+        }
+    }
+    site.stop().await;
+    counts.into_iter().collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Sequential `GET /api/v1/me` until `until` (at least `min` requests).
+async fn me_latencies(
+    c: &reqwest::Client,
+    site: &Site,
+    token: &str,
+    min: usize,
+    until: Instant,
+) -> Vec<Duration> {
+    let url = format!("{}/api/v1/me", site.url);
+    let mut out = Vec::new();
+    while out.len() < min || Instant::now() < until {
+        let t0 = Instant::now();
+        let ok = c
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ok {
+            out.push(t0.elapsed());
+        }
+        if out.len() > 100_000 {
+            break;
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Flood {
+    alone: Vec<Duration>,
+    during: Vec<Duration>,
+    answers: Vec<(String, usize)>,
+    took: Duration,
+}
+
+/// Parts 2 and 3: `/me` alone, then during 300 concurrent logins for unknown names.
+async fn flood(config: Config) -> Flood {
+    let site = Site::start(config).await.expect("site");
+    let c = client();
+    let token = signed_in(&c, &site, "reader").await;
+    let alone = me_latencies(&c, &site, &token, 300, Instant::now()).await;
+    let url = format!("{}/api/v1/login", site.url);
+    let started = Instant::now();
+    let flood: Vec<_> = (0..300)
+        .map(|i| {
+            let (c, url) = (client(), url.clone());
+            tokio::spawn(async move {
+                let body = json!({"username": format!("nobody{i}"), "password": "wrong password"});
+                post(&c, &url, &body).await
+            })
+        })
+        .collect();
+    let watcher = {
+        let (c, token) = (c.clone(), token.clone());
+        let site_url = site.url.clone();
+        tokio::spawn(async move {
+            let url = format!("{site_url}/api/v1/me");
+            let mut out = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let t0 = Instant::now();
+                if let Ok(r) = c.get(&url).bearer_auth(&token).send().await
+                    && r.status().is_success()
+                {
+                    out.push(t0.elapsed());
+                }
+                if out.len() >= 100_000 || Instant::now() > deadline {
+                    break;
+                }
+                if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+            out
+        })
+    };
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for t in flood {
+        if let Ok((status, code)) = t.await {
+            *answers.entry(format!("{status} {code}")).or_default() += 1;
+        }
+    }
+    let took = started.elapsed();
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut during = watcher.await.unwrap_or_default();
+    STOP.store(false, std::sync::atomic::Ordering::SeqCst);
+    during.sort();
+    site.stop().await;
+    Flood {
+        alone,
+        during,
+        answers: answers.into_iter().collect(),
+        took,
+    }
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn undefended() -> Config {
+    Config {
+        throttle: auth_sdk::ThrottlePolicy::disabled(),
+        hash_queue: auth_sdk::HashQueue {
+            max_waiting: 1_000_000,
+            max_wait: Duration::from_secs(3600),
+        },
+        ..Config::default()
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("## 200 concurrent wrong guesses for one account (one address, {cores} cores)\n");
+    println!("| configuration | answers | password checks |");
+    println!("|---|---|---|");
+    let no_throttle = Config {
+        throttle: auth_sdk::ThrottlePolicy::disabled(),
+        ..Config::default()
+    };
+    for (name, config) in [
+        ("default", Config::default()),
+        (
+            "throttling off (account lock alone, threshold 20)",
+            no_throttle,
+        ),
+    ] {
+        let counts = guesses(config).await;
+        let checked: usize = counts
+            .iter()
+            .filter(|(k, _)| k.ends_with("invalid_credentials"))
+            .map(|(_, n)| n)
+            .sum();
+        let list: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        println!("| {name} | {} | {checked} |", list.join(", "));
+    }
+
+    println!("\n## GET /api/v1/me during a flood of 300 concurrent logins from one address\n");
+    println!(
+        "| configuration | /me alone p50 / p99 ms | during the flood p50 / p99 ms | p99 ratio | flood answers | flood took |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, config) in [
+        ("default", Config::default()),
+        (
+            "undefended (no throttle, unbounded hash queue)",
+            undefended(),
+        ),
+    ] {
+        let f = flood(config).await;
+        let (a50, a99) = (percentile(&f.alone, 0.5), percentile(&f.alone, 0.99));
+        let (d50, d99) = (percentile(&f.during, 0.5), percentile(&f.during, 0.99));
+        let ratio = d99.as_secs_f64() / a99.as_secs_f64().max(1e-9);
+        let list: Vec<String> = f.answers.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        println!(
+            "| {name} | {} / {} | {} / {} (n={}) | {ratio:.1}× | {} | {:.2} s |",
+            ms(a50),
+            ms(a99),
+            ms(d50),
+            ms(d99),
+            f.during.len(),
+            list.join(", "),
+            f.took.as_secs_f64()
+        );
+    }
+}
