@@ -25,6 +25,10 @@ const SALT_LEN: usize = 16;
 /// Stored hashes with a memory cost above this are refused rather than run (a corrupt
 /// or hostile record must not make us allocate gigabytes).
 const MAX_STORED_MEMORY_KIB: u32 = 1 << 20;
+/// Stored hashes whose work (memory × passes, in KiB) exceeds this are refused too: a
+/// corrupt `t=4294967295` on a small memory cost would otherwise hold a hashing permit
+/// for hours. Four passes over the largest memory allowed; the defaults use 38 912.
+const MAX_STORED_WORK_KIB: u64 = 4 * MAX_STORED_MEMORY_KIB as u64;
 
 /// What checking a password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +195,9 @@ impl StoredHash {
         if params.m_cost() > MAX_STORED_MEMORY_KIB {
             return Err(corrupt("memory cost too high"));
         }
+        if u64::from(params.m_cost()) * u64::from(params.t_cost()) > MAX_STORED_WORK_KIB {
+            return Err(corrupt("time cost too high"));
+        }
         let mut salt_buf = [0u8; 64];
         let salt = parsed
             .salt
@@ -252,6 +259,9 @@ mod tests {
             "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
+            // Found by tests/fuzz.rs: unbounded passes made verify run for hours.
+            "$argon2id$v=19$m=64,t=4294967295,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=1048576,t=5,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
         ] {
             let e = h.verify("password", bad).await.unwrap_err();
             assert_eq!(e.code(), "internal", "{bad}");
