@@ -191,6 +191,15 @@ impl StoredHash {
         if parsed.algorithm != argon2::ARGON2ID_IDENT {
             return Err(corrupt("not argon2id"));
         }
+        // argon2 0.5 computes `8 * p` before it bounds `p`, which overflows (a panic in
+        // debug builds) from p = 2^29 on: bound it first.
+        if parsed
+            .params
+            .get_decimal("p")
+            .is_some_and(|p| p > Params::MAX_P_COST)
+        {
+            return Err(corrupt("bad parameters"));
+        }
         let params = Params::try_from(&parsed).map_err(|_| corrupt("bad parameters"))?;
         if params.m_cost() > MAX_STORED_MEMORY_KIB {
             return Err(corrupt("memory cost too high"));
@@ -259,8 +268,12 @@ mod tests {
             "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
-            // Found by tests/fuzz.rs: unbounded passes made verify run for hours.
+            // Unbounded passes made verify run for hours; tests/fuzz.rs found t=1048577.
+            "$argon2id$v=19$m=8,t=1048577,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=64,t=4294967295,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            // Found by tests/fuzz.rs: argon2 overflowed computing 8 * p (a debug panic).
+            "$argon2id$v=19$m=64,t=1,p=4294967295$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1,p=536870912$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=1048576,t=5,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
         ] {
             let e = h.verify("password", bad).await.unwrap_err();
