@@ -30,6 +30,10 @@ const SALT_LEN: usize = 16;
 /// Stored hashes with a memory cost above this are refused rather than run (a corrupt
 /// or hostile record must not make us allocate gigabytes).
 const MAX_STORED_MEMORY_KIB: u32 = 1 << 20;
+/// Stored hashes whose work (memory × passes, in KiB) exceeds this are refused too: a
+/// corrupt `t=4294967295` on a small memory cost would otherwise hold a hashing permit
+/// for hours. Four passes over the largest memory allowed; the defaults use 38 912.
+const MAX_STORED_WORK_KIB: u64 = 4 * MAX_STORED_MEMORY_KIB as u64;
 
 /// What checking a password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,9 +277,21 @@ impl StoredHash {
         if parsed.algorithm != argon2::ARGON2ID_IDENT {
             return Err(corrupt("not argon2id"));
         }
+        // argon2 0.5 computes `8 * p` before it bounds `p`, which overflows (a panic in
+        // debug builds) from p = 2^29 on: bound it first.
+        if parsed
+            .params
+            .get_decimal("p")
+            .is_some_and(|p| p > Params::MAX_P_COST)
+        {
+            return Err(corrupt("bad parameters"));
+        }
         let params = Params::try_from(&parsed).map_err(|_| corrupt("bad parameters"))?;
         if params.m_cost() > MAX_STORED_MEMORY_KIB {
             return Err(corrupt("memory cost too high"));
+        }
+        if u64::from(params.m_cost()) * u64::from(params.t_cost()) > MAX_STORED_WORK_KIB {
+            return Err(corrupt("time cost too high"));
         }
         let mut salt_buf = [0u8; 64];
         let salt = parsed
@@ -381,6 +397,13 @@ mod tests {
             "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
+            // Unbounded passes made verify run for hours; tests/fuzz.rs found t=1048577.
+            "$argon2id$v=19$m=8,t=1048577,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=4294967295,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            // Found by tests/fuzz.rs: argon2 overflowed computing 8 * p (a debug panic).
+            "$argon2id$v=19$m=64,t=1,p=4294967295$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1,p=536870912$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=1048576,t=5,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
         ] {
             let e = h.verify("password", bad).await.unwrap_err();
             assert_eq!(e.code(), "internal", "{bad}");
