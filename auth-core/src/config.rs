@@ -185,9 +185,12 @@ impl HashParams {
     }
 }
 
-/// Username rules. A username is NFC-normalised, then must be `min_chars..=max_chars`
-/// characters of Unicode letters and digits plus `.`, `_` and `-`, starting with a
-/// letter or digit. Uniqueness is case-insensitive: the key is the lowercased form.
+/// Username rules. A username is NFKC-normalised (full-width and other compatibility
+/// forms become the plain letter), then must be `min_chars..=max_chars` characters of
+/// Unicode letters and digits plus `.`, `_` and `-`, starting with a letter or digit,
+/// in one script (digits and punctuation go with any). Uniqueness is by a key that is
+/// lowercased and reduced to its Unicode TR39 confusable skeleton, so look-alikes
+/// (`ａdmin`, `adrnin`) are the same account as `admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsernamePolicy {
     /// Minimum length in characters. Default 3.

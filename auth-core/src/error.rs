@@ -25,7 +25,8 @@ pub enum AuthError {
     /// The new password breaks the password policy; the text says which rule.
     #[error("invalid password: {0}")]
     InvalidPassword(Cow<'static, str>),
-    /// The username is taken (case-insensitively, after Unicode normalisation).
+    /// The username is taken: the same name up to case, Unicode normalisation and
+    /// look-alike characters (TR39 confusables).
     #[error("username is already taken")]
     UserExists,
     /// Unknown user or wrong password.
