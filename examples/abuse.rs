@@ -41,7 +41,7 @@ struct Site {
 }
 
 impl Site {
-    async fn start(config: Config) -> Result<Site, Box<dyn std::error::Error>> {
+    async fn start(config: Config, web: WebConfig) -> Result<Site, Box<dyn std::error::Error>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -68,7 +68,7 @@ impl Site {
                     .await;
                 });
                 let remote = RemoteAuth::new([backend_url], RemoteOptions::default())?;
-                let app = router(Arc::new(remote), WebConfig::default());
+                let app = router(Arc::new(remote), web);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);
                 tokio::spawn(async move {
@@ -131,8 +131,8 @@ async fn signed_in(c: &reqwest::Client, site: &Site, name: &str) -> String {
 }
 
 /// Part 1: checks caused by 200 concurrent wrong guesses.
-async fn guesses(config: Config) -> Vec<(String, usize)> {
-    let site = Site::start(config).await.expect("site");
+async fn guesses(config: Config, web: WebConfig) -> Vec<(String, usize)> {
+    let site = Site::start(config, web).await.expect("site");
     let c = client();
     signed_in(&c, &site, "victim").await;
     let url = format!("{}/api/v1/login", site.url);
@@ -202,8 +202,8 @@ struct Flood {
 }
 
 /// Parts 2 and 3: `/me` alone, then during 300 concurrent logins for unknown names.
-async fn flood(config: Config) -> Flood {
-    let site = Site::start(config).await.expect("site");
+async fn flood(config: Config, web: WebConfig) -> Flood {
+    let site = Site::start(config, web).await.expect("site");
     let c = client();
     let token = signed_in(&c, &site, "reader").await;
     let alone = spawn_watcher(site.url.clone(), token.clone());
@@ -260,6 +260,13 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+fn unthrottled_web() -> WebConfig {
+    WebConfig {
+        throttle: None,
+        ..WebConfig::default()
+    }
+}
+
 fn undefended() -> Config {
     Config {
         throttle: auth_sdk::ThrottlePolicy::disabled(),
@@ -281,14 +288,15 @@ async fn main() {
         throttle: auth_sdk::ThrottlePolicy::disabled(),
         ..Config::default()
     };
-    for (name, config) in [
-        ("default", Config::default()),
+    for (name, config, web) in [
+        ("default", Config::default(), WebConfig::default()),
         (
             "throttling off (account lock alone, threshold 20)",
             no_throttle,
+            unthrottled_web(),
         ),
     ] {
-        let counts = guesses(config).await;
+        let counts = guesses(config, web).await;
         let checked: usize = counts
             .iter()
             .filter(|(k, _)| k.ends_with("invalid_credentials"))
@@ -305,14 +313,15 @@ async fn main() {
         "| configuration | /me alone p50 / p99 ms | during the flood p50 / p99 ms | p99 ratio | flood answers | flood took |"
     );
     println!("|---|---|---|---|---|---|");
-    for (name, config) in [
-        ("default", Config::default()),
+    for (name, config, web) in [
+        ("default", Config::default(), WebConfig::default()),
         (
             "undefended (no throttle, unbounded hash queue)",
             undefended(),
+            unthrottled_web(),
         ),
     ] {
-        let f = flood(config).await;
+        let f = flood(config, web).await;
         let (a50, a99) = (percentile(&f.alone, 0.5), percentile(&f.alone, 0.99));
         let (d50, d99) = (percentile(&f.during, 0.5), percentile(&f.during, 0.99));
         let ratio = d99.as_secs_f64() / a99.as_secs_f64().max(1e-9);

@@ -59,5 +59,5 @@ pub use config::{
 pub use error::AuthError;
 pub use keys::{KeyRing, SigningKey};
 pub use policy::Username;
-pub use throttle::{Rate, ThrottlePolicy};
+pub use throttle::{Rate, Throttle, ThrottlePolicy};
 pub use tokens::Claims;

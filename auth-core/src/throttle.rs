@@ -115,10 +115,14 @@ impl ThrottlePolicy {
 
 /// Which bucket a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
+pub enum Action {
+    /// A login (password check for a name).
     Login,
+    /// A registration (a password hash).
     Register,
+    /// A refresh-token rotation.
     Refresh,
+    /// A password change (a check and a hash).
     ChangePassword,
 }
 
@@ -136,8 +140,10 @@ impl GovernorClock for ClockAdapter {
 type Limiter =
     RateLimiter<String, DashMapStateStore<String>, ClockAdapter, NoOpMiddleware<Duration>>;
 
-/// The limiters of one `Auth`.
-pub(crate) struct Throttle {
+/// The limiters of one [`ThrottlePolicy`]. `Auth` keeps one; a front end (auth-web) may
+/// keep its own with the same policy to refuse a flood at the edge, before it costs a
+/// call to the backend.
+pub struct Throttle {
     clock: ClockAdapter,
     max_tracked: usize,
     login: Option<Limiter>,
@@ -150,8 +156,17 @@ pub(crate) struct Throttle {
 /// The key of the bucket shared by sources beyond `max_tracked`.
 const OVERFLOW: &str = "\u{0}overflow";
 
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("max_tracked", &self.max_tracked)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Throttle {
-    pub(crate) fn new(policy: &ThrottlePolicy, clock: Arc<dyn Clock>) -> Self {
+    /// Limiters for `policy`, measuring time with `clock`.
+    pub fn new(policy: &ThrottlePolicy, clock: Arc<dyn Clock>) -> Self {
         let clock = ClockAdapter(clock);
         let make = |r: Rate| {
             r.quota()
@@ -168,8 +183,9 @@ impl Throttle {
         }
     }
 
-    /// Draws one request of `action` from `source`'s bucket.
-    pub(crate) fn check(&self, action: Action, source: Option<&str>) -> Result<(), AuthError> {
+    /// Draws one request of `action` from `source`'s bucket (a client address); no
+    /// source, no limit. [`AuthError::RateLimited`] with the wait when it is empty.
+    pub fn check(&self, action: Action, source: Option<&str>) -> Result<(), AuthError> {
         let limiter = match action {
             Action::Login => &self.login,
             Action::Register => &self.register,
@@ -183,11 +199,7 @@ impl Throttle {
     }
 
     /// Draws one password check for `account` (a username key) from `source`.
-    pub(crate) fn check_account(
-        &self,
-        account: &str,
-        source: Option<&str>,
-    ) -> Result<(), AuthError> {
+    pub fn check_account(&self, account: &str, source: Option<&str>) -> Result<(), AuthError> {
         match (&self.account_source, source.and_then(source_key)) {
             (Some(l), Some(key)) => self.draw(l, format!("{key} {account}")),
             _ => Ok(()),
@@ -195,6 +207,10 @@ impl Throttle {
     }
 
     fn draw(&self, limiter: &Limiter, key: String) -> Result<(), AuthError> {
+        if limiter.len() >= self.max_tracked {
+            // At the bound: drop the buckets that are full again before overflowing.
+            limiter.retain_recent();
+        }
         let key = if limiter.len() >= self.max_tracked {
             OVERFLOW.to_owned()
         } else {
@@ -209,7 +225,7 @@ impl Throttle {
     }
 
     /// Forgets buckets that are full again (they would admit a full burst anyway).
-    pub(crate) fn forget_idle(&self) {
+    pub fn forget_idle(&self) {
         for l in [
             &self.login,
             &self.account_source,

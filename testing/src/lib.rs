@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod ca;
+pub mod fuzz;
 mod grpc;
 mod procs;
 

@@ -1,6 +1,7 @@
 //! [`WebConfig`] and the typed values it holds: the site's public URL, the proxies
 //! whose `X-Forwarded-For` is believed, and the key that CSRF tokens are derived with.
 
+use auth_core::ThrottlePolicy;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -39,6 +40,11 @@ pub struct WebConfig {
     pub csrf_key: Option<CsrfKey>,
     /// Largest accepted request body; bigger ones get `413`. Default 16 KiB.
     pub max_body_bytes: usize,
+    /// Throttling of logins, registrations and refreshes by client address, applied
+    /// here before the auth service is called (which throttles too), so that a flood
+    /// is refused at the edge. Default: [`ThrottlePolicy::default()`]; `None` turns it
+    /// off (tests that drive many logins from one address).
+    pub throttle: Option<ThrottlePolicy>,
 }
 
 impl Default for WebConfig {
@@ -49,6 +55,7 @@ impl Default for WebConfig {
             trusted_proxies: Vec::new(),
             csrf_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            throttle: Some(ThrottlePolicy::default()),
         }
     }
 }

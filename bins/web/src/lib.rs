@@ -68,6 +68,7 @@ mod api;
 mod client;
 mod config;
 mod csrf;
+mod edge;
 mod errors;
 mod extract;
 mod pages;
@@ -101,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) config: WebConfig,
     /// `config.csrf_key`, or a random key drawn when the router was built.
     pub(crate) csrf_key: CsrfKey,
+    /// Edge throttling by client address (`config.throttle`).
+    pub(crate) throttle: Option<auth_core::Throttle>,
 }
 
 impl Deref for AppState {
@@ -119,10 +122,14 @@ impl Deref for AppState {
 pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
     let csrf_key = config.csrf_key.clone().unwrap_or_else(CsrfKey::random);
     let limit = config.max_body_bytes;
+    let throttle = config
+        .throttle
+        .map(|p| auth_core::Throttle::new(&p, Arc::new(auth_core::SystemClock)));
     let state = AppState(Arc::new(Shared {
         api,
         config,
         csrf_key,
+        throttle,
     }));
     let header = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
@@ -132,6 +139,10 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .merge(account::routes())
         .merge(api::routes())
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::throttle,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(header(header::CACHE_CONTROL, "no-store"))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

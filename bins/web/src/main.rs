@@ -131,6 +131,11 @@ struct Args {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "AUTH_WEB_MAX_BODY_BYTES", default_value_t = auth_web::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+
+    /// Throttle logins, registrations and refreshes per client address here, before
+    /// the backend is called (`false` for load tests from one machine).
+    #[arg(long, env = "AUTH_WEB_THROTTLE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    throttle: bool,
 }
 
 #[tokio::main]
@@ -213,6 +218,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         trusted_proxies: args.trusted_proxies,
         csrf_key,
         max_body_bytes: args.max_body_bytes,
+        throttle: args.throttle.then(auth_core::ThrottlePolicy::default),
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let app = router(api, config);

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -452,4 +453,45 @@ async fn fifty_wrong_passwords_lock_the_account_until_the_backoff_passes() {
     let resp = v.api_post("/api/v1/login", creds).await;
     assert_eq!(resp.status(), StatusCode::OK);
     v.login("rupert", PW).await;
+}
+
+/// A login flood from one address is refused at the edge (the auth service behind it
+/// has throttling off here, so every 429 came from the web site itself), with
+/// `rate_limited`, a `Retry-After`, and on the form as well as the API; other routes
+/// and other work are not throttled.
+#[tokio::test]
+async fn a_login_flood_from_one_address_is_refused_at_the_edge() {
+    let (auth, _clock) = new_auth();
+    let web = WebServer::start_throttled(Arc::new(auth), auth_web::WebConfig::default()).await;
+    let v = Visitor::new(&web.url);
+    let wrong = json!({"username": "nobody", "password": "not the password"});
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let resp = v.api_post("/api/v1/login", wrong.clone()).await;
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().get("retry-after").is_some());
+            assert_eq!(error_code(resp).await, "rate_limited");
+        }
+        statuses.push(status.as_u16());
+    }
+    // The default login bucket: 20 at once.
+    assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
+    assert!(statuses[20..].iter().all(|&s| s == 429), "{statuses:?}");
+    let form = v
+        .client
+        .post(format!("{}/login", web.url))
+        .form(&[("username", "nobody"), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Reading pages is not throttled.
+    let page = v
+        .client
+        .get(format!("{}/login", web.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
 }

@@ -41,7 +41,21 @@ pub struct WebServer {
 }
 
 impl WebServer {
+    /// Serves the site on 127.0.0.1 with edge throttling off (tests drive many logins
+    /// from one address; [`WebServer::start_throttled`] keeps it).
     pub async fn start(api: Arc<dyn AuthApi>, config: WebConfig) -> Self {
+        Self::start_throttled(
+            api,
+            WebConfig {
+                throttle: None,
+                ..config
+            },
+        )
+        .await
+    }
+
+    /// Serves the site on 127.0.0.1 with `config` as given.
+    pub async fn start_throttled(api: Arc<dyn AuthApi>, config: WebConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -60,6 +74,10 @@ impl WebServer {
 
     /// The same over HTTPS ([`serve_tls`]); `url` is `https://127.0.0.1:PORT`.
     pub async fn start_tls(api: Arc<dyn AuthApi>, config: WebConfig, tls: TlsConfig) -> Self {
+        let config = WebConfig {
+            throttle: None,
+            ..config
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
