@@ -239,6 +239,16 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
                     a.push(value.clone());
                 }
             }
+            // The web site whose flags `cluster` prints runs on this machine: the nodes
+            // believe the end users' addresses it sends (unless told otherwise).
+            if !args
+                .node_args
+                .iter()
+                .any(|a| a.starts_with("--trusted-frontends"))
+            {
+                a.push("--trusted-frontends".into());
+                a.push("127.0.0.1".into());
+            }
             a.extend(args.node_args.iter().cloned());
             NodePlan {
                 id: *id,
@@ -487,6 +497,26 @@ mod tests {
         assert!(
             p[2].args
                 .ends_with(&["--argon2-memory-kib".to_string(), "64".to_string()])
+        );
+        // The local web site is a trusted front end, unless the node flags say who is.
+        let trusted = |plan: &NodePlan| {
+            let i = plan.args.iter().position(|a| a == "--trusted-frontends")?;
+            plan.args.get(i + 1).cloned()
+        };
+        assert_eq!(trusted(&p[0]).as_deref(), Some("127.0.0.1"));
+        let own = ClusterArgs {
+            node_args: vec!["--trusted-frontends".into(), "web".into()],
+            ..args.clone()
+        };
+        let (p2, _) = plan(&own).unwrap();
+        assert_eq!(trusted(&p2[0]).as_deref(), Some("web"));
+        assert_eq!(
+            p2[0]
+                .args
+                .iter()
+                .filter(|a| *a == "--trusted-frontends")
+                .count(),
+            1
         );
         // The cluster id, key and CA are created once and reused.
         let id1 = std::fs::read_to_string(dir.join("cluster-id")).unwrap();
