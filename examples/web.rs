@@ -17,11 +17,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = Auth::new(Config::default(), MemoryStorage::new())?;
     auth.start()?;
 
-    let app = router(Arc::new(auth.clone()), WebConfig::default());
+    let config = WebConfig::default();
+    let app = router(Arc::new(auth.clone()), config.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("http://localhost:{port}");
 
-    serve(listener, app, async {
+    serve(listener, app, &config, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -43,8 +43,8 @@ pub use auth_backend as grpc;
 pub use auth_web as web;
 
 pub use auth_core::{
-    Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, HashQueue, KeyRing, LockoutPolicy,
-    ManualClock, PasswordPolicy, Rate, SessionCheck, SigningKey, SystemClock, ThrottlePolicy,
-    UsernamePolicy, api,
+    Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, HashPriority, HashQueue, KeyRing,
+    LockoutPolicy, ManualClock, PasswordPolicy, Rate, SessionCheck, SigningKey, SystemClock,
+    ThrottlePolicy, UsernamePolicy, api,
 };
 pub use auth_storage::{Storage, StorageError, memory::MemoryStorage};

@@ -120,8 +120,9 @@ impl Config {
     }
 }
 
-/// The queue in front of the password hashers: a login storm is shed with a typed,
-/// retryable error instead of queueing without end (and starving everything else).
+/// The queue in front of the password hashers, and how they are scheduled: a login
+/// storm is shed with a typed, retryable error instead of queueing without end, and
+/// the hashes admitted run behind everything else (starving nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashQueue {
     /// Checks that may wait for a hash slot at once; 0 means 16 per slot. Beyond it,
@@ -130,6 +131,27 @@ pub struct HashQueue {
     /// Longest wait for a slot before a check fails with [`AuthError::Overloaded`].
     /// Default 1 second.
     pub max_wait: Duration,
+    /// How the hashing threads are scheduled against the process's other threads.
+    /// Default [`HashPriority::Background`].
+    pub priority: HashPriority,
+}
+
+/// Scheduling of the password-hashing threads.
+///
+/// A hash is tens of milliseconds of CPU; a token check, a refresh or a page is tens of
+/// microseconds. When the cores are busy, `Background` lets the short work run first,
+/// so that a burst of logins (or a flood that got through the throttles) does not
+/// show in the latency of everyone already signed in. Logins then take longer while the
+/// machine is saturated, never fail for it: the queue's bounds count waiting for a
+/// slot, not for the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashPriority {
+    /// Hashing threads run below the others: on Linux at nice +10 (a tenth of a
+    /// normal thread's share of a contended core). Elsewhere the same as `Normal`.
+    #[default]
+    Background,
+    /// Hashes run on tokio's blocking pool like any other blocking work.
+    Normal,
 }
 
 impl Default for HashQueue {
@@ -137,6 +159,7 @@ impl Default for HashQueue {
         Self {
             max_waiting: 0,
             max_wait: Duration::from_secs(1),
+            priority: HashPriority::Background,
         }
     }
 }

@@ -54,7 +54,8 @@ pub use auth::Auth;
 pub use auth_storage::{Storage, StorageError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Config, HashParams, HashQueue, LockoutPolicy, PasswordPolicy, SessionCheck, UsernamePolicy,
+    Config, HashParams, HashPriority, HashQueue, LockoutPolicy, PasswordPolicy, SessionCheck,
+    UsernamePolicy,
 };
 pub use error::AuthError;
 pub use keys::{KeyRing, SigningKey};

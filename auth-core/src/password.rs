@@ -3,7 +3,10 @@
 //! Hashing is deliberately slow (~16 ms at the default parameters), so it must never run
 //! on an async worker thread: every hash goes to tokio's blocking pool, and a semaphore
 //! admits at most `concurrency` at a time (one per core by default) so a login storm
-//! cannot starve everything else. The queue in front of the semaphore is bounded in
+//! cannot starve everything else. With [`HashPriority::Background`] (the default) the
+//! blocking-pool thread hands the hash to one of `concurrency` threads of lower
+//! scheduling priority and waits for it, so that on a saturated machine token checks
+//! and page loads run before password hashes. The queue in front of the semaphore is bounded in
 //! length and in waiting time ([`HashQueue`]): past either bound a check is shed with
 //! [`AuthError::Overloaded`] without being tried, so a flood fails fast instead of
 //! making every caller wait for seconds. The argon2 memory blocks (19 MiB at the
@@ -21,7 +24,7 @@ use rand::RngCore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::config::{HashParams, HashQueue};
+use crate::config::{HashParams, HashPriority, HashQueue};
 use crate::error::AuthError;
 
 /// Length of the raw argon2 output in bytes.
@@ -58,6 +61,8 @@ struct Inner {
     waiting: AtomicUsize,
     max_waiting: usize,
     max_wait: Duration,
+    /// The lower-priority hashing threads ([`HashPriority::Background`]).
+    background: Option<rayon::ThreadPool>,
     /// Reusable memory blocks, one per hash in flight at most.
     blocks: Mutex<Vec<Vec<Block>>>,
 }
@@ -96,6 +101,10 @@ impl PasswordHasher {
         } else {
             queue.max_waiting
         };
+        let background = match queue.priority {
+            HashPriority::Normal => None,
+            HashPriority::Background => Some(background_threads(concurrency)?),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
@@ -103,6 +112,7 @@ impl PasswordHasher {
                 waiting: AtomicUsize::new(0),
                 max_waiting,
                 max_wait: queue.max_wait,
+                background,
                 blocks: Mutex::new(Vec::new()),
             }),
         })
@@ -207,8 +217,9 @@ impl HashSlot {
         .await
     }
 
-    /// Runs `f` on the blocking pool, holding the permit until it is done (even if
-    /// the caller goes away meanwhile).
+    /// Runs `f` on the blocking pool (which hands it to the background threads, if
+    /// any, and waits: tokio then still counts it as blocking work in flight), holding
+    /// the permit until it is done (even if the caller goes away meanwhile).
     async fn run<T, F>(self, f: F) -> Result<T, AuthError>
     where
         T: Send + 'static,
@@ -217,7 +228,10 @@ impl HashSlot {
         let HashSlot { inner, _permit } = self;
         tokio::task::spawn_blocking(move || {
             let _permit = _permit;
-            f(&inner)
+            match &inner.background {
+                Some(threads) => threads.install(|| f(&inner)),
+                None => f(&inner),
+            }
         })
         .await
         .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))?
@@ -249,6 +263,37 @@ impl Inner {
         r.map_err(|e| AuthError::Internal(format!("argon2: {e}")))
     }
 }
+
+/// `n` hashing threads below the process's other threads: nice +10 on Linux.
+fn background_threads(n: usize) -> Result<rayon::ThreadPool, AuthError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("auth-hash-{i}"))
+        .start_handler(|_| lower_this_threads_priority())
+        .build()
+        .map_err(|e| AuthError::Internal(format!("cannot start the hashing threads: {e}")))
+}
+
+/// Raises the calling thread's nice value by 10 (Linux keeps one per thread). Failure
+/// only means hashing competes at normal priority, so it is logged, not returned.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is shared.
+    let done = unsafe {
+        let tid = libc::gettid();
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (now + 10).min(19))
+    };
+    if done != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "hashing thread left at normal priority"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
 
 fn phc_string(params: &Params, salt: &[u8], hash: &[u8]) -> Result<String, AuthError> {
     let err = |e: argon2::password_hash::Error| AuthError::Internal(format!("phc: {e}"));
@@ -325,6 +370,7 @@ mod tests {
             HashQueue {
                 max_waiting: 1,
                 max_wait: Duration::from_millis(200),
+                ..HashQueue::default()
             },
         )
         .unwrap();
@@ -358,6 +404,17 @@ mod tests {
         drop(held);
         let phc = h.hash("correct horse").await.unwrap();
         assert!(h.verify("correct horse", &phc).await.unwrap().matches);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_hashing_threads_run_ten_nice_levels_down() {
+        // SAFETY: reading the calling thread's own priority.
+        let priority = || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as _) };
+        let ours = priority();
+        let threads = background_threads(2).unwrap();
+        assert_eq!(threads.install(priority), (ours + 10).min(19));
+        assert_eq!(priority(), ours, "the caller's own priority is untouched");
     }
 
     #[tokio::test]

@@ -293,6 +293,9 @@ pub fn main_serve(flags: &Settings) -> ExitCode {
         }
     };
     init_logging(settings.log_format());
+    if let Some(limit) = crate::limits::raise_open_files() {
+        tracing::debug!(limit, "open-files limit");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

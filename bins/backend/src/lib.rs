@@ -27,6 +27,7 @@ pub mod cluster;
 #[cfg(feature = "server")]
 pub mod config;
 pub mod duration;
+pub mod limits;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signal;

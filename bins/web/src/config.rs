@@ -5,6 +5,7 @@ use auth_core::ThrottlePolicy;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use axum::http::Uri;
 use ipnet::IpNet;
@@ -13,6 +14,13 @@ use zeroize::Zeroizing;
 
 /// Default request body limit: 16 KiB (credentials and tokens are small).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Default bound on connections one client address holds open: 256. A browser opens at
+/// most six per site over HTTP/1.1 and one over HTTP/2, but a carrier-grade NAT puts
+/// hundreds of phones behind one IPv4 address, and refusing them would be the attack
+/// done for the attacker. What the bound protects is file descriptors and memory;
+/// the per-address throttles protect the CPU.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 
 /// How the site behaves.
 ///
@@ -45,6 +53,17 @@ pub struct WebConfig {
     /// is refused at the edge. Default: [`ThrottlePolicy::default()`]; `None` turns it
     /// off (tests that drive many logins from one address).
     pub throttle: Option<ThrottlePolicy>,
+    /// Connections one client address (an IPv6 client's /64) may hold open at once;
+    /// more are closed as soon as they are accepted, so that one address cannot take
+    /// the server's attention from everyone else. Trusted proxies are not bounded.
+    /// Applied by [`serve`](crate::serve) and [`serve_tls`](crate::serve_tls).
+    /// Default [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`]; 0 = unbounded.
+    pub max_connections_per_address: usize,
+    /// How long a request refused by [`WebConfig::throttle`] is held before its 429 is
+    /// sent (never longer than its `Retry-After`): a flooding address gets one answer
+    /// per connection per delay instead of as many as it can send. Default 1 second;
+    /// zero answers at once.
+    pub refusal_delay: Duration,
 }
 
 impl Default for WebConfig {
@@ -56,6 +75,8 @@ impl Default for WebConfig {
             csrf_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             throttle: Some(ThrottlePolicy::default()),
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            refusal_delay: Duration::from_secs(1),
         }
     }
 }

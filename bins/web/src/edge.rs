@@ -3,6 +3,13 @@
 //! *before* the call reaches the auth service. The service throttles too; doing it here
 //! as well means a flood from one address is refused for the price of parsing its
 //! request, not of a call to the backend for each refusal.
+//!
+//! A refusal is answered after [`WebConfig::refusal_delay`](crate::WebConfig::refusal_delay)
+//! (at most its `Retry-After`), as HAProxy's tarpit does: the connection is held, idle,
+//! instead of being handed straight back for the next request. An address that floods
+//! over its (bounded) connections then gets one answer per connection per delay, and
+//! the server's work for it drops accordingly; a person who hit the limit could not have
+//! retried sooner anyway.
 
 use auth_core::throttle::Action;
 use axum::extract::{Request, State};
@@ -40,6 +47,10 @@ pub(crate) async fn throttle(
     {
         let ip = client.info().ip;
         if let Err(e) = throttle.check(action, Some(ip.as_str())) {
+            let delay = e.retry_after().map_or(state.config.refusal_delay, |wait| {
+                wait.min(state.config.refusal_delay)
+            });
+            tokio::time::sleep(delay).await;
             return if req.uri().path().starts_with("/api/") {
                 ApiError::from(e).into_response()
             } else {

@@ -58,7 +58,7 @@
 //! auth.start()?;
 //! let app = auth_web::router(Arc::new(auth), auth_web::WebConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! auth_web::serve(listener, app, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! auth_web::serve(listener, app, &WebConfig::default(), async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
@@ -67,6 +67,7 @@ mod account;
 mod api;
 mod client;
 mod config;
+mod connections;
 mod csrf;
 mod edge;
 mod errors;
@@ -90,7 +91,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use crate::config::{CsrfKey, DEFAULT_MAX_BODY_BYTES, PublicUrl, TrustedProxy, WebConfig};
+pub use crate::config::{
+    CsrfKey, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, PublicUrl, TrustedProxy,
+    WebConfig,
+};
 pub use crate::tls::{HSTS, TlsConfig};
 
 /// What every handler shares.
@@ -164,14 +168,27 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
 /// lets requests in flight finish. Peer addresses are passed to the handlers (they
 /// are recorded with each login session).
-pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> std::io::Result<()>
+///
+/// `config` is the one the router was built with: its
+/// [`max_connections_per_address`](WebConfig::max_connections_per_address) bounds the
+/// connections each client address holds open (its trusted proxies are not bounded).
+pub async fn serve<F>(
+    listener: TcpListener,
+    router: Router,
+    config: &WebConfig,
+    shutdown: F,
+) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     use axum::serve::ListenerExt as _;
+    let listener = connections::LimitedListener {
+        inner: listener,
+        limit: connections::ConnectionLimit::new(config),
+    };
     // Small responses should leave at once, not wait on Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+        let _ = tcp.inner.set_nodelay(true);
     });
     axum::serve(
         listener,
@@ -186,7 +203,8 @@ where
 /// `Secure`, `__Host-` prefixed cookies whatever [`WebConfig::secure_cookies`] says, so
 /// that browsers send them back over HTTPS only.
 ///
-/// On `shutdown` it stops accepting, lets requests in flight finish and closes idle
+/// Connections are bounded per client address as with [`serve`], before the TLS
+/// handshake. On `shutdown` it stops accepting, lets requests in flight finish and closes idle
 /// connections. Connections that fail their handshake are dropped (logged at `debug`)
 /// without affecting the others. Peer addresses reach the handlers as with [`serve`].
 ///
@@ -203,12 +221,13 @@ where
 /// auth.start()?;
 /// let app = auth_web::router(Arc::new(auth), WebConfig::default());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-/// auth_web::serve_tls(listener, app, tls, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// auth_web::serve_tls(listener, app, &WebConfig::default(), tls, async { tokio::signal::ctrl_c().await.ok(); }).await?;
 /// # Ok(()) }
 /// ```
 pub async fn serve_tls<F>(
     listener: TcpListener,
     router: Router,
+    config: &WebConfig,
     tls: TlsConfig,
     shutdown: F,
 ) -> std::io::Result<()>
@@ -223,7 +242,11 @@ where
     );
     // Small responses should leave at once, not wait on Nagle's algorithm.
     let tcp = TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true));
-    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls.server)).acceptor(tcp);
+    let limited = connections::LimitAcceptor {
+        inner: tcp,
+        limit: connections::ConnectionLimit::new(config),
+    };
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls.server)).acceptor(limited);
     let handle = axum_server::Handle::<SocketAddr>::new();
     let on_shutdown = handle.clone();
     let trigger = tokio::spawn(async move {

@@ -136,6 +136,16 @@ struct Args {
     /// the backend is called (`false` for load tests from one machine).
     #[arg(long, env = "AUTH_WEB_THROTTLE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     throttle: bool,
+
+    /// Connections one client address (an IPv6 client's /64) may hold open; more are
+    /// closed at accept. Trusted proxies are not bounded. 0 = unbounded.
+    #[arg(long, env = "AUTH_WEB_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N", default_value_t = auth_web::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+
+    /// How long a request refused by the throttle is held before its 429 is sent (at
+    /// most its Retry-After): `1s`, `250ms`, `0` to answer at once.
+    #[arg(long, env = "AUTH_WEB_REFUSAL_DELAY", value_name = "DURATION", default_value = "1s", value_parser = auth_backend::duration::parse_duration)]
+    refusal_delay: std::time::Duration,
 }
 
 #[tokio::main]
@@ -145,6 +155,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(limit) = auth_backend::limits::raise_open_files() {
+        tracing::debug!(limit, "open-files limit");
+    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -219,17 +232,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         csrf_key,
         max_body_bytes: args.max_body_bytes,
         throttle: args.throttle.then(auth_core::ThrottlePolicy::default),
+        max_connections_per_address: args.max_connections_per_address,
+        refusal_delay: args.refusal_delay,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let app = router(api, config);
+    let app = router(api, config.clone());
     match tls {
         Some(tls) => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening (HTTPS)");
-            serve_tls(listener, app, tls, shutdown).await?;
+            serve_tls(listener, app, &config, tls, shutdown).await?;
         }
         None => {
             tracing::info!(address = %listener.local_addr()?, "auth-web listening");
-            serve(listener, app, shutdown).await?;
+            serve(listener, app, &config, shutdown).await?;
         }
     }
 

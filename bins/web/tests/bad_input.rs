@@ -457,19 +457,26 @@ async fn fifty_wrong_passwords_lock_the_account_until_the_backoff_passes() {
 
 /// A login flood from one address is refused at the edge (the auth service behind it
 /// has throttling off here, so every 429 came from the web site itself), with
-/// `rate_limited`, a `Retry-After`, and on the form as well as the API; other routes
-/// and other work are not throttled.
+/// `rate_limited`, a `Retry-After`, and on the form as well as the API, each refusal
+/// held for the refusal delay first; other routes and other work are not throttled.
 #[tokio::test]
 async fn a_login_flood_from_one_address_is_refused_at_the_edge() {
     let (auth, _clock) = new_auth();
-    let web = WebServer::start_throttled(Arc::new(auth), auth_web::WebConfig::default()).await;
+    let delay = std::time::Duration::from_millis(150);
+    let config = auth_web::WebConfig {
+        refusal_delay: delay,
+        ..auth_web::WebConfig::default()
+    };
+    let web = WebServer::start_throttled(Arc::new(auth), config).await;
     let v = Visitor::new(&web.url);
     let wrong = json!({"username": "nobody", "password": "not the password"});
     let mut statuses = Vec::new();
     for _ in 0..25 {
+        let sent = std::time::Instant::now();
         let resp = v.api_post("/api/v1/login", wrong.clone()).await;
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(sent.elapsed() >= delay, "refused without the delay");
             assert!(resp.headers().get("retry-after").is_some());
             assert_eq!(error_code(resp).await, "rate_limited");
         }

@@ -382,3 +382,63 @@ async fn the_web_site_works_through_https_backends_with_a_ca_file() {
     web.stop().await;
     backend.stop().await;
 }
+
+/// Over HTTPS the per-address bound is applied at accept, before the TLS handshake:
+/// connections that never say a word hold their places, and a further one is closed
+/// without a handshake until one of them goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_are_bounded_per_address_before_the_handshake() {
+    let pki = Pki::new();
+    let (auth, _clock) = new_auth();
+    let config = WebConfig {
+        max_connections_per_address: 2,
+        ..WebConfig::default()
+    };
+    let web = WebServer::start_tls(Arc::new(auth), config, pki.site_tls()).await;
+    let healthz = || async {
+        // A new client each time: no pooled connection is reused.
+        let v = Visitor::trusting(&web.url, pki.ca.cert_pem());
+        v.client.get(v.url("/healthz")).send().await
+    };
+    assert_eq!(healthz().await.expect("served").status(), StatusCode::OK);
+
+    // Two silent TCP connections take both places.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::time::timeout(LIMIT, tokio::net::TcpStream::connect(web.addr))
+                .await
+                .expect("connect within the limit")
+                .expect("connect"),
+        );
+    }
+    // Places are taken when the server accepts, which may follow the connect: wait
+    // (bounded) until HTTPS is refused, then check it stays refused.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while healthz().await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a third connection was still served"
+        );
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..3 {
+        assert!(healthz().await.is_err(), "a third connection was served");
+    }
+
+    // One silent connection goes: HTTPS is served again.
+    drop(silent.pop());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Ok(resp) = healthz().await {
+            assert_eq!(resp.status(), StatusCode::OK);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection's place was not given back"
+        );
+        tokio::task::yield_now().await;
+    }
+    web.stop().await;
+}

@@ -41,13 +41,15 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Serves the site on 127.0.0.1 with edge throttling off (tests drive many logins
-    /// from one address; [`WebServer::start_throttled`] keeps it).
+    /// Serves the site on 127.0.0.1 with edge throttling off and connections per
+    /// address unbounded (tests drive many logins, some concurrently, from one address;
+    /// [`WebServer::start_throttled`] keeps both).
     pub async fn start(api: Arc<dyn AuthApi>, config: WebConfig) -> Self {
         Self::start_throttled(
             api,
             WebConfig {
                 throttle: None,
+                max_connections_per_address: 0,
                 ..config
             },
         )
@@ -61,9 +63,13 @@ impl WebServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, router(api, config), async {
-            let _ = rx.await;
-        }));
+        let app = router(api, config.clone());
+        let task = tokio::spawn(async move {
+            serve(listener, app, &config, async {
+                let _ = rx.await;
+            })
+            .await
+        });
         Self {
             url: format!("http://{addr}"),
             addr,
@@ -83,9 +89,13 @@ impl WebServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_tls(listener, router(api, config), tls, async {
-            let _ = rx.await;
-        }));
+        let app = router(api, config.clone());
+        let task = tokio::spawn(async move {
+            serve_tls(listener, app, &config, tls, async {
+                let _ = rx.await;
+            })
+            .await
+        });
         Self {
             url: format!("https://{addr}"),
             addr,
