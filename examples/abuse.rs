@@ -13,9 +13,16 @@
 //!    configuration and, as the baseline of what the defences buy, with throttling off,
 //!    connections per address unbounded and an effectively unbounded hash queue (the
 //!    behaviour before issue 8);
-//! 3. how the flood was answered (checked, throttled, shed).
+//! 3. how the flood was answered (checked, throttled, shed), how long it lasted and the
+//!    CPU it cost on either side.
 //!
-//! `cargo run --release --example abuse` (numbers from a debug build mean little).
+//! The flood is a separate process (this example with `--flood URL`), at nice 19 (its
+//! own CPU hardly competes: as if it ran on another machine) or, in one configuration,
+//! at normal priority. Configurations alternate over `ABUSE_ROUNDS` rounds (default
+//! 3) and the samples are also pooled.
+//!
+//! `cargo build --release --example abuse && target/release/examples/abuse` (numbers
+//! from a debug build mean little).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

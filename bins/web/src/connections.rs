@@ -4,8 +4,13 @@
 //! hundreds of keep-alive connections is refused request by request (429), but each
 //! refusal still costs a turn of the scheduler, and every other client's request waits
 //! behind those turns. Bounding the connections one address may hold open bounds the
-//! share of the server it can take: a connection over the bound is closed as soon as
-//! it is accepted, before any TLS handshake or HTTP parsing.
+//! share of the server it can take: a connection over the bound is never read, no TLS
+//! handshake, no HTTP parsing. It is held, idle, for
+//! [`WebConfig::refusal_delay`](crate::WebConfig::refusal_delay) and then reset
+//! (HAProxy's tarpit): closing it at once would hand the flood its connection slot
+//! back for the next attempt, and the churn of accepts and closes would cost more than
+//! the requests it replaced. At most [`MAX_HELD`] are held at once over all addresses
+//! (they cost a file descriptor each); beyond that they are reset at once.
 //!
 //! The key is the peer's address, an IPv6 peer's /64 (one subscriber's prefix: an
 //! attacker holding a /64 must not get 2^64 allowances). Trusted proxies
@@ -17,7 +22,9 @@ use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,12 +33,19 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::WebConfig;
 use crate::config::TrustedProxy;
 
+/// Refused connections held idle at once, over all addresses, before they are reset.
+pub(crate) const MAX_HELD: usize = 1024;
+
 /// Counts open connections by client key and refuses those over the bound.
 #[derive(Debug)]
 pub(crate) struct ConnectionLimit {
     per_address: usize,
     exempt: Vec<TrustedProxy>,
     open: Mutex<HashMap<IpAddr, usize>>,
+    /// How long a refused connection is held before it is reset.
+    hold: Duration,
+    /// Refused connections being held now.
+    held: AtomicUsize,
 }
 
 impl ConnectionLimit {
@@ -40,7 +54,25 @@ impl ConnectionLimit {
             per_address: config.max_connections_per_address,
             exempt: config.trusted_proxies.clone(),
             open: Mutex::new(HashMap::new()),
+            hold: config.refusal_delay,
+            held: AtomicUsize::new(0),
         })
+    }
+
+    /// Refuses `stream`: holds it, unread, for the refusal delay if fewer than
+    /// [`MAX_HELD`] are held, then resets it (zero linger: no `TIME_WAIT` left behind).
+    async fn refuse(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        tracing::debug!(peer = %peer.ip(), "connection refused: too many open from this address");
+        let _ = stream.set_zero_linger();
+        if self.hold.is_zero() {
+            return;
+        }
+        let held = self.held.fetch_add(1, Ordering::SeqCst);
+        if held < MAX_HELD {
+            tokio::time::sleep(self.hold).await;
+        }
+        self.held.fetch_sub(1, Ordering::SeqCst);
+        drop(stream);
     }
 
     /// A slot for a connection from `peer`, held until the returned guard drops;
@@ -167,7 +199,7 @@ impl axum::serve::Listener for LimitedListener {
                     );
                 }
                 None => {
-                    refused(&stream, peer);
+                    tokio::spawn(Arc::clone(&self.limit).refuse(stream, peer));
                     // Let other tasks run between refusals: a burst of connections
                     // over the bound must not hold this worker thread for long.
                     tokio::task::yield_now().await;
@@ -179,13 +211,6 @@ impl axum::serve::Listener for LimitedListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
     }
-}
-
-/// Logs a refused connection, which is then dropped with a reset (zero linger) rather
-/// than an orderly close: no `TIME_WAIT` is left behind for each one a flood opens.
-fn refused(stream: &TcpStream, peer: SocketAddr) {
-    let _ = stream.set_zero_linger();
-    tracing::debug!(peer = %peer.ip(), "connection refused: too many open from this address");
 }
 
 /// The same bound for `axum-server` (HTTPS): applied before the TLS handshake.
@@ -206,19 +231,16 @@ where
     type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let admitted = match stream.peer_addr() {
-            Ok(peer) => match self.limit.admit(peer.ip()) {
-                Some(admitted) => Ok(admitted),
-                None => {
-                    refused(&stream, peer);
-                    Err(io::Error::other("too many connections from this address"))
-                }
-            },
-            Err(e) => Err(e),
-        };
         let inner = self.inner.clone();
+        let limit = Arc::clone(&self.limit);
+        // axum-server runs this in the connection's own task: holding a refused
+        // connection here holds nothing else up.
         Box::pin(async move {
-            let admitted = admitted?;
+            let peer = stream.peer_addr()?;
+            let Some(admitted) = limit.admit(peer.ip()) else {
+                limit.refuse(stream, peer).await;
+                return Err(io::Error::other("too many connections from this address"));
+            };
             let (stream, service) = inner.accept(stream, service).await?;
             Ok((
                 Counted {

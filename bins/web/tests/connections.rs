@@ -1,7 +1,8 @@
 //! The attack: one address opens connection after connection to hog the server. The
 //! `auth-web` binary bounds the connections one client address holds open
-//! (`--max-connections-per-address`): over the bound a connection is closed unanswered,
-//! other addresses are served, and a closed connection gives its place back.
+//! (`--max-connections-per-address`): over the bound a connection is held unanswered
+//! for the refusal delay and then reset, other addresses are served, and a closed
+//! connection gives its place back.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -109,7 +110,14 @@ async fn health(stream: &mut TcpStream) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_more_connections_than_its_bound() {
-    let (addr, _child) = start(&["--max-connections-per-address", "4"]).await;
+    let hold = Duration::from_millis(200);
+    let (addr, _child) = start(&[
+        "--max-connections-per-address",
+        "4",
+        "--refusal-delay",
+        "200ms",
+    ])
+    .await;
     let ok = Some("HTTP/1.1 200 OK".to_owned());
 
     // Four kept-alive connections from 127.0.0.1, each answered (and so admitted).
@@ -120,13 +128,16 @@ async fn one_address_cannot_hold_more_connections_than_its_bound() {
         held.push(c);
     }
 
-    // The fifth from the same address is closed unanswered, however often it tries.
+    // The fifth from the same address is held, then reset unanswered, however often
+    // it tries.
     for _ in 0..3 {
+        let sent = std::time::Instant::now();
         assert_eq!(
             health_from([127, 0, 0, 1], addr).await,
             None,
             "a fifth connection was served"
         );
+        assert!(sent.elapsed() >= hold, "refused without being held");
     }
 
     // Another address is not affected.

@@ -392,6 +392,7 @@ async fn https_connections_are_bounded_per_address_before_the_handshake() {
     let (auth, _clock) = new_auth();
     let config = WebConfig {
         max_connections_per_address: 2,
+        refusal_delay: Duration::from_millis(100),
         ..WebConfig::default()
     };
     let web = WebServer::start_tls(Arc::new(auth), config, pki.site_tls()).await;
