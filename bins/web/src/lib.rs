@@ -56,9 +56,10 @@
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let auth = Auth::new(Config::default(), MemoryStorage::new())?;
 //! auth.start()?;
-//! let app = auth_web::router(Arc::new(auth), auth_web::WebConfig::default());
+//! let config = auth_web::WebConfig::default();
+//! let app = auth_web::router(Arc::new(auth), config.clone());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! auth_web::serve(listener, app, &WebConfig::default(), async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! auth_web::serve(listener, app, &config, async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
