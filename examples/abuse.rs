@@ -27,10 +27,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auth_backend::server::FrontendTrust;
-use auth_backend::{RemoteAuth, RemoteOptions, ServerOptions};
+use auth_sdk::grpc::server::FrontendTrust;
+use auth_sdk::grpc::{RemoteAuth, RemoteOptions, ServerOptions};
+use auth_sdk::web::{WebConfig, router, serve};
 use auth_sdk::{Auth, Config, MemoryStorage};
-use auth_web::{WebConfig, router, serve};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -71,10 +71,11 @@ impl Site {
                     ..ServerOptions::default()
                 };
                 tokio::spawn(async move {
-                    let _ = auth_backend::serve(backend_listener, Arc::new(auth), options, async {
-                        let _ = backend_rx.await;
-                    })
-                    .await;
+                    let _ =
+                        auth_sdk::grpc::serve(backend_listener, Arc::new(auth), options, async {
+                            let _ = backend_rx.await;
+                        })
+                        .await;
                 });
                 let remote = RemoteAuth::new([backend_url], RemoteOptions::default())?;
                 let app = router(Arc::new(remote), web.clone());

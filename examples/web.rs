@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use auth_sdk::web::{WebConfig, router, serve};
 use auth_sdk::{Auth, Config, MemoryStorage};
-use auth_web::{WebConfig, router, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,11 +6,14 @@
 //!
 //! This crate is the facade: add `auth-sdk` and reach everything through it.
 //!
-//! | module | crate | what |
-//! |---|---|---|
-//! | [`core`] | `auth-core` | [`Auth`], [`Config`], [`AuthError`], [`AuthApi`] |
-//! | [`storage`] | `auth-storage` | the [`Storage`] trait and [`MemoryStorage`] |
-//! | [`proto`] | `auth-proto` | the protobuf records and gRPC API types |
+//! | module | crate | feature | what |
+//! |---|---|---|---|
+//! | [`auth_core`] | `auth-core` | | [`Auth`], [`Config`], [`AuthError`], [`AuthApi`] |
+//! | [`storage`] | `auth-storage` | | the [`Storage`] trait and [`MemoryStorage`] |
+//! | [`proto`] | `auth-proto` | | the protobuf records and gRPC API types |
+//! | `web` | `auth-web` | `web` (default) | the web site: `router`, `serve`, `WebConfig` |
+//! | `grpc` | `auth-backend` | `grpc` | the gRPC server and the failover client `RemoteAuth` |
+//! | `raft` | `auth-raft` | `raft` | `RaftNode`, `RaftConfig`, `RaftStorage`, `ReadConsistency`, TLS and certificates for the peer listener |
 //!
 //! ```
 //! use auth_sdk::{Auth, AuthApi, Config, HashParams, MemoryStorage};
@@ -31,13 +34,19 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use auth_core as core;
+pub use auth_core;
 pub use auth_proto as proto;
 pub use auth_storage as storage;
 
 /// The gRPC server and the failover client (feature `grpc`).
 #[cfg(feature = "grpc")]
 pub use auth_backend as grpc;
+/// The Raft-replicated storage (feature `raft`): run a [`RaftNode`], serve its peer
+/// listener, and give its [`RaftStorage`] to [`Auth::new`].
+#[cfg(feature = "raft")]
+pub use auth_raft as raft;
+#[cfg(feature = "raft")]
+pub use auth_raft::{RaftConfig, RaftNode, RaftStorage, ReadConsistency};
 /// The web site (feature `web`).
 #[cfg(feature = "web")]
 pub use auth_web as web;

@@ -16,7 +16,7 @@ use crate::types::*;
 /// A message that does not decode into a valid Raft type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed raft message: missing or invalid {0}")]
-pub struct Malformed(pub &'static str);
+pub(crate) struct Malformed(pub &'static str);
 
 fn need<T>(v: Option<T>, what: &'static str) -> Result<T, Malformed> {
     v.ok_or(Malformed(what))

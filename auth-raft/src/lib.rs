@@ -54,15 +54,17 @@ pub mod tls;
 #[cfg(feature = "node")]
 mod types;
 
+/// openraft's own storage test suite, run on our log store and state machine.
+#[cfg(all(test, feature = "node"))]
+mod openraft_suite;
+
 pub use admin::{AdminError, ClusterAdmin, NodeStatus};
 #[cfg(feature = "node")]
 pub use clock::NodeClock;
 #[cfg(feature = "node")]
-pub use convert::Malformed;
+pub(crate) use db::DbError;
 #[cfg(feature = "node")]
-pub use db::DbError;
-#[cfg(feature = "node")]
-pub use log_store::LogStore;
+pub(crate) use log_store::LogStore;
 #[cfg(feature = "node")]
 pub use node::{
     DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
@@ -71,11 +73,11 @@ pub use node::{
 #[cfg(feature = "node")]
 pub use service::{AdminGrpc, RaftGrpc};
 #[cfg(feature = "node")]
-pub use state_machine::StateMachineStore;
+pub(crate) use state_machine::StateMachineStore;
 #[cfg(feature = "node")]
 pub use storage::RaftStorage;
 #[cfg(feature = "node")]
-pub use types::TypeConfig;
+pub(crate) use types::TypeConfig;
 
 /// A node id (non-zero).
 pub type NodeId = u64;
@@ -84,18 +86,6 @@ pub type NodeId = u64;
 pub const LEADER_ID_KEY: &str = "raft-leader-id";
 /// Metadata key with the leader's (peer) address.
 pub const LEADER_ADDR_KEY: &str = "raft-leader-addr";
-
-/// Opens the durable log store and the state machine of one node in `dir`, refusing a
-/// directory that belongs to another cluster or node.
-#[cfg(feature = "node")]
-pub fn open_stores(
-    dir: &std::path::Path,
-    cluster_id: &str,
-    node_id: NodeId,
-) -> Result<(LogStore, StateMachineStore), DbError> {
-    let (_, log, sm) = open_all(dir, cluster_id, node_id)?;
-    Ok((log, sm))
-}
 
 #[cfg(feature = "node")]
 pub(crate) fn open_all(

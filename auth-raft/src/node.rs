@@ -128,15 +128,21 @@ impl RaftConfig {
     }
 }
 
+impl From<crate::db::DbError> for StartError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
 /// Failure to start a node.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is inconsistent.
     #[error("raft config: {0}")]
     Config(String),
-    /// The data directory could not be used.
-    #[error(transparent)]
-    Store(#[from] crate::db::DbError),
+    /// The data directory could not be used (the message names it and why).
+    #[error("{0}")]
+    Store(String),
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),

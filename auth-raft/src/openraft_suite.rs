@@ -1,6 +1,6 @@
 //! openraft's own storage test suite, run on our redb log store and state machine.
 
-use auth_raft::{LogStore, StateMachineStore, TypeConfig, open_stores};
+use crate::{LogStore, StateMachineStore, TypeConfig, open_all};
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
                 e,
             )
         })?;
-        let (log, sm) = open_stores(dir.path(), "suite", 0).map_err(|e| {
+        let (_, log, sm) = open_all(dir.path(), "suite", 0).map_err(|e| {
             StorageError::from_io_error(
                 openraft::ErrorSubject::Store,
                 openraft::ErrorVerb::Write,
