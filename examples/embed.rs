@@ -20,8 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client: None,
         })
         .await?
-        .user
-        .ok_or("no user in response")?;
+        .into_user()?;
     println!("registered   {} (id {})", user.username, user.id);
 
     let tokens = auth
@@ -31,8 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client: None,
         })
         .await?
-        .tokens
-        .ok_or("no tokens in response")?;
+        .into_tokens()?;
     println!("logged in    session {}", tokens.session_id);
 
     let me = auth
@@ -48,8 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client: None,
         })
         .await?
-        .tokens
-        .ok_or("no tokens in response")?;
+        .into_tokens()?;
     println!(
         "refreshed    new refresh token issued: {}",
         refreshed.refresh_token != tokens.refresh_token

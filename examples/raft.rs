@@ -94,8 +94,7 @@ async fn main() -> Result<(), Error> {
             client: None,
         })
         .await?
-        .tokens
-        .ok_or("no tokens in the login response")?;
+        .into_tokens()?;
     println!("logged in on node 2, session {}", tokens.session_id);
 
     let verify = || VerifyRequest {

@@ -26,8 +26,7 @@
 //! let tokens = auth
 //!     .login(LoginRequest { username: "alice".into(), password: "correct horse".into(), client: None })
 //!     .await?
-//!     .tokens
-//!     .unwrap();
+//!     .into_tokens()?;
 //! let me = auth.verify(VerifyRequest { access_token: tokens.access_token }).await?;
 //! assert_eq!(me.username, "alice");
 //! # Ok(()) }
@@ -52,8 +51,8 @@ pub use auth_raft::{RaftConfig, RaftNode, RaftStorage, ReadConsistency};
 pub use auth_web as web;
 
 pub use auth_core::{
-    Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, HashPriority, HashQueue, KeyRing,
-    LockoutPolicy, ManualClock, PasswordPolicy, Rate, SessionCheck, SigningKey, SystemClock,
-    ThrottlePolicy, UsernamePolicy, api,
+    Algorithm, Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, HashPriority,
+    HashQueue, KeyRing, LockoutPolicy, ManualClock, PasswordPolicy, Rate, SessionCheck, SigningKey,
+    SystemClock, ThrottlePolicy, UsernamePolicy, api,
 };
 pub use auth_storage::{Storage, StorageError, memory::MemoryStorage};

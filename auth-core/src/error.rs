@@ -194,6 +194,13 @@ fn secs(d: Duration) -> u128 {
     d.as_millis().div_ceil(1000).max(1)
 }
 
+/// A response without a field the service always sets: an internal error.
+impl From<auth_proto::MissingField> for AuthError {
+    fn from(e: auth_proto::MissingField) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
 impl From<StorageError> for AuthError {
     fn from(e: StorageError) -> Self {
         match e {

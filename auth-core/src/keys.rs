@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -18,6 +18,41 @@ use crate::error::AuthError;
 
 /// Minimum HS256 secret length (RFC 7518 §3.2: at least the hash output size).
 pub const MIN_HS256_SECRET: usize = 32;
+
+/// The JWS algorithm a [`SigningKey`] signs with (the token's `alg` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// HMAC with SHA-256 (`HS256`): a shared secret signs and verifies, so only its
+    /// holders can check tokens. Never published in a JWKS.
+    Hs256,
+    /// Ed25519 (`EdDSA`): the private key signs; anyone with the public key (a JWKS
+    /// document) can verify.
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The JOSE name: `HS256` or `EdDSA`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Hs256 => "HS256",
+            Algorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    pub(crate) fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+            Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One signing key: an id (`kid` header), an algorithm and the key material.
 /// `Debug` shows the id and algorithm only.
@@ -71,7 +106,7 @@ impl SigningKey {
         }
         Ok(Self {
             kid,
-            algorithm: Algorithm::HS256,
+            algorithm: Algorithm::Hs256,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
         })
@@ -131,7 +166,7 @@ impl SigningKey {
         rand::rng().fill_bytes(secret.as_mut());
         Self {
             kid: random_kid(),
-            algorithm: Algorithm::HS256,
+            algorithm: Algorithm::Hs256,
             encoding: EncodingKey::from_secret(secret.as_ref()),
             decoding: DecodingKey::from_secret(secret.as_ref()),
         }
@@ -154,7 +189,7 @@ impl SigningKey {
             .unwrap_or_default();
         Self {
             kid,
-            algorithm: Algorithm::EdDSA,
+            algorithm: Algorithm::EdDsa,
             encoding: EncodingKey::from_ed_der(&der),
             decoding: DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
         }
@@ -248,6 +283,15 @@ mod tests {
     }
 
     #[test]
+    fn algorithms_have_their_jose_names_and_map_to_jsonwebtoken() {
+        assert_eq!(Algorithm::Hs256.to_string(), "HS256");
+        assert_eq!(Algorithm::EdDsa.as_str(), "EdDSA");
+        assert_eq!(Algorithm::EdDsa.jwt(), jsonwebtoken::Algorithm::EdDSA);
+        assert_eq!(SigningKey::generate_ed25519().algorithm(), Algorithm::EdDsa);
+        assert_eq!(SigningKey::generate_hs256().algorithm(), Algorithm::Hs256);
+    }
+
+    #[test]
     fn keys_load_from_files_and_base64() {
         let dir = std::env::temp_dir().join(format!("auth-core-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -255,7 +299,7 @@ mod tests {
         std::fs::write(&hs, STANDARD.encode([9u8; 32])).unwrap();
         assert_eq!(
             SigningKey::from_file("a", &hs).unwrap().algorithm(),
-            Algorithm::HS256
+            Algorithm::Hs256
         );
         let ed = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
         let pem = ed
@@ -265,7 +309,7 @@ mod tests {
         std::fs::write(&edf, pem.as_bytes()).unwrap();
         assert_eq!(
             SigningKey::from_file("b", &edf).unwrap().algorithm(),
-            Algorithm::EdDSA
+            Algorithm::EdDsa
         );
         assert!(SigningKey::from_file("c", dir.join("missing")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -105,7 +105,7 @@ impl TokenCodec {
             exp: iat.saturating_add(ttl_s),
             jti: random_id(),
         };
-        let mut header = Header::new(key.algorithm());
+        let mut header = Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());
         let token = jsonwebtoken::encode(&header, &claims, key.encoding())
             .map_err(|_| AuthError::Internal("signing failed".into()))?;
@@ -120,13 +120,13 @@ impl TokenCodec {
         key: &crate::keys::SigningKey,
     ) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
         let validation = match key.algorithm() {
-            Algorithm::HS256 => &self.hs256,
-            Algorithm::EdDSA => &self.eddsa,
-            _ => return Err(AuthError::InvalidToken),
+            crate::keys::Algorithm::Hs256 => &self.hs256,
+            crate::keys::Algorithm::EdDsa => &self.eddsa,
         };
         let data = jsonwebtoken::decode::<Claims>(token, key.decoding(), validation)
             .map_err(|_| AuthError::InvalidToken)?;
-        if data.header.alg != key.algorithm() || data.header.kid.as_deref() != Some(key.kid()) {
+        if data.header.alg != key.algorithm().jwt() || data.header.kid.as_deref() != Some(key.kid())
+        {
             return Err(AuthError::InvalidToken);
         }
         Ok(data)

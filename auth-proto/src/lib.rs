@@ -17,7 +17,10 @@ pub mod v1 {
     tonic::include_proto!("auth.v1");
 }
 
+mod access;
 mod redact;
+
+pub use access::MissingField;
 
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
