@@ -69,7 +69,27 @@ pub struct ClusterAdmin {
 
 impl ClusterAdmin {
     /// An admin client for these peer listeners (`host:port`), without TLS (only for
-    /// nodes started with `--insecure`).
+    /// nodes started with `--insecure`). With TLS, give it an admin certificate:
+    ///
+    /// ```no_run
+    /// use std::path::PathBuf;
+    /// use std::time::Duration;
+    /// use auth_raft::ClusterAdmin;
+    /// use auth_raft::tls::{PeerTls, TlsFiles};
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let files = TlsFiles {
+    ///     ca: PathBuf::from("tls/ca.pem"),
+    ///     cert: PathBuf::from("tls/admin.pem"),
+    ///     key: PathBuf::from("tls/admin.key"),
+    /// };
+    /// let admin = ClusterAdmin::new(vec!["10.0.0.1:7001".into()], Duration::from_secs(5))
+    ///     .with_tls(&PeerTls::load(&files, None)?);
+    /// for (endpoint, status) in admin.status().await {
+    ///     println!("{endpoint}: {status:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
         Self {
             endpoints,

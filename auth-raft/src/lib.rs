@@ -23,6 +23,52 @@
 //! [`pki`], and compiles neither openraft nor redb.
 //!
 //! openraft's own types stay inside this crate; the public surface is ours.
+//!
+//! A one-node cluster with its own CA, and an `auth_core::Auth` over it (a
+//! real cluster lists every member in `initial_members`, one process or machine each,
+//! with certificates from `auth-backend certs`):
+//!
+//! ```
+//! use std::time::Duration;
+//! use auth_core::api::{LoginRequest, RegisterRequest};
+//! use auth_core::{Auth, AuthApi, Config, HashParams};
+//! use auth_raft::net::ListenerLimits;
+//! use auth_raft::pki::{CertAuthority, CertRequest};
+//! use auth_raft::tls::{PeerIdentity, PeerTls};
+//! use auth_raft::{RaftConfig, RaftNode};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?.to_string();
+//!
+//! // The cluster CA, and this node's certificate naming its id.
+//! let ca = CertAuthority::generate("my cluster CA", Duration::from_secs(3600))?;
+//! let cert = ca.issue(&CertRequest::new(PeerIdentity::Node(1), ["127.0.0.1"]))?;
+//!
+//! let mut config = RaftConfig::new(1, addr.clone(), dir.path());
+//! config.initial_members = [(1, addr)].into();
+//! config.tls = Some(PeerTls::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, None)?);
+//! let node = RaftNode::start(config).await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let peer = tokio::spawn(node.serve_peer(listener, ListenerLimits::default(), async {
+//!     let _ = stopped.await;
+//! })?);
+//! node.wait_for_leader(Duration::from_secs(10)).await.ok_or("no leader")?;
+//!
+//! let mut auth_config = Config::default();
+//! auth_config.hash = HashParams::insecure_fast(); // tests only
+//! let auth = Auth::new(auth_config, node.storage())?;
+//! let login = |username: &str| LoginRequest { username: username.into(), password: "correct horse".into(), client: None };
+//! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into(), client: None }).await?;
+//! let tokens = auth.login(login("alice")).await?.into_tokens()?;
+//! assert!(!tokens.access_token.is_empty());
+//!
+//! let _ = stop.send(());
+//! node.shutdown().await;
+//! peer.await??;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 pub mod admin;
