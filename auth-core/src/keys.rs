@@ -62,6 +62,8 @@ pub struct SigningKey {
     algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The Ed25519 public key (EdDSA keys only), as published in a JWKS.
+    public: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -107,6 +109,7 @@ impl SigningKey {
         Ok(Self {
             kid,
             algorithm: Algorithm::Hs256,
+            public: None,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
         })
@@ -167,6 +170,7 @@ impl SigningKey {
         Self {
             kid: random_kid(),
             algorithm: Algorithm::Hs256,
+            public: None,
             encoding: EncodingKey::from_secret(secret.as_ref()),
             decoding: DecodingKey::from_secret(secret.as_ref()),
         }
@@ -190,6 +194,7 @@ impl SigningKey {
         Self {
             kid,
             algorithm: Algorithm::EdDsa,
+            public: Some(key.verifying_key().to_bytes()),
             encoding: EncodingKey::from_ed_der(&der),
             decoding: DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
         }
@@ -256,6 +261,65 @@ impl KeyRing {
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
         self.keys().find(|k| k.kid == kid)
     }
+
+    /// The public keys of this ring as a JWKS document (RFC 7517): every EdDSA key,
+    /// current and previous, with its `kid`. HS256 keys are secrets and never appear.
+    ///
+    /// ```
+    /// use auth_core::{KeyRing, SigningKey};
+    ///
+    /// let ring = KeyRing::new(SigningKey::generate_ed25519())
+    ///     .with_previous(SigningKey::generate_hs256())
+    ///     .unwrap();
+    /// let jwks = ring.jwks();
+    /// assert_eq!(jwks.keys.len(), 1);
+    /// assert_eq!(jwks.keys[0].kid, ring.current().kid());
+    /// let json = serde_json::to_string(&jwks).unwrap();
+    /// assert!(json.contains(r#""kty":"OKP""#) && json.contains(r#""crv":"Ed25519""#));
+    /// ```
+    pub fn jwks(&self) -> Jwks {
+        let keys = self
+            .keys()
+            .filter_map(|k| {
+                k.public.map(|public| Jwk {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    x: URL_SAFE_NO_PAD.encode(public),
+                    kid: k.kid.clone(),
+                    alg: Algorithm::EdDsa.as_str().into(),
+                    key_use: "sig".into(),
+                })
+            })
+            .collect();
+        Jwks { keys }
+    }
+}
+
+/// A JWKS document (RFC 7517): the public keys that verify access tokens. Serialises
+/// to `{"keys":[...]}`, what `/.well-known/jwks.json` serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key of a [`Jwks`]: an Ed25519 key (RFC 8037), `kty` `OKP`, `crv`
+/// `Ed25519`, `x` the public key in unpadded base64url.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Jwk {
+    /// Key type: `OKP`.
+    pub kty: String,
+    /// Curve: `Ed25519`.
+    pub crv: String,
+    /// The public key, unpadded base64url.
+    pub x: String,
+    /// Key id: the `kid` header of the tokens it verifies.
+    pub kid: String,
+    /// Algorithm: `EdDSA`.
+    pub alg: String,
+    /// Use: `sig`.
+    #[serde(rename = "use")]
+    pub key_use: String,
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub use config::{
     UsernamePolicy,
 };
 pub use error::AuthError;
-pub use keys::{Algorithm, KeyRing, SigningKey};
+pub use keys::{Algorithm, Jwk, Jwks, KeyRing, SigningKey};
 pub use policy::Username;
 pub use throttle::{Rate, Throttle, ThrottlePolicy};
 pub use tokens::Claims;

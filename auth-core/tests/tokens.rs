@@ -279,3 +279,49 @@ async fn verify_token_and_verify_agree() {
         "session_ended"
     );
 }
+
+/// The ring's JWKS verifies its EdDSA tokens with jsonwebtoken's own JWK support (its
+/// `JwkSet` parser and `DecodingKey::from_jwk`, not our code), and holds no HS256 key.
+#[tokio::test]
+async fn the_jwks_verifies_eddsa_tokens_through_jsonwebtokens_jwk_support() {
+    let ring = KeyRing::new(SigningKey::generate_ed25519())
+        .with_previous(SigningKey::generate_hs256())
+        .expect("ring")
+        .with_previous(SigningKey::generate_ed25519())
+        .expect("ring");
+    let h = harness_with(|c| c.keys = Some(ring.clone()));
+    let (user, tokens) = h.signup("alice").await;
+
+    let json = serde_json::to_string(&ring.jwks()).expect("jwks json");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&json).expect("a JWK set");
+    assert_eq!(set.keys.len(), 2, "both EdDSA keys, no HS256: {json}");
+    let hs = ring
+        .keys()
+        .find(|k| k.algorithm() == auth_core::Algorithm::Hs256);
+    let hs_kid = hs.expect("an HS256 key").kid();
+    assert!(set.find(hs_kid).is_none(), "an HS256 key was published");
+
+    let header = jsonwebtoken::decode_header(&tokens.access_token).expect("header");
+    let kid = header.kid.expect("kid");
+    assert_eq!(kid, ring.current().kid());
+    let jwk = set.find(&kid).expect("the signing key is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("a decoding key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["auth-sdk"]);
+    validation.set_issuer(&["auth-sdk"]);
+    // The harness's clock is synthetic: the signature, issuer and audience are the point.
+    validation.validate_exp = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(&tokens.access_token, &key, &validation)
+        .expect("verifies with the published key");
+    assert_eq!(data.claims["sub"], user.id.as_str());
+
+    // Another ring's key does not verify it.
+    let other = KeyRing::new(SigningKey::generate_ed25519()).jwks();
+    let other: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&serde_json::to_string(&other).expect("json")).expect("set");
+    let wrong = jsonwebtoken::DecodingKey::from_jwk(&other.keys[0]).expect("key");
+    assert!(
+        jsonwebtoken::decode::<serde_json::Value>(&tokens.access_token, &wrong, &validation)
+            .is_err()
+    );
+}
