@@ -1,6 +1,9 @@
 //! The `auth-backend` binary end to end: start it on an ephemeral port, talk gRPC to it,
 //! stop it with a signal; configuration errors exit non-zero with a clear message.
 
+mod common;
+
+use common::{claimed, recorded_ip};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -410,50 +413,6 @@ fn a_busy_port_exits_with_a_runtime_error() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
 }
 
-/// A login from `ip` as the caller claims it in `ClientInfo`.
-fn claimed(name: &str, password: &str, ip: &str) -> LoginRequest {
-    LoginRequest {
-        username: name.into(),
-        password: password.into(),
-        client: Some(ClientInfo {
-            user_agent: "attack".into(),
-            ip: ip.into(),
-        }),
-    }
-}
-
-/// Registers `name`, logs in with `claimed(name, PW, ip)` and returns the address the
-/// new session recorded.
-async fn recorded_ip(
-    c: &mut AuthServiceClient<tonic::transport::Channel>,
-    name: &str,
-    ip: &str,
-) -> String {
-    c.register(RegisterRequest {
-        username: name.into(),
-        password: PW.into(),
-        client: None,
-    })
-    .await
-    .expect("register");
-    let t = c
-        .login(claimed(name, PW, ip))
-        .await
-        .expect("login")
-        .into_inner()
-        .tokens
-        .expect("tokens");
-    let sessions = c
-        .list_sessions(ListSessionsRequest {
-            access_token: t.access_token,
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .sessions;
-    sessions[0].ip.clone()
-}
-
 /// 40 wrong logins, each claiming a different address; returns the error codes.
 async fn spoofed_flood(c: &mut AuthServiceClient<tonic::transport::Channel>) -> Vec<String> {
     let mut codes = Vec::new();
@@ -488,7 +447,7 @@ fn a_spoofed_client_address_neither_dodges_throttling_nor_reaches_the_session() 
     let url = format!("http://{}", b.addr);
     runtime().block_on(async {
         let mut c = AuthServiceClient::connect(url).await.expect("connect");
-        let ip = recorded_ip(&mut c, "victim", "203.0.113.1").await;
+        let ip = recorded_ip(&mut c, "victim", PW, "203.0.113.1").await;
         assert_eq!(ip, "127.0.0.1", "the claim must not be recorded");
         // The login bucket holds 20 at once (the login above was one of them).
         let codes = spoofed_flood(&mut c).await;
@@ -525,7 +484,7 @@ fn a_trusted_front_end_speaks_for_its_users() {
             "40 users' addresses, none throttled: {codes:?}"
         );
         assert_eq!(
-            recorded_ip(&mut c, "alice", "203.0.113.5").await,
+            recorded_ip(&mut c, "alice", PW, "203.0.113.5").await,
             "203.0.113.5"
         );
     });

@@ -3,6 +3,9 @@
 //! `FrontendTrust::names`. Everyone else — no certificate, another name, a certificate
 //! from a foreign CA — has its claim replaced by the connection's address.
 
+mod common;
+
+use common::recorded_ip;
 use std::time::Duration;
 
 use auth_backend::ServerOptions;
@@ -25,44 +28,6 @@ async fn client(
         .connect()
         .await?;
     Ok(AuthServiceClient::new(channel))
-}
-
-/// Registers `name`, logs in claiming `ip`, and returns the address the session kept.
-async fn recorded_ip(
-    c: &mut AuthServiceClient<tonic::transport::Channel>,
-    name: &str,
-    ip: &str,
-) -> String {
-    c.register(RegisterRequest {
-        username: name.into(),
-        password: PW.into(),
-        client: None,
-    })
-    .await
-    .expect("register");
-    let tokens = c
-        .login(LoginRequest {
-            username: name.into(),
-            password: PW.into(),
-            client: Some(ClientInfo {
-                user_agent: "test".into(),
-                ip: ip.into(),
-            }),
-        })
-        .await
-        .expect("login")
-        .into_inner()
-        .tokens
-        .expect("tokens");
-    let sessions = c
-        .list_sessions(ListSessionsRequest {
-            access_token: tokens.access_token,
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .sessions;
-    sessions[0].ip.clone()
 }
 
 #[tokio::test]
@@ -89,7 +54,7 @@ async fn only_a_named_front_end_certificate_may_state_the_client_address() {
     .await
     .expect("the front end connects");
     assert_eq!(
-        recorded_ip(&mut web, "alice", "203.0.113.7").await,
+        recorded_ip(&mut web, "alice", PW, "203.0.113.7").await,
         "203.0.113.7"
     );
 
@@ -98,7 +63,7 @@ async fn only_a_named_front_end_certificate_may_state_the_client_address() {
         .await
         .expect("connects");
     assert_eq!(
-        recorded_ip(&mut anonymous, "bob", "203.0.113.8").await,
+        recorded_ip(&mut anonymous, "bob", PW, "203.0.113.8").await,
         "127.0.0.1"
     );
     let mut other = client(
@@ -108,7 +73,7 @@ async fn only_a_named_front_end_certificate_may_state_the_client_address() {
     .await
     .expect("connects");
     assert_eq!(
-        recorded_ip(&mut other, "carol", "203.0.113.9").await,
+        recorded_ip(&mut other, "carol", PW, "203.0.113.9").await,
         "127.0.0.1"
     );
     // A node's certificate is not a front end's either.
@@ -116,7 +81,7 @@ async fn only_a_named_front_end_certificate_may_state_the_client_address() {
         .await
         .expect("connects");
     assert_eq!(
-        recorded_ip(&mut node, "dave", "203.0.113.10").await,
+        recorded_ip(&mut node, "dave", PW, "203.0.113.10").await,
         "127.0.0.1"
     );
 

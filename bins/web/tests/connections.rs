@@ -4,11 +4,13 @@
 //! for the refusal delay and then reset, other addresses are served, and a closed
 //! connection gives its place back.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use common::{auth_web, listening_address};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -16,40 +18,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The `auth-web` binary, embedded core, on an ephemeral port: its address once it
 /// listens, and the child (killed on drop).
 async fn start(extra: &[&str]) -> (SocketAddr, tokio::process::Child) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-web"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTH_WEB_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    let mut child = auth_web()
         .args(["--embedded", "--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn auth-web");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(LIMIT, async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if line.contains("auth-web listening")
-                && let Some((_, rest)) = line.split_once("address=")
-            {
-                return rest.split_whitespace().next().unwrap_or("").parse();
-            }
-        }
-        panic!("auth-web exited before listening");
-    })
-    .await
-    .expect("auth-web listens")
-    .expect("a socket address in the log");
-    // Keep draining the log so that the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (addr, child)
+    let (addr, _drain) = listening_address(&mut child, "auth-web listening", LIMIT).await;
+    (addr.parse().expect("a socket address in the log"), child)
 }
 
 /// A TCP connection to `server` from the loopback address `from`, or the error if the

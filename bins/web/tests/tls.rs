@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use common::*;
 use reqwest::StatusCode;
 use reqwest::header::STRICT_TRANSPORT_SECURITY;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 const PW: &str = "correct horse battery";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -208,23 +207,6 @@ fn set_mode(path: &Path, mode: u32) {
     let _ = (path, mode);
 }
 
-/// The `auth-web` binary with a clean environment.
-fn auth_web() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-web"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTH_WEB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
 /// Runs `cmd` to its end (bounded): exit code and stderr.
 async fn run_to_end(mut cmd: tokio::process::Command) -> (Option<i32>, String) {
     let out = tokio::time::timeout(LIMIT, cmd.output())
@@ -297,21 +279,7 @@ async fn the_binary_serves_https_and_checks_its_tls_files() {
         .arg(&key)
         .spawn()
         .expect("spawn auth-web");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(LIMIT, async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if line.contains("listening (HTTPS)")
-                && let Some((_, rest)) = line.split_once("address=")
-            {
-                return rest.split_whitespace().next().unwrap_or("").to_owned();
-            }
-        }
-        panic!("auth-web exited before listening");
-    })
-    .await
-    .expect("auth-web listens");
-    // Keep draining the log so that the child never blocks on a full pipe.
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (addr, drain) = listening_address(&mut child, "listening (HTTPS)", LIMIT).await;
 
     let v = Visitor::trusting(&format!("https://{addr}"), pki.ca.cert_pem());
     let resp = v.get("/signup").await;

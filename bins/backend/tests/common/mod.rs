@@ -278,3 +278,45 @@ impl BlackHole {
         let _ = self.task.await;
     }
 }
+
+/// A login that states the end user's address as `ip` (believed only from a trusted
+/// front end).
+pub fn claimed(name: &str, password: &str, ip: &str) -> LoginRequest {
+    LoginRequest {
+        username: name.into(),
+        password: password.into(),
+        client: Some(ClientInfo {
+            user_agent: "test".into(),
+            ip: ip.into(),
+        }),
+    }
+}
+
+/// Registers `name` with `password`, logs in with [`claimed`] `ip`, and returns the
+/// address the new session recorded.
+pub async fn recorded_ip(
+    c: &mut auth_proto::v1::auth_service_client::AuthServiceClient<tonic::transport::Channel>,
+    name: &str,
+    password: &str,
+    ip: &str,
+) -> String {
+    c.register(register_req(name, password))
+        .await
+        .expect("register");
+    let tokens = c
+        .login(claimed(name, password, ip))
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    let sessions = c
+        .list_sessions(ListSessionsRequest {
+            access_token: tokens.access_token,
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions;
+    sessions[0].ip.clone()
+}

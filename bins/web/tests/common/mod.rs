@@ -349,3 +349,48 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The `auth-web` binary with a clean environment (no `AUTH_WEB_*` variables), logging
+/// at `info` to a piped stderr, killed on drop.
+pub fn auth_web() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-web"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTH_WEB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits (bounded by `limit`) for `child`'s log line containing `marker` and
+/// `address=ADDR`; returns ADDR and the task that keeps draining the log (so that the
+/// child never blocks on a full pipe).
+pub async fn listening_address(
+    child: &mut tokio::process::Child,
+    marker: &str,
+    limit: Duration,
+) -> (String, JoinHandle<()>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(limit, async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains(marker)
+                && let Some((_, rest)) = line.split_once("address=")
+            {
+                return rest.split_whitespace().next().unwrap_or("").to_owned();
+            }
+        }
+        panic!("auth-web exited before listening");
+    })
+    .await
+    .expect("auth-web listens");
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (addr, drain)
+}
