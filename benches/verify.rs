@@ -20,12 +20,10 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn auth(check: SessionCheck) -> Auth<MemoryStorage> {
     let keys = KeyRing::new(SigningKey::hs256("bench", SECRET).expect("key"));
-    let config = Config {
-        hash: HashParams::insecure_fast(),
-        keys: Some(keys),
-        session_check: check,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.hash = HashParams::insecure_fast();
+    config.keys = Some(keys);
+    config.session_check = check;
     Auth::new(config, MemoryStorage::new()).expect("auth")
 }
 

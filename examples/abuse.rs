@@ -346,15 +346,14 @@ fn unthrottled_web() -> WebConfig {
 }
 
 fn undefended() -> Config {
-    Config {
-        throttle: auth_sdk::ThrottlePolicy::disabled(),
-        hash_queue: auth_sdk::HashQueue {
-            max_waiting: 1_000_000,
-            max_wait: Duration::from_secs(3600),
-            priority: auth_sdk::HashPriority::Normal,
-        },
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.throttle = auth_sdk::ThrottlePolicy::disabled();
+    config.hash_queue = auth_sdk::HashQueue {
+        max_waiting: 1_000_000,
+        max_wait: Duration::from_secs(3600),
+        priority: auth_sdk::HashPriority::Normal,
+    };
+    config
 }
 
 #[tokio::main]
@@ -369,10 +368,8 @@ async fn main() {
     println!("## 200 concurrent wrong guesses for one account (one address, {cores} cores)\n");
     println!("| configuration | answers | password checks |");
     println!("|---|---|---|");
-    let no_throttle = Config {
-        throttle: auth_sdk::ThrottlePolicy::disabled(),
-        ..Config::default()
-    };
+    let mut no_throttle = Config::default();
+    no_throttle.throttle = auth_sdk::ThrottlePolicy::disabled();
     for (name, config, web) in [
         ("default", Config::default(), WebConfig::default()),
         (

@@ -68,10 +68,8 @@ async fn main() -> Result<(), Error> {
     let keys = KeyRing::new(SigningKey::generate_ed25519());
     let mut auths: Vec<Auth<RaftStorage>> = Vec::new();
     for node in &nodes {
-        let config = Config {
-            keys: Some(keys.clone()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.keys = Some(keys.clone());
         let auth = Auth::new(config, node.storage())?;
         auth.start()?;
         auths.push(auth);

@@ -2,19 +2,27 @@
 //! the auth-web pages and JSON API in front of it.
 //!
 //! Run it with `cargo run --example web` and open <http://localhost:8080>. Pick another
-//! port with `cargo run --example web -- --port 3000` or `PORT=3000`. Ctrl-C stops it.
+//! port with `cargo run --example web -- --port 3000` or `PORT=3000`. Access tokens are
+//! signed with a fresh Ed25519 key whose public half is served at
+//! <http://localhost:8080/.well-known/jwks.json>; `--signing-alg hs256` signs with a
+//! secret instead (and publishes nothing). Ctrl-C stops it.
 
 use std::sync::Arc;
 
 use auth_sdk::web::{WebConfig, router, serve};
-use auth_sdk::{Auth, Config, MemoryStorage};
+use auth_sdk::{Algorithm, Auth, Config, KeyRing, MemoryStorage, SigningKey};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = port()?;
+    let (port, alg) = args()?;
 
     // Production defaults (argon2id, 15-minute access tokens); accounts live in memory.
-    let auth = Auth::new(Config::default(), MemoryStorage::new())?;
+    let mut config = Config::default();
+    config.keys = Some(KeyRing::new(match alg {
+        Algorithm::Hs256 => SigningKey::generate_hs256(),
+        _ => SigningKey::generate_ed25519(),
+    }));
+    let auth = Auth::new(config, MemoryStorage::new())?;
     auth.start()?;
 
     let config = WebConfig::default();
@@ -30,13 +38,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `--port N`, else `$PORT`, else 8080.
-fn port() -> Result<u16, Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port = match args.as_slice() {
-        [flag, n] if flag == "--port" => n.clone(),
-        [] => std::env::var("PORT").unwrap_or_else(|_| "8080".into()),
-        _ => return Err("usage: web [--port N]".into()),
-    };
-    Ok(port.parse()?)
+/// `[--port N] [--signing-alg eddsa|hs256]`; the port defaults to `$PORT`, else 8080.
+fn args() -> Result<(u16, Algorithm), Box<dyn std::error::Error>> {
+    let usage = "usage: web [--port N] [--signing-alg eddsa|hs256]";
+    let mut port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+    let mut alg = Algorithm::EdDsa;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(usage)?;
+        match flag.as_str() {
+            "--port" => port = value,
+            "--signing-alg" => alg = value.parse()?,
+            _ => return Err(usage.into()),
+        }
+    }
+    Ok((port.parse()?, alg))
 }

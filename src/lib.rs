@@ -11,8 +11,9 @@
 //! | [`auth_core`] | `auth-core` | | [`Auth`], [`Config`], [`AuthError`], [`AuthApi`] |
 //! | [`storage`] | `auth-storage` | | the [`Storage`] trait and [`MemoryStorage`] |
 //! | [`proto`] | `auth-proto` | | the protobuf records and gRPC API types |
-//! | `web` | `auth-web` | `web` (default) | the web site: `router`, `serve`, `WebConfig` |
+//! | `web` | `auth-web` | `web` (default) | the web site: `router`, `serve`, `WebConfig`; `web::protect` guards your own axum routes |
 //! | `grpc` | `auth-backend` | `grpc` | the gRPC server and the failover client `RemoteAuth` |
+//! | [`Verifier`] | `auth-core` | `jwks-url` for `Verifier::from_url` | checks access tokens from public keys (a JWKS), no storage |
 //! | `raft` | `auth-raft` | `raft` | `RaftNode`, `RaftConfig`, `RaftStorage`, `ReadConsistency`, TLS and certificates for the peer listener |
 //!
 //! ```
@@ -21,7 +22,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), auth_sdk::AuthError> {
-//! let auth = Auth::new(Config { hash: HashParams::insecure_fast(), ..Config::default() }, MemoryStorage::new())?;
+//! let mut config = Config::default();
+//! config.hash = HashParams::insecure_fast(); // for the example only: use the default cost
+//! let auth = Auth::new(config, MemoryStorage::new())?;
 //! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into(), client: None }).await?;
 //! let tokens = auth
 //!     .login(LoginRequest { username: "alice".into(), password: "correct horse".into(), client: None })
@@ -52,7 +55,7 @@ pub use auth_web as web;
 
 pub use auth_core::{
     Algorithm, Auth, AuthApi, AuthError, Claims, Clock, Config, HashParams, HashPriority,
-    HashQueue, KeyRing, LockoutPolicy, ManualClock, PasswordPolicy, Rate, SessionCheck, SigningKey,
-    SystemClock, ThrottlePolicy, UsernamePolicy, api,
+    HashQueue, Jwk, Jwks, KeyRing, LockoutPolicy, ManualClock, PasswordPolicy, Rate, SessionCheck,
+    SigningKey, SystemClock, ThrottlePolicy, UsernamePolicy, Verifier, api,
 };
 pub use auth_storage::{Storage, StorageError, memory::MemoryStorage};

@@ -4,10 +4,11 @@ use async_trait::async_trait;
 
 pub use auth_proto::v1::{
     ChangePasswordRequest, ChangePasswordResponse, ClientInfo, DeleteUserRequest,
-    DeleteUserResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse,
-    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest,
-    RefreshResponse, RegisterRequest, RegisterResponse, RevokeSessionRequest,
-    RevokeSessionResponse, SessionInfo, TokenPair, UserInfo, VerifyRequest, VerifyResponse,
+    DeleteUserResponse, KeysRequest, KeysResponse, ListSessionsRequest, ListSessionsResponse,
+    LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest,
+    LogoutResponse, PublicKey, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+    RevokeSessionRequest, RevokeSessionResponse, SessionInfo, TokenPair, UserInfo, VerifyRequest,
+    VerifyResponse,
 };
 
 use crate::error::AuthError;
@@ -48,6 +49,10 @@ pub trait AuthApi: Send + Sync + 'static {
         &self,
         req: RevokeSessionRequest,
     ) -> Result<RevokeSessionResponse, AuthError>;
+    /// The public keys that verify access tokens, as a JWKS (convert with
+    /// [`Jwks::from`](crate::Jwks)): the EdDSA keys of the key ring, current and
+    /// previous. Empty when tokens are signed with HS256. Needs no credential.
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError>;
 }
 
 #[async_trait]
@@ -90,5 +95,8 @@ impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
         req: RevokeSessionRequest,
     ) -> Result<RevokeSessionResponse, AuthError> {
         (**self).revoke_session(req).await
+    }
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        (**self).keys(req).await
     }
 }

@@ -146,6 +146,13 @@ impl<S: Storage> Auth<S> {
         &self.inner.storage
     }
 
+    /// The public keys of the key ring as a JWKS: what `/.well-known/jwks.json` serves
+    /// and what a [`Verifier`](crate::Verifier) in another service checks tokens with.
+    /// Empty when tokens are signed with HS256.
+    pub fn jwks(&self) -> crate::Jwks {
+        self.inner.codec.keys().jwks()
+    }
+
     /// Checks an access token and returns its claims: signature, algorithm, issuer,
     /// audience, expiry and (with [`SessionCheck::Always`](crate::SessionCheck)) that
     /// the session is live. The fast path for embedding applications.

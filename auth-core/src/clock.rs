@@ -60,3 +60,45 @@ impl Clock for ManualClock {
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// A unix time as a UTC calendar date and time of day (proleptic Gregorian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcDateTime {
+    /// Year, e.g. 2026.
+    pub year: i64,
+    /// Month, 1..=12.
+    pub month: i64,
+    /// Day of the month, 1..=31.
+    pub day: i64,
+    /// Hour, 0..=23.
+    pub hour: i64,
+    /// Minute, 0..=59.
+    pub minute: i64,
+    /// Second, 0..=59.
+    pub second: i64,
+}
+
+impl UtcDateTime {
+    /// The UTC date and time of `unix_ms` (Howard Hinnant's days-to-civil algorithm).
+    pub fn from_unix_ms(unix_ms: i64) -> Self {
+        let secs = unix_ms.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Self {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+        }
+    }
+}

@@ -11,7 +11,21 @@ use crate::keys::KeyRing;
 /// Everything `Auth` can be tuned by. `Config::default()` is production-ready except
 /// for `keys`: without a key ring, a fresh HS256 key is generated at start-up, so tokens
 /// stop verifying when the process restarts and are not shared between processes.
+///
+/// New settings are added in minor releases, so the struct is `#[non_exhaustive]`:
+/// start from `Config::default()` and set the fields you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use auth_core::{Config, KeyRing, SigningKey};
+///
+/// let mut config = Config::default();
+/// config.access_token_ttl = Duration::from_secs(5 * 60);
+/// config.keys = Some(KeyRing::new(SigningKey::generate_ed25519()));
+/// config.validate().unwrap();
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Lifetime of an access token (JWT). Default 15 minutes.
     pub access_token_ttl: Duration,

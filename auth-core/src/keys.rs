@@ -48,6 +48,21 @@ impl Algorithm {
     }
 }
 
+impl std::str::FromStr for Algorithm {
+    type Err = AuthError;
+
+    /// `eddsa` or `hs256`, in any case (so `EdDSA` and `HS256` too).
+    fn from_str(s: &str) -> Result<Self, AuthError> {
+        match s.to_ascii_lowercase().as_str() {
+            "eddsa" => Ok(Algorithm::EdDsa),
+            "hs256" => Ok(Algorithm::Hs256),
+            _ => Err(AuthError::InvalidConfig(format!(
+                "unknown signing algorithm {s:?} (expected eddsa or hs256)"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -320,6 +335,232 @@ pub struct Jwk {
     /// Use: `sig`.
     #[serde(rename = "use")]
     pub key_use: String,
+}
+
+/// A directory of signing keys, one file per key, named after its id: `<kid>.pem` (a
+/// PKCS#8 PEM Ed25519 private key) or `<kid>.key` (a base64 HS256 secret). Other
+/// files are ignored. It is how a key ring rotates across a cluster: every node gets
+/// the same files, and one of them is named current.
+///
+/// ```
+/// use auth_core::Algorithm;
+/// use auth_core::keys::KeyDir;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let keys = KeyDir::new(dir.path());
+/// keys.generate(Algorithm::EdDsa, Some("2026-01")).unwrap();
+/// keys.generate(Algorithm::EdDsa, Some("2026-02")).unwrap();
+/// let ring = keys.load(None).unwrap();
+/// assert_eq!(ring.current().kid(), "2026-02"); // the greatest id, unless named
+/// assert_eq!(keys.load(Some("2026-01")).unwrap().current().kid(), "2026-01");
+/// assert_eq!(ring.jwks().keys.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyDir {
+    path: std::path::PathBuf,
+}
+
+/// One key file of a [`KeyDir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// The key id (the file name without its extension).
+    pub kid: String,
+    /// The algorithm (from the extension: `.pem` EdDSA, `.key` HS256).
+    pub algorithm: Algorithm,
+    /// The file.
+    pub path: std::path::PathBuf,
+}
+
+impl KeyDir {
+    /// The key directory at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key files, sorted by key id. Files that are not `<kid>.pem` or `<kid>.key`
+    /// with a valid id are skipped.
+    pub fn files(&self) -> Result<Vec<KeyFile>, AuthError> {
+        let unreadable = |e: std::io::Error| {
+            AuthError::InvalidConfig(format!(
+                "cannot read key directory {}: {}",
+                self.path.display(),
+                e.kind()
+            ))
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.path).map_err(unreadable)? {
+            let path = entry.map_err(unreadable)?.path();
+            let (Some(stem), Some(ext)) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            let algorithm = match ext {
+                "pem" => Algorithm::EdDsa,
+                "key" => Algorithm::Hs256,
+                _ => continue,
+            };
+            if check_kid(stem).is_ok() && path.is_file() {
+                files.push(KeyFile {
+                    kid: stem.to_owned(),
+                    algorithm,
+                    path,
+                });
+            }
+        }
+        files.sort_by(|a, b| a.kid.cmp(&b.kid));
+        Ok(files)
+    }
+
+    /// Loads every key into a ring. The current key is `current`, or else the one with
+    /// the greatest id (ids such as `2026-11` sort by date). Every other key still
+    /// verifies. Fails on an empty directory, an unknown `current`, a file that is not
+    /// the key its extension says, or two files with one id.
+    pub fn load(&self, current: Option<&str>) -> Result<KeyRing, AuthError> {
+        let files = self.files()?;
+        let chosen = match current {
+            Some(kid) => files.iter().find(|f| f.kid == kid).ok_or_else(|| {
+                AuthError::InvalidConfig(format!(
+                    "no key {kid:?} in {} (expected {kid}.pem or {kid}.key)",
+                    self.path.display()
+                ))
+            })?,
+            None => files.last().ok_or_else(|| {
+                AuthError::InvalidConfig(format!(
+                    "no key files (<kid>.pem, <kid>.key) in {}",
+                    self.path.display()
+                ))
+            })?,
+        };
+        let load = |f: &KeyFile| -> Result<SigningKey, AuthError> {
+            let key = SigningKey::from_file(f.kid.clone(), &f.path)?;
+            if key.algorithm() != f.algorithm {
+                return Err(AuthError::InvalidConfig(format!(
+                    "{} does not hold an {} key",
+                    f.path.display(),
+                    f.algorithm
+                )));
+            }
+            Ok(key)
+        };
+        let mut ring = KeyRing::new(load(chosen)?);
+        for f in files.iter().filter(|f| f.path != chosen.path) {
+            ring = ring.with_previous(load(f)?)?;
+        }
+        Ok(ring)
+    }
+
+    /// Writes a new random key (mode 0600, the directory created 0700 if missing) and
+    /// returns its file. `kid` defaults to the UTC time, `YYYYMMDD-HHMMSS`, so that
+    /// newer keys sort last. Never overwrites a file.
+    pub fn generate(&self, algorithm: Algorithm, kid: Option<&str>) -> Result<KeyFile, AuthError> {
+        let kid = match kid {
+            Some(kid) => kid.to_owned(),
+            None => {
+                use crate::clock::{Clock, SystemClock, UtcDateTime};
+                let t = UtcDateTime::from_unix_ms(SystemClock.now_ms());
+                format!(
+                    "{:04}{:02}{:02}-{:02}{:02}{:02}",
+                    t.year, t.month, t.day, t.hour, t.minute, t.second
+                )
+            }
+        };
+        check_kid(&kid)?;
+        create_private_dir(&self.path).map_err(|e| {
+            AuthError::InvalidConfig(format!("cannot create {}: {e}", self.path.display()))
+        })?;
+        if self.files()?.iter().any(|f| f.kid == kid) {
+            return Err(AuthError::InvalidConfig(format!(
+                "key {kid:?} already exists"
+            )));
+        }
+        let (ext, contents) = match algorithm {
+            Algorithm::Hs256 => {
+                let mut secret = Zeroizing::new([0u8; 32]);
+                rand::rng().fill_bytes(secret.as_mut());
+                (
+                    "key",
+                    Zeroizing::new(STANDARD.encode(secret.as_ref()) + "\n"),
+                )
+            }
+            Algorithm::EdDsa => {
+                let mut seed = Zeroizing::new([0u8; 32]);
+                rand::rng().fill_bytes(seed.as_mut());
+                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                let pem = key
+                    .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                    .map_err(|_| AuthError::Internal("PKCS#8 encoding failed".into()))?;
+                ("pem", Zeroizing::new(pem.to_string()))
+            }
+        };
+        let path = self.path.join(format!("{kid}.{ext}"));
+        write_new_private_file(&path, contents.as_bytes()).map_err(|e| {
+            AuthError::InvalidConfig(format!("cannot write {}: {e}", path.display()))
+        })?;
+        Ok(KeyFile {
+            kid,
+            algorithm,
+            path,
+        })
+    }
+}
+
+/// Creates `dir` (0700) and its parents if needed.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `path` (0600), failing if it exists.
+fn write_new_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    std::io::Write::write_all(&mut f, contents)?;
+    f.sync_all()
+}
+
+impl From<&Jwks> for auth_proto::v1::KeysResponse {
+    fn from(jwks: &Jwks) -> Self {
+        let keys = jwks.keys.iter().map(|k| auth_proto::v1::PublicKey {
+            kty: k.kty.clone(),
+            crv: k.crv.clone(),
+            x: k.x.clone(),
+            kid: k.kid.clone(),
+            alg: k.alg.clone(),
+            key_use: k.key_use.clone(),
+        });
+        Self {
+            keys: keys.collect(),
+        }
+    }
+}
+
+impl From<auth_proto::v1::KeysResponse> for Jwks {
+    fn from(resp: auth_proto::v1::KeysResponse) -> Self {
+        let keys = resp.keys.into_iter().map(|k| Jwk {
+            kty: k.kty,
+            crv: k.crv,
+            x: k.x,
+            kid: k.kid,
+            alg: k.alg,
+            key_use: k.key_use,
+        });
+        Self {
+            keys: keys.collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), auth_core::AuthError> {
-//! let config = Config { hash: HashParams::insecure_fast(), ..Config::default() };
+//! let mut config = Config::default();
+//! config.hash = HashParams::insecure_fast(); // for the example only: use the default cost
 //! let auth = Auth::new(config, MemoryStorage::new())?;
 //! auth.start()?;
 //! auth.register(RegisterRequest { username: "alice".into(), password: "correct horse".into(), client: None }).await?;
@@ -48,6 +49,7 @@ mod policy;
 mod service;
 pub mod throttle;
 mod tokens;
+pub mod verifier;
 
 pub use api::AuthApi;
 pub use auth::Auth;
@@ -62,3 +64,4 @@ pub use keys::{Algorithm, Jwk, Jwks, KeyRing, SigningKey};
 pub use policy::Username;
 pub use throttle::{Rate, Throttle, ThrottlePolicy};
 pub use tokens::Claims;
+pub use verifier::Verifier;

@@ -421,4 +421,8 @@ impl<S: Storage> AuthApi for Auth<S> {
             Err(AuthError::NotFound)
         }
     }
+
+    async fn keys(&self, _req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        Ok(KeysResponse::from(&self.jwks()))
+    }
 }

@@ -22,7 +22,7 @@ use crate::error::AuthError;
 use crate::keys::KeyRing;
 
 /// Access tokens longer than this are rejected before parsing.
-const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
 const SECRET_BYTES: usize = 32;
 const ID_BYTES: usize = 16;
 
@@ -62,17 +62,7 @@ pub(crate) struct TokenCodec {
 
 impl TokenCodec {
     pub(crate) fn new(keys: KeyRing, issuer: &str, audience: &str, skew_s: i64) -> Self {
-        let validation = |alg| {
-            let mut v = Validation::new(alg);
-            v.set_issuer(&[issuer]);
-            v.set_audience(&[audience]);
-            v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-            // Time is checked by `decode` against the injected clock instead.
-            v.validate_exp = false;
-            v.validate_nbf = false;
-            v.leeway = 0;
-            v
-        };
+        let validation = |alg| validation(alg, issuer, audience);
         Self {
             keys,
             issuer: issuer.to_owned(),
@@ -81,6 +71,11 @@ impl TokenCodec {
             hs256: validation(Algorithm::HS256),
             eddsa: validation(Algorithm::EdDSA),
         }
+    }
+
+    /// The key ring tokens are signed and checked with.
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     /// Signs an access token for this session, valid from `now_ms` for `ttl_s` seconds.
@@ -153,17 +148,37 @@ impl TokenCodec {
             }
         };
         let claims = data.claims;
-        let now_s = now_ms.div_euclid(1000);
-        if claims.nbf > now_s.saturating_add(self.skew_s)
-            || claims.iat > now_s.saturating_add(self.skew_s)
-        {
-            return Err(AuthError::InvalidToken);
-        }
-        if claims.exp <= now_s.saturating_sub(self.skew_s) {
-            return Err(AuthError::TokenExpired);
-        }
+        check_time(&claims, now_ms, self.skew_s)?;
         Ok(claims)
     }
+}
+
+/// The `jsonwebtoken` validation of our access tokens for one algorithm: `iss` and
+/// `aud` pinned, the registered claims required. Time is left to [`check_time`], which
+/// reads the injected clock.
+pub(crate) fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut v = Validation::new(alg);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.leeway = 0;
+    v
+}
+
+/// Checks `nbf`, `iat` and `exp` against `now_ms`, allowing `skew_s` seconds of clock
+/// difference: expired is [`AuthError::TokenExpired`], not yet valid
+/// [`AuthError::InvalidToken`].
+pub(crate) fn check_time(claims: &Claims, now_ms: i64, skew_s: i64) -> Result<(), AuthError> {
+    let now_s = now_ms.div_euclid(1000);
+    if claims.nbf > now_s.saturating_add(skew_s) || claims.iat > now_s.saturating_add(skew_s) {
+        return Err(AuthError::InvalidToken);
+    }
+    if claims.exp <= now_s.saturating_sub(skew_s) {
+        return Err(AuthError::TokenExpired);
+    }
+    Ok(())
 }
 
 /// A random 128-bit identifier as 32 lowercase hex characters.

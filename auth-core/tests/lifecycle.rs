@@ -224,21 +224,14 @@ async fn the_api_works_through_an_arc_dyn() {
 
 #[tokio::test]
 async fn incoherent_configs_are_rejected_by_new() {
-    let bad = [
-        Config {
-            issuer: String::new(),
-            ..Config::default()
-        },
-        Config {
-            sweep_interval: std::time::Duration::ZERO,
-            ..Config::default()
-        },
-        Config {
-            access_token_ttl: std::time::Duration::ZERO,
-            ..Config::default()
-        },
+    let edits: [fn(&mut Config); 3] = [
+        |c| c.issuer = String::new(),
+        |c| c.sweep_interval = std::time::Duration::ZERO,
+        |c| c.access_token_ttl = std::time::Duration::ZERO,
     ];
-    for config in bad {
+    for edit in edits {
+        let mut config = Config::default();
+        edit(&mut config);
         let e = auth_core::Auth::new(config, MemoryStorage::new()).unwrap_err();
         assert_eq!(e.code(), "invalid_config");
     }

@@ -59,10 +59,8 @@ fn key_material_is_not_in_debug_output() {
     };
     let ed = SigningKey::ed25519_pkcs8_der("ed-key", ed_der.as_bytes()).unwrap();
     let ring = KeyRing::new(ed.clone()).with_previous(hs.clone()).unwrap();
-    let config = Config {
-        keys: Some(ring.clone()),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.keys = Some(ring.clone());
     let auth =
         auth_core::Auth::new(config.clone(), auth_storage::memory::MemoryStorage::new()).unwrap();
     let mut secrets = forms(HS_SECRET);

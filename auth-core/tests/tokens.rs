@@ -202,10 +202,10 @@ async fn tokens_from_the_future_are_invalid() {
     // An issuer whose clock runs an hour ahead, with the same keys and storage.
     let ahead_clock = Arc::new(ManualClock::new(T0_MS + 3_600_000));
     let ahead = auth_core::Auth::new(
-        auth_core::Config {
-            keys: Some(fixed_keys()),
-            clock: ahead_clock.clone(),
-            ..base_config(&h.clock)
+        {
+            let mut config = base_config(&ahead_clock);
+            config.keys = Some(fixed_keys());
+            config
         },
         Arc::clone(&h.storage),
     )
@@ -219,10 +219,10 @@ async fn tokens_from_the_future_are_invalid() {
     );
     // Within the skew it is accepted.
     let slightly_ahead = auth_core::Auth::new(
-        auth_core::Config {
-            keys: Some(fixed_keys()),
-            clock: Arc::new(ManualClock::new(T0_MS + 20_000)),
-            ..base_config(&h.clock)
+        {
+            let mut config = base_config(&Arc::new(ManualClock::new(T0_MS + 20_000)));
+            config.keys = Some(fixed_keys());
+            config
         },
         Arc::clone(&h.storage),
     )

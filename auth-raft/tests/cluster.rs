@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::api::*;
-use auth_core::{Auth, AuthApi, Config, KeyRing, SigningKey};
+use auth_core::{Auth, AuthApi, KeyRing, SigningKey};
 use auth_proto::v1 as pb;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
 use auth_raft::tls::PeerIdentity;
@@ -20,10 +20,8 @@ use tonic::transport::Endpoint;
 
 fn auth(storage: RaftStorage) -> Auth<RaftStorage> {
     let keys = KeyRing::new(SigningKey::hs256("cluster", &[7u8; 32]).unwrap());
-    let config = Config {
-        keys: Some(keys),
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.keys = Some(keys);
     Auth::new(config, storage).unwrap()
 }
 

@@ -69,11 +69,10 @@ pub const FIXTURE_DEADLINE: Duration = Duration::from_secs(30);
 /// tests, which set [`ThrottlePolicy`](auth_core::ThrottlePolicy) themselves), everything
 /// else default.
 pub fn fast_config() -> Config {
-    Config {
-        hash: HashParams::insecure_fast(),
-        throttle: auth_core::ThrottlePolicy::disabled(),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.hash = HashParams::insecure_fast();
+    config.throttle = auth_core::ThrottlePolicy::disabled();
+    config
 }
 
 /// A started `Auth` over memory storage with [`fast_config`]. Call it inside a tokio

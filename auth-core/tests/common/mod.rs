@@ -33,11 +33,10 @@ pub struct Harness {
 
 /// The base configuration: fast hashing and the given manual clock.
 pub fn base_config(clock: &Arc<ManualClock>) -> Config {
-    Config {
-        hash: HashParams::insecure_fast(),
-        clock: clock.clone(),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.hash = HashParams::insecure_fast();
+    config.clock = clock.clone();
+    config
 }
 
 /// A fixed HS256 key ring, for tests where two `Auth`s must accept each other's tokens.

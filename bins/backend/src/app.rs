@@ -97,7 +97,7 @@ pub async fn run(
     let raft = settings.raft_config()?;
     let mut options = settings.server_options();
     options.tls = settings.client_tls()?;
-    if core.keys.is_none() {
+    if settings.signing_key()?.is_none() {
         tracing::warn!(
             "no signing key configured (--signing-key-file): using a random key; \
              access tokens will not survive a restart nor verify on other backends"

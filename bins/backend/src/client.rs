@@ -477,4 +477,9 @@ impl AuthApi for RemoteAuth {
         })
         .await
     }
+
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        self.call(Retry::Safe, |mut c| async move { c.keys(req).await })
+            .await
+    }
 }

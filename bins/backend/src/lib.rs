@@ -27,6 +27,8 @@ pub mod cluster;
 #[cfg(feature = "server")]
 pub mod config;
 pub mod duration;
+#[cfg(feature = "server")]
+pub mod keys;
 pub mod limits;
 #[cfg(feature = "server")]
 pub mod server;

@@ -10,5 +10,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => auth_backend::app::main_serve(&args),
         Command::Cluster(args) => auth_backend::cluster::main_cluster(&args),
         Command::Certs(cmd) => auth_backend::certs::main_certs(&cmd),
+        Command::Keys(cmd) => auth_backend::keys::main_keys(&cmd),
     }
 }

@@ -321,6 +321,10 @@ impl AuthService for AuthGrpc {
     ) -> Reply<RevokeSessionResponse> {
         self.run(self.api.revoke_session(authed(req))).await
     }
+
+    async fn keys(&self, req: Request<KeysRequest>) -> Reply<KeysResponse> {
+        self.run(self.api.keys(req.into_inner())).await
+    }
 }
 
 /// Serves `AuthService`, gRPC health (`grpc.health.v1`) and reflection on `listener`

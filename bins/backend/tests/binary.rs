@@ -489,3 +489,72 @@ fn a_trusted_front_end_speaks_for_its_users() {
         );
     });
 }
+
+/// The `kid` header of a JWT.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let head = token.split('.').next().unwrap_or("");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .expect("base64url header");
+    let header: serde_json::Value = serde_json::from_slice(&json).expect("JSON header");
+    header["kid"].as_str().unwrap_or("").to_owned()
+}
+
+/// The JWKS the `Keys` RPC serves.
+fn published_keys(url: &str) -> auth_core::Jwks {
+    runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(url.to_owned())
+            .await
+            .expect("connect");
+        let keys = c.keys(KeysRequest {}).await.expect("Keys").into_inner();
+        auth_core::Jwks::from(keys)
+    })
+}
+
+#[test]
+fn signing_keys_rotate_through_a_key_directory() {
+    let dir = temp_dir("keydir");
+    let keys = dir.join("keys");
+    let keys = keys.to_str().unwrap();
+    for id in ["2026-01", "2026-02"] {
+        let (status, out, err) = run_to_exit(&["keys", "generate", "--dir", keys, "--id", id]);
+        assert!(status.success(), "{err}");
+        assert!(out.contains(id) && out.contains("EdDSA"), "{out}");
+    }
+    let (status, out, _) = run_to_exit(&["keys", "list", "--dir", keys]);
+    assert!(status.success());
+    let signs: Vec<&str> = out.lines().filter(|l| l.contains(" yes ")).collect();
+    assert!(signs.len() == 1 && signs[0].starts_with("2026-02"), "{out}");
+
+    // Step one of a rotation: the new key is published but the old one still signs.
+    fn args<'a>(keys: &'a str, current: &'a str) -> Vec<&'a str> {
+        let listen = ["--listen", "127.0.0.1:0", "--signing-key-dir", keys];
+        [FAST, &listen, &["--signing-key-id", current]].concat()
+    }
+    let old = Backend::start(&args(keys, "2026-01"));
+    let old_token = register_and_login(&old.url(), "rota");
+    assert_eq!(kid_of(&old_token), "2026-01");
+    let jwks = published_keys(&old.url());
+    let mut kids: Vec<String> = jwks.keys.iter().map(|k| k.kid.clone()).collect();
+    kids.sort();
+    assert_eq!(kids, ["2026-01", "2026-02"]);
+    drop(old);
+
+    // Step two: the new key signs; tokens of the old one still check out against the
+    // published keys (a stateless verifier in another service).
+    let new = Backend::start(&args(keys, "2026-02"));
+    let new_token = register_and_login(&new.url(), "rota");
+    assert_eq!(kid_of(&new_token), "2026-02");
+    let verifier = auth_core::Verifier::from_jwks(&published_keys(&new.url())).unwrap();
+    runtime().block_on(async {
+        assert_eq!(verifier.verify(&old_token).await.unwrap().name, "rota");
+        assert_eq!(verifier.verify(&new_token).await.unwrap().name, "rota");
+    });
+
+    // An HS256 backend publishes nothing.
+    let hs =
+        Backend::start(&[FAST, &["--listen", "127.0.0.1:0", "--signing-alg", "hs256"]].concat());
+    assert!(published_keys(&hs.url()).keys.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

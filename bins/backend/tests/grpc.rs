@@ -10,7 +10,7 @@ use std::time::Duration;
 use auth_backend::ServerOptions;
 use auth_backend::status::{CODE_KEY, RETRY_AFTER_KEY};
 use auth_core::api::*;
-use auth_core::{AuthApi, AuthError, Config, LockoutPolicy};
+use auth_core::{AuthApi, AuthError, LockoutPolicy};
 use auth_proto::v1::auth_service_client::AuthServiceClient;
 use auth_testing::{GrpcServer, fast_auth, fast_auth_with, fast_config};
 use common::*;
@@ -296,14 +296,12 @@ async fn bearer_metadata_is_accepted() {
 
 #[tokio::test]
 async fn every_error_maps_to_its_status_with_the_stable_code() {
-    let config = Config {
-        lockout: LockoutPolicy {
-            max_failures: 2,
-            base_delay: Duration::from_secs(60),
-            max_delay: Duration::from_secs(600),
-            ..LockoutPolicy::default()
-        },
-        ..fast_config()
+    let mut config = fast_config();
+    config.lockout = LockoutPolicy {
+        max_failures: 2,
+        base_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(600),
+        ..LockoutPolicy::default()
     };
     let server = GrpcServer::start(fast_auth_with(config)).await;
     let mut c = client(&server).await;

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use auth_backend::{ClientTls, RemoteAuth, RemoteOptions};
-use auth_core::{Auth, AuthApi, Config};
+use auth_core::{Algorithm, Auth, AuthApi, Config, KeyRing, SigningKey};
 use auth_storage::memory::MemoryStorage;
 use auth_web::{CsrfKey, PublicUrl, TlsConfig, TrustedProxy, WebConfig, router, serve, serve_tls};
 use clap::Parser;
@@ -54,6 +54,29 @@ struct Args {
     /// exit) instead of talking to a backend.
     #[arg(long, env = "AUTH_WEB_EMBEDDED")]
     embedded: bool,
+
+    /// With --embedded: the algorithm access tokens are signed with. `eddsa` publishes
+    /// the public key at `/.well-known/jwks.json`, so other services can verify tokens
+    /// without calling us; `hs256` keys are secret and never published. (A backend
+    /// chooses its own: `auth-backend serve --signing-alg`.)
+    #[arg(
+        long,
+        env = "AUTH_WEB_SIGNING_ALG",
+        value_name = "ALG",
+        default_value = "eddsa",
+        requires = "embedded"
+    )]
+    signing_alg: Algorithm,
+
+    /// With --embedded: load the signing keys from this directory (`auth-backend keys
+    /// generate`) instead of generating one: the greatest id signs, the others verify.
+    #[arg(
+        long,
+        env = "AUTH_WEB_SIGNING_KEY_DIR",
+        value_name = "DIR",
+        requires = "embedded"
+    )]
+    signing_key_dir: Option<PathBuf>,
 
     /// Mark cookies `Secure` with the `__Host-` prefix: use when served over HTTPS
     /// by a proxy in front. Always on with --tls-cert or an https:// --public-url.
@@ -148,6 +171,26 @@ struct Args {
     refusal_delay: std::time::Duration,
 }
 
+/// With --embedded: the key ring access tokens are signed with.
+fn embedded_keys(args: &Args) -> Result<KeyRing, Box<dyn std::error::Error>> {
+    let ring = match &args.signing_key_dir {
+        Some(dir) => auth_core::keys::KeyDir::new(dir).load(None)?,
+        None => KeyRing::new(match args.signing_alg {
+            Algorithm::EdDsa => SigningKey::generate_ed25519(),
+            _ => SigningKey::generate_hs256(),
+        }),
+    };
+    let signs_with = ring.current().algorithm();
+    if signs_with != args.signing_alg && args.signing_key_dir.is_some() {
+        return Err(format!(
+            "--signing-alg is {} but the newest key of --signing-key-dir is {signs_with}",
+            args.signing_alg
+        )
+        .into());
+    }
+    Ok(ring)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -210,7 +253,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut embedded = None;
     let api: Arc<dyn AuthApi> = if args.embedded {
-        let auth = Auth::new(Config::default(), MemoryStorage::new())?;
+        let mut config = Config::default();
+        config.keys = Some(embedded_keys(&args)?);
+        let auth = Auth::new(config, MemoryStorage::new())?;
         auth.start()?;
         tracing::warn!("embedded mode: accounts are kept in memory and lost on exit");
         embedded = Some(auth.clone());

@@ -80,6 +80,9 @@ impl AuthApi for Recording {
     ) -> Result<RevokeSessionResponse, AuthError> {
         self.inner.revoke_session(req).await
     }
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        self.inner.keys(req).await
+    }
 }
 
 struct Fixture {

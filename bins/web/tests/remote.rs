@@ -198,6 +198,9 @@ impl AuthApi for StallLogin {
     ) -> Result<RevokeSessionResponse, AuthError> {
         self.inner.revoke_session(req).await
     }
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        self.inner.keys(req).await
+    }
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ mod tests;
 pub use duration::parse_duration;
 pub use resolve::{KeySource, parse_peers};
 pub use settings::{
-    Argon2Settings, LockoutSettings, RaftSettings, Settings, TlsSettings, TokenSettings,
+    Argon2Settings, LockoutSettings, RaftSettings, Settings, SigningAlg, TlsSettings, TokenSettings,
 };
 
 /// Address served when none is configured.
@@ -122,6 +122,9 @@ pub enum Command {
     /// Create the cluster CA and node, client and admin certificates.
     #[command(subcommand)]
     Certs(crate::certs::CertsCmd),
+    /// Generate and list the signing keys of a key directory (`--signing-key-dir`).
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCmd),
 }
 
 /// Where accounts and sessions are kept.

@@ -16,13 +16,44 @@ use super::{
 };
 use crate::server::{FrontendTrust, ServerOptions, ServerTls};
 
-/// Where the signing key comes from.
+/// Where the signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySource {
-    /// The key file.
-    pub path: PathBuf,
-    /// The key id.
-    pub kid: String,
+pub enum KeySource {
+    /// One key file (`--signing-key-file`).
+    File {
+        /// The key file.
+        path: PathBuf,
+        /// The key id.
+        kid: String,
+    },
+    /// A directory of keys (`--signing-key-dir`), see [`auth_core::keys::KeyDir`].
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The id of the key that signs; `None`: the greatest id.
+        current: Option<String>,
+    },
+}
+
+impl KeySource {
+    /// Loads the key ring, refusing key files that others can read.
+    pub fn load(&self) -> Result<KeyRing, ConfigError> {
+        let loose = |e: auth_raft::tls::TlsError| ConfigError::Invalid(e.to_string());
+        match self {
+            KeySource::File { path, kid } => {
+                let key = SigningKey::from_file(kid.clone(), path)?;
+                check_private_file(path).map_err(loose)?;
+                Ok(KeyRing::new(key))
+            }
+            KeySource::Dir { path, current } => {
+                let dir = auth_core::keys::KeyDir::new(path);
+                for file in dir.files()? {
+                    check_private_file(&file.path).map_err(loose)?;
+                }
+                Ok(dir.load(current.as_deref())?)
+            }
+        }
+    }
 }
 
 /// Overwrites `slot` with `value` if it is set.
@@ -128,19 +159,27 @@ impl Settings {
         self.tls.insecure.unwrap_or(false)
     }
 
-    /// The signing key file and its id, if a file is set (the id defaults to
-    /// [`DEFAULT_KEY_ID`]). An id without a file is an error.
+    /// Where the signing keys come from, if a key file or directory is set (a file's
+    /// id defaults to [`DEFAULT_KEY_ID`]). An id without a file or directory, or both,
+    /// is an error.
     pub fn signing_key(&self) -> Result<Option<KeySource>, ConfigError> {
         let t = &self.tokens;
-        match (&t.signing_key_file, &t.signing_key_id) {
-            (Some(path), kid) => Ok(Some(KeySource {
+        match (&t.signing_key_file, &t.signing_key_dir, &t.signing_key_id) {
+            (Some(_), Some(_), _) => Err(ConfigError::Invalid(
+                "signing_key_file and signing_key_dir are alternatives: give one".into(),
+            )),
+            (Some(path), None, kid) => Ok(Some(KeySource::File {
                 path: path.clone(),
                 kid: kid.clone().unwrap_or_else(|| DEFAULT_KEY_ID.to_owned()),
             })),
-            (None, Some(_)) => Err(ConfigError::Invalid(
+            (None, Some(path), current) => Ok(Some(KeySource::Dir {
+                path: path.clone(),
+                current: current.clone(),
+            })),
+            (None, None, Some(_)) => Err(ConfigError::Invalid(
                 "signing_key_id is set but signing_key_file is not".into(),
             )),
-            (None, None) => Ok(None),
+            (None, None, None) => Ok(None),
         }
     }
 
@@ -166,14 +205,27 @@ impl Settings {
     }
 
     /// The `auth_core::Config`: [`Config::default()`] with these settings, and the
-    /// signing key loaded from its file (none: a random key at start-up).
+    /// signing keys loaded from their file or directory (none: a random key of
+    /// `--signing-alg`, HS256 by default, at start-up).
     pub fn auth_config(&self) -> Result<Config, ConfigError> {
         let mut config = self.core_config_without_keys();
-        if let Some(src) = self.signing_key()? {
-            let key = SigningKey::from_file(src.kid, &src.path)?;
-            check_private_file(&src.path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            config.keys = Some(KeyRing::new(key));
+        let alg = self.tokens.signing_alg.map(auth_core::Algorithm::from);
+        let ring = match self.signing_key()? {
+            Some(src) => src.load()?,
+            None => KeyRing::new(match alg {
+                Some(auth_core::Algorithm::EdDsa) => SigningKey::generate_ed25519(),
+                _ => SigningKey::generate_hs256(),
+            }),
+        };
+        let signs_with = ring.current().algorithm();
+        if alg.is_some_and(|alg| alg != signs_with) {
+            return Err(ConfigError::Invalid(format!(
+                "--signing-alg says {} but the signing key {:?} is {signs_with}",
+                alg.map(|a| a.as_str()).unwrap_or_default(),
+                ring.current().kid()
+            )));
         }
+        config.keys = Some(ring);
         config.validate()?;
         Ok(config)
     }

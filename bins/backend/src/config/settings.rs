@@ -116,9 +116,45 @@ pub struct TokenSettings {
     #[arg(long, env = "AUTH_BACKEND_SIGNING_KEY_FILE", value_name = "PATH")]
     pub signing_key_file: Option<PathBuf>,
 
-    /// Key id (`kid`) of the signing key [default: default].
+    /// Key id (`kid`) of the signing key [default: default]. With
+    /// --signing-key-dir, which key of the directory signs [default: the greatest id].
     #[arg(long, env = "AUTH_BACKEND_SIGNING_KEY_ID", value_name = "KID")]
     pub signing_key_id: Option<String>,
+
+    /// Directory of signing keys (`<kid>.pem` Ed25519, `<kid>.key` HS256; made by
+    /// `auth-backend keys generate`): one signs (--signing-key-id), the others still
+    /// verify. How keys rotate without downtime.
+    #[arg(
+        long,
+        env = "AUTH_BACKEND_SIGNING_KEY_DIR",
+        value_name = "DIR",
+        conflicts_with = "signing_key_file"
+    )]
+    pub signing_key_dir: Option<PathBuf>,
+
+    /// Algorithm of the key generated when no key is configured [default: hs256]. With
+    /// a key file or directory, the signing key must be of this algorithm.
+    #[arg(long, env = "AUTH_BACKEND_SIGNING_ALG", value_name = "ALG")]
+    pub signing_alg: Option<SigningAlg>,
+}
+
+/// The JWS algorithm of access tokens, as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningAlg {
+    /// Ed25519 signatures: services can verify tokens from the public keys (JWKS).
+    Eddsa,
+    /// HMAC-SHA256: only holders of the secret can verify tokens.
+    Hs256,
+}
+
+impl From<SigningAlg> for auth_core::Algorithm {
+    fn from(alg: SigningAlg) -> Self {
+        match alg {
+            SigningAlg::Eddsa => auth_core::Algorithm::EdDsa,
+            SigningAlg::Hs256 => auth_core::Algorithm::Hs256,
+        }
+    }
 }
 
 /// argon2id parameters: the `[argon2]` table.
@@ -321,7 +357,7 @@ layer_fields! {
     }
     TokenSettings {
         access_token_ttl, refresh_token_ttl, session_max_lifetime, issuer, audience,
-        signing_key_file, signing_key_id,
+        signing_key_file, signing_key_id, signing_key_dir, signing_alg,
     }
     Argon2Settings { memory_kib, iterations, parallelism }
     LockoutSettings { max_failures, throttle, trusted_frontends }

@@ -16,7 +16,9 @@ fn args(list: &[&str]) -> Settings {
     argv.extend_from_slice(list);
     match Cli::try_parse_from(argv).unwrap().command {
         Command::Serve(a) => a,
-        Command::Cluster(_) | Command::Certs(_) => unreachable!("serve was parsed"),
+        Command::Cluster(_) | Command::Certs(_) | Command::Keys(_) => {
+            unreachable!("serve was parsed")
+        }
     }
 }
 
@@ -409,8 +411,13 @@ fn signing_key_is_loaded_with_its_id_relative_to_the_config_file() {
     .unwrap();
     let s = resolve(args(&["--config", conf.to_str().unwrap()])).unwrap();
     let src = s.signing_key().unwrap().unwrap();
-    assert_eq!(src.path, dir.join("hs.key"));
-    assert_eq!(src.kid, "k-2024");
+    assert_eq!(
+        src,
+        KeySource::File {
+            path: dir.join("hs.key"),
+            kid: "k-2024".into()
+        }
+    );
     let core = s.auth_config().unwrap();
     assert_eq!(core.keys.unwrap().current().kid(), "k-2024");
 
@@ -420,7 +427,10 @@ fn signing_key_is_loaded_with_its_id_relative_to_the_config_file() {
         dir.join("hs.key").to_str().unwrap(),
     ]))
     .unwrap();
-    assert_eq!(s.signing_key().unwrap().unwrap().kid, DEFAULT_KEY_ID);
+    assert!(matches!(
+        s.signing_key().unwrap().unwrap(),
+        KeySource::File { kid, .. } if kid == DEFAULT_KEY_ID
+    ));
     assert!(s.auth_config().is_ok());
     write_private_file(&dir.join("short.key"), b"c2hvcnQ=").unwrap();
     let s = resolve(args(&[
@@ -455,10 +465,87 @@ fn signing_key_is_loaded_with_its_id_relative_to_the_config_file() {
 }
 
 #[test]
-fn no_signing_key_means_none() {
+fn no_signing_key_means_a_generated_one_of_the_signing_alg() {
     let s = resolve(args(&[])).unwrap();
     assert!(s.signing_key().unwrap().is_none());
-    assert!(s.auth_config().unwrap().keys.is_none());
+    let ring = s.auth_config().unwrap().keys.unwrap();
+    assert_eq!(ring.current().algorithm(), auth_core::Algorithm::Hs256);
+    assert!(ring.jwks().keys.is_empty());
+    let s = resolve(args(&["--signing-alg", "eddsa"])).unwrap();
+    let ring = s.auth_config().unwrap().keys.unwrap();
+    assert_eq!(ring.current().algorithm(), auth_core::Algorithm::EdDsa);
+    assert_eq!(ring.jwks().keys.len(), 1);
+}
+
+#[test]
+fn a_key_directory_rotates_current_and_previous_keys() {
+    let dir = temp_dir("keydir");
+    let keys = auth_core::keys::KeyDir::new(dir.join("keys"));
+    keys.generate(auth_core::Algorithm::EdDsa, Some("2026-01"))
+        .unwrap();
+    keys.generate(auth_core::Algorithm::EdDsa, Some("2026-02"))
+        .unwrap();
+    let key_dir = dir.join("keys");
+    let key_dir = key_dir.to_str().unwrap();
+    // The greatest id signs; both verify (and are published).
+    let s = resolve(args(&["--signing-key-dir", key_dir])).unwrap();
+    let ring = s.auth_config().unwrap().keys.unwrap();
+    assert_eq!(ring.current().kid(), "2026-02");
+    let kids: Vec<_> = ring.jwks().keys.into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, ["2026-02", "2026-01"]);
+    // --signing-key-id pins the current key (step one of a rotation).
+    let s = resolve(args(&[
+        "--signing-key-dir",
+        key_dir,
+        "--signing-key-id",
+        "2026-01",
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.auth_config().unwrap().keys.unwrap().current().kid(),
+        "2026-01"
+    );
+    // Unknown id, wrong algorithm, file and dir together: configuration errors.
+    let s = resolve(args(&[
+        "--signing-key-dir",
+        key_dir,
+        "--signing-key-id",
+        "2025-12",
+    ]))
+    .unwrap();
+    let e = s.auth_config().unwrap_err().to_string();
+    assert!(e.contains("2025-12"), "{e}");
+    let s = resolve(args(&[
+        "--signing-key-dir",
+        key_dir,
+        "--signing-alg",
+        "hs256",
+    ]))
+    .unwrap();
+    let e = s.auth_config().unwrap_err().to_string();
+    assert!(e.contains("--signing-alg"), "{e}");
+    assert!(
+        Cli::try_parse_from([
+            "auth-backend",
+            "serve",
+            "--signing-key-dir",
+            key_dir,
+            "--signing-key-file",
+            "x"
+        ])
+        .is_err()
+    );
+    // A key file others can read is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join("keys").join("2026-01.pem");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = resolve(args(&["--signing-key-dir", key_dir])).unwrap();
+        let e = s.auth_config().unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("2026-01.pem"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

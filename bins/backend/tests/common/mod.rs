@@ -140,6 +140,10 @@ impl AuthApi for Counting {
         self.hit().await?;
         self.inner.revoke_session(req).await
     }
+    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
+        self.hit().await?;
+        self.inner.keys(req).await
+    }
 }
 
 /// What a [`Scripted`] backend does with a call.
@@ -221,6 +225,9 @@ impl AuthApi for Scripted {
         &self,
         _: RevokeSessionRequest,
     ) -> Result<RevokeSessionResponse, AuthError> {
+        self.act().await
+    }
+    async fn keys(&self, _: KeysRequest) -> Result<KeysResponse, AuthError> {
         self.act().await
     }
 }

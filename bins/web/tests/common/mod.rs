@@ -18,10 +18,9 @@ use tokio::task::JoinHandle;
 
 /// A core config for tests: cheap hashing and a clock the test moves.
 pub fn test_config(clock: &Arc<ManualClock>) -> Config {
-    Config {
-        clock: clock.clone(),
-        ..auth_testing::fast_config()
-    }
+    let mut config = auth_testing::fast_config();
+    config.clock = clock.clone();
+    config
 }
 
 /// A started `Auth` on memory storage with a manual clock.
@@ -58,12 +57,16 @@ impl WebServer {
 
     /// Serves the site on 127.0.0.1 with `config` as given.
     pub async fn start_throttled(api: Arc<dyn AuthApi>, config: WebConfig) -> Self {
+        Self::serve_app(router(api.clone(), config.clone()), config).await
+    }
+
+    /// Serves any application (e.g. one that nests the site) with [`serve`].
+    pub async fn serve_app(app: axum::Router, config: WebConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let app = router(api, config.clone());
         let task = tokio::spawn(async move {
             serve(listener, app, &config, async {
                 let _ = rx.await;
