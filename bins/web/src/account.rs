@@ -11,7 +11,7 @@ use auth_core::api::{
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Redirect};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -20,7 +20,7 @@ use crate::errors::{WebError, auth_message, auth_status, with_retry_after};
 use crate::extract::{CsrfForm, FormData};
 use crate::pages::{PageResult, html, notice};
 use crate::session::{Browser, CookieNames, SetCookies, SignedIn, require, signed_in};
-use crate::templates::{AccountForm, AccountPage, Nav, SessionRow, format_time};
+use crate::templates::{AccountForm, AccountPage, Nav, SessionRow, format_time, redirect};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -106,6 +106,7 @@ async fn render(
         nav: Nav {
             user: Some(user.username.clone()),
             csrf: csrf.clone(),
+            ..Nav::default()
         },
         notice,
         csrf,
@@ -182,7 +183,7 @@ async fn change_password(State(state): State<AppState>, post: CsrfForm) -> PageR
         client: Some(client),
     };
     match state.api.change_password(req).await {
-        Ok(_) => Ok((cookies, Redirect::to("/account?notice=password_changed")).into_response()),
+        Ok(_) => Ok((cookies, redirect("/account?notice=password_changed")).into_response()),
         Err(e) => failed(&state, &names, cookies, &me, AccountForm::Password, e).await,
     }
 }
@@ -200,9 +201,9 @@ async fn revoke_session(
     match state.api.revoke_session(req).await {
         Ok(_) if id == me.me.session_id => {
             cookies.clear_tokens(&names);
-            Ok((cookies, Redirect::to("/login?notice=signed_out")).into_response())
+            Ok((cookies, redirect("/login?notice=signed_out")).into_response())
         }
-        Ok(_) => Ok((cookies, Redirect::to("/account?notice=session_revoked")).into_response()),
+        Ok(_) => Ok((cookies, redirect("/account?notice=session_revoked")).into_response()),
         Err(AuthError::NotFound) => {
             let problem = Problem {
                 status: StatusCode::NOT_FOUND,
@@ -226,7 +227,7 @@ async fn logout_all(State(state): State<AppState>, post: CsrfForm) -> PageResult
         Ok(_) => {
             cookies.clear_tokens(&names);
             let to = "/login?notice=signed_out_everywhere";
-            Ok((cookies, Redirect::to(to)).into_response())
+            Ok((cookies, redirect(to)).into_response())
         }
         Err(e) => failed(&state, &names, cookies, &me, AccountForm::Sessions, e).await,
     }
@@ -248,7 +249,7 @@ async fn delete_account(State(state): State<AppState>, post: CsrfForm) -> PageRe
     match state.api.delete_user(req).await {
         Ok(_) => {
             cookies.clear_tokens(&names);
-            Ok((cookies, Redirect::to("/?notice=account_deleted")).into_response())
+            Ok((cookies, redirect("/?notice=account_deleted")).into_response())
         }
         Err(e) => failed(&state, &names, cookies, &me, AccountForm::Delete, e).await,
     }

@@ -4,11 +4,11 @@
 //! `Authorization: Bearer <access token>`, never by cookies, so the API needs no CSRF
 //! token. Errors are `{"error":{"code":"…","message":"…"}}` (see `errors.rs`).
 
-use auth_core::AuthError;
 use auth_core::api::{
-    LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, TokenPair, UserInfo,
+    KeysRequest, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, TokenPair, UserInfo,
     VerifyRequest,
 };
+use auth_core::{AuthError, Jwks};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/refresh", post(refresh))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
 }
 
 /// `{"username": …, "password": …}`. No `Debug`: it holds a password.
@@ -107,7 +108,7 @@ struct MeJson {
 }
 
 /// The token of `Authorization: Bearer <token>`, if any.
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
@@ -199,6 +200,15 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
         expires_at_ms: v.expires_at_ms,
     })
     .into_response())
+}
+
+/// The public keys that verify access tokens (RFC 7517), from the auth service's key
+/// ring: `{"keys":[…]}`, empty when tokens are signed with HS256. Cacheable for five
+/// minutes: verifiers also refetch when they meet an unknown `kid`.
+async fn jwks(State(state): State<AppState>) -> ApiResult {
+    let keys = state.api.keys(KeysRequest {}).await?;
+    let cache = (header::CACHE_CONTROL, "public, max-age=300");
+    Ok(([cache], Json(Jwks::from(keys))).into_response())
 }
 
 #[cfg(test)]

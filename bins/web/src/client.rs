@@ -42,6 +42,13 @@ impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        Ok(Self::from_parts(parts, &state.config.trusted_proxies))
+    }
+}
+
+impl ClientMeta {
+    /// Where a request comes from, believing `X-Forwarded-For` from `trusted` proxies.
+    pub(crate) fn from_parts(parts: &Parts, trusted: &[TrustedProxy]) -> Self {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -53,10 +60,10 @@ impl FromRequestParts<AppState> for ClientMeta {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         let ip = peer
-            .map(|peer| client_ip(peer, &parts.headers, &state.config.trusted_proxies))
+            .map(|peer| client_ip(peer, &parts.headers, trusted))
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        Ok(Self { user_agent, ip })
+        Self { user_agent, ip }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use auth_core::AuthError;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
 use crate::session::SetCookies;
@@ -279,7 +279,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let mut e = self.0;
         if let WebError::SignIn(cookies) = e {
-            return (cookies, Redirect::to("/login")).into_response();
+            return (cookies, templates::redirect("/login")).into_response();
         }
         let cookies = match &mut e {
             WebError::Csrf(cookies) => std::mem::take(cookies),

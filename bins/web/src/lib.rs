@@ -74,6 +74,7 @@ mod edge;
 mod errors;
 mod extract;
 mod pages;
+pub mod protect;
 mod session;
 mod templates;
 mod tls;
@@ -144,6 +145,7 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .merge(account::routes())
         .merge(api::routes())
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(mounted))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::throttle,
@@ -164,6 +166,20 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// Runs a request to the site knowing where the site is mounted (`Router::nest`), so
+/// that its links and redirects stay under that path.
+async fn mounted(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mount = req
+        .extensions()
+        .get::<axum::extract::NestedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    templates::with_mount_path(&mount, next.run(req)).await
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and

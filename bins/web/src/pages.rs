@@ -7,7 +7,7 @@ use auth_core::api::{LoginRequest, LogoutRequest, RegisterRequest};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -17,7 +17,7 @@ use crate::errors::{
 };
 use crate::extract::{CsrfForm, FormData};
 use crate::session::{Browser, SetCookies, Visitor, resolve};
-use crate::templates::{CredentialsPage, IndexPage, Nav, notice_text};
+use crate::templates::{CredentialsPage, IndexPage, Nav, notice_text, redirect};
 
 /// The stylesheet, compiled in.
 const STYLE_CSS: &str = include_str!("../static/style.css");
@@ -51,6 +51,7 @@ async fn index(State(state): State<AppState>, browser: Browser, uri: Uri) -> Pag
         Visitor::SignedIn(s) => Nav {
             csrf: csrf::for_session(&state, &s),
             user: Some(s.me.username),
+            ..Nav::default()
         },
         Visitor::Anonymous => Nav::default(),
     };
@@ -101,7 +102,7 @@ fn credentials_page(
 async fn credentials_form(state: AppState, browser: Browser, uri: Uri, signup: bool) -> PageResult {
     let mut cookies = SetCookies::default();
     match resolve(&state, &browser, &mut cookies).await {
-        Ok(Visitor::SignedIn(_)) => return Ok((cookies, Redirect::to("/account")).into_response()),
+        Ok(Visitor::SignedIn(_)) => return Ok((cookies, redirect("/account")).into_response()),
         Ok(Visitor::Anonymous) => {}
         Err(e) => tracing::debug!(code = e.code(), "sign-in state unknown; showing the form"),
     }
@@ -136,7 +137,7 @@ async fn submit_credentials(state: AppState, post: CsrfForm, signup: bool) -> Pa
         mut cookies,
     } = post;
     if let Visitor::SignedIn(_) = visitor {
-        return Ok((cookies, Redirect::to("/account")).into_response());
+        return Ok((cookies, redirect("/account")).into_response());
     }
     let typed = form.get("username").unwrap_or("").trim();
     let fields = form
@@ -194,7 +195,7 @@ async fn submit_credentials(state: AppState, post: CsrfForm, signup: bool) -> Pa
     } else {
         "/account"
     };
-    Ok((cookies, Redirect::to(to)).into_response())
+    Ok((cookies, redirect(to)).into_response())
 }
 
 async fn signup(State(state): State<AppState>, post: CsrfForm) -> PageResult {
@@ -223,7 +224,7 @@ async fn logout(State(state): State<AppState>, post: CsrfForm) -> PageResult {
     let mut cookies = SetCookies::default();
     cookies.clear_tokens(&post.browser.names);
     csrf::end_pre_session(&post.browser, &mut cookies);
-    Ok((cookies, Redirect::to("/?notice=signed_out")).into_response())
+    Ok((cookies, redirect("/?notice=signed_out")).into_response())
 }
 
 async fn healthz() -> &'static str {

@@ -12,8 +12,8 @@
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use auth_core::AuthError;
 use auth_core::api::{RefreshRequest, TokenPair, VerifyRequest, VerifyResponse};
+use auth_core::{AuthApi, AuthError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
@@ -22,6 +22,7 @@ use axum_extra::extract::CookieJar;
 
 use crate::AppState;
 use crate::client::ClientMeta;
+use crate::config::WebConfig;
 use crate::errors::{WebError, is_session_error};
 use crate::tls::ServedOverTls;
 
@@ -88,21 +89,28 @@ impl Browser {
     }
 }
 
-impl FromRequestParts<AppState> for Browser {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+impl Browser {
+    /// The browser behind a request to a site configured with `config`.
+    pub(crate) fn from_parts(parts: &Parts, config: &WebConfig) -> Self {
         let over_tls = parts.extensions.get::<ServedOverTls>().is_some();
-        let names = if over_tls || state.config.always_secure() {
+        let names = if over_tls || config.always_secure() {
             CookieNames::SECURE
         } else {
             CookieNames::PLAIN
         };
-        Ok(Self {
+        Self {
             jar: CookieJar::from_headers(&parts.headers),
             names,
-            client: ClientMeta::from_request_parts(parts, state).await?,
-        })
+            client: ClientMeta::from_parts(parts, &config.trusted_proxies),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Browser {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        Ok(Self::from_parts(parts, &state.config))
     }
 }
 
@@ -174,13 +182,20 @@ impl SetCookies {
     }
 }
 
+impl SetCookies {
+    /// Adds the cookies to `headers`.
+    pub(crate) fn append_to(self, headers: &mut axum::http::HeaderMap) {
+        for v in self.0 {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
 impl IntoResponseParts for SetCookies {
     type Error = Infallible;
 
     fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Infallible> {
-        for v in self.0 {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
+        self.append_to(res.headers_mut());
         Ok(res)
     }
 }
@@ -229,6 +244,15 @@ pub(crate) async fn resolve(
     browser: &Browser,
     cookies: &mut SetCookies,
 ) -> Result<Visitor, AuthError> {
+    resolve_with(&*state.api, browser, cookies).await
+}
+
+/// [`resolve`] against any auth service.
+pub(crate) async fn resolve_with(
+    api: &dyn AuthApi,
+    browser: &Browser,
+    cookies: &mut SetCookies,
+) -> Result<Visitor, AuthError> {
     let names = &browser.names;
     let access = browser.cookie(names.access);
     let refresh = browser.cookie(names.refresh);
@@ -239,7 +263,7 @@ pub(crate) async fn resolve(
         let req = VerifyRequest {
             access_token: access_token.clone(),
         };
-        match state.api.verify(req).await {
+        match api.verify(req).await {
             Ok(me) => return Ok(Visitor::SignedIn(SignedIn { me, access_token })),
             Err(e) if is_session_error(&e) => {}
             Err(e) => return Err(e),
@@ -250,13 +274,13 @@ pub(crate) async fn resolve(
             refresh_token,
             client: Some(browser.client.info()),
         };
-        match state.api.refresh(req).await {
+        match api.refresh(req).await {
             Ok(resp) => {
                 if let Some(tokens) = resp.tokens {
                     let req = VerifyRequest {
                         access_token: tokens.access_token.clone(),
                     };
-                    match state.api.verify(req).await {
+                    match api.verify(req).await {
                         Ok(me) => {
                             cookies.tokens(names, &tokens);
                             return Ok(Visitor::SignedIn(SignedIn {

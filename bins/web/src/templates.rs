@@ -4,13 +4,49 @@
 use askama::Template;
 use auth_core::api::SessionInfo;
 
-/// The header's sign-in state.
-#[derive(Debug, Default)]
+tokio::task_local! {
+    /// The path the site is mounted at (`""` at the root, `"/auth"` when nested there),
+    /// set by [`with_mount_path`] around every request.
+    static MOUNT_PATH: std::sync::Arc<str>;
+}
+
+/// Runs `request` (a request to the site) with `mount` as the path that links and
+/// redirects start with.
+pub(crate) async fn with_mount_path<F: std::future::Future>(mount: &str, request: F) -> F::Output {
+    let mount = mount.trim_end_matches('/');
+    MOUNT_PATH.scope(mount.into(), request).await
+}
+
+/// The path the site is mounted at: `""` at the root.
+pub(crate) fn mount_path() -> String {
+    MOUNT_PATH.try_with(|m| m.to_string()).unwrap_or_default()
+}
+
+/// A `303 See Other` to `path` (absolute within the site, e.g. `/account`), under the
+/// path the site is mounted at.
+pub(crate) fn redirect(path: &str) -> axum::response::Redirect {
+    axum::response::Redirect::to(&format!("{}{path}", mount_path()))
+}
+
+/// The header's sign-in state, and the path the site's links start with.
+#[derive(Debug)]
 pub(crate) struct Nav {
     /// The signed-in username, if any.
     pub(crate) user: Option<String>,
     /// CSRF token for the header's log-out form (only set when signed in).
     pub(crate) csrf: String,
+    /// Where the site is mounted (`""`, or e.g. `/auth`): every link starts with it.
+    pub(crate) base: String,
+}
+
+impl Default for Nav {
+    fn default() -> Self {
+        Self {
+            user: None,
+            csrf: String::new(),
+            base: mount_path(),
+        }
+    }
 }
 
 /// `GET /`.
@@ -119,29 +155,11 @@ pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
 
 /// `2025-03-01 14:05 UTC` for unix milliseconds.
 pub(crate) fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let t = auth_core::clock::UtcDateTime::from_unix_ms(ms);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// "Firefox on Linux" from a user agent; the raw string is shown on hover.

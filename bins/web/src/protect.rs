@@ -1,0 +1,429 @@
+//! Protecting your own axum routes: an [`AuthUser`] extractor, its optional form
+//! (`Option<AuthUser>`), and a tower layer that requires a signed-in user for a whole
+//! router.
+//!
+//! An [`Authenticator`] says how callers are checked:
+//!
+//! - [`Authenticator::new`] over any `Arc<dyn AuthApi>` (an embedded [`auth_core::Auth`]
+//!   or a `RemoteAuth` to a cluster): the token's signature **and** its session are
+//!   checked, so a logout takes effect at once. Browsers signed in on the site (its
+//!   cookies) stay signed in: an expired access cookie is refreshed and the new cookies
+//!   go out with your response.
+//! - [`Authenticator::stateless`] over an [`auth_core::Verifier`]: public keys only,
+//!   no call to the auth service. A revoked session is only noticed when its access
+//!   token expires (see [`auth_core::verifier`]), and expired cookies are not refreshed.
+//!
+//! Callers are identified by `Authorization: Bearer <access token>`, else by the site's
+//! access and refresh cookies. A bearer token that does not verify is refused; it is
+//! never passed over for the cookies.
+//!
+//! Add [`Authenticator::layer`] to the router whose handlers take [`AuthUser`] or
+//! `Option<AuthUser>`, or [`Authenticator::require`] to refuse anonymous requests before
+//! they reach a handler. Refusals are `401` with `WWW-Authenticate: Bearer` (RFC 6750)
+//! and the JSON error body of the site's API: `unauthenticated` when no credential was
+//! sent, else the core's code (`invalid_token`, `token_expired`, `session_ended`); `503`
+//! when the auth service is unavailable.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use auth_core::{Auth, Config};
+//! use auth_storage::memory::MemoryStorage;
+//! use auth_web::protect::{AuthUser, Authenticator};
+//! use auth_web::WebConfig;
+//! use axum::{Router, routing::get};
+//!
+//! async fn private(user: AuthUser) -> String {
+//!     format!("hello {}", user.username)
+//! }
+//!
+//! async fn home(user: Option<AuthUser>) -> String {
+//!     match user {
+//!         Some(user) => format!("signed in as {}", user.username),
+//!         None => "hello, stranger".into(),
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = Auth::new(Config::default(), MemoryStorage::new())?;
+//! auth.start()?;
+//! let api: Arc<dyn auth_core::AuthApi> = Arc::new(auth);
+//! let config = WebConfig::default();
+//! let authenticator = Authenticator::new(api.clone(), &config);
+//!
+//! let app = Router::new()
+//!     .route("/", get(home))
+//!     .route("/private", get(private))
+//!     // Sign-up, login and account pages, with links and redirects under /auth.
+//!     .nest("/auth", auth_web::router(api, config.clone()))
+//!     .layer(authenticator.layer());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! auth_web::serve(listener, app, &config, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use auth_core::api::VerifyRequest;
+use auth_core::{AuthApi, AuthError, Verifier};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use tower::{Layer, Service};
+
+use crate::config::WebConfig;
+use crate::errors::{ApiError, WebError, is_session_error};
+use crate::session::{Browser, SetCookies, Visitor, resolve_with};
+
+/// The signed-in user of a request. `Debug` shows no token.
+///
+/// As an extractor it needs [`Authenticator::layer`] (or
+/// [`require`](Authenticator::require)) on the router; without a signed-in user it
+/// rejects the request with an [`AuthRejection`]. `Option<AuthUser>` gives `None`
+/// instead, and still fails (503) if the auth service cannot be reached.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthUser {
+    /// The user's id (the token's `sub`).
+    pub user_id: String,
+    /// The username.
+    pub username: String,
+    /// The session the token belongs to (`sid`).
+    pub session_id: String,
+    /// When the access token expires (unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for AuthUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUser")
+            .field("user_id", &self.user_id)
+            .field("username", &self.username)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request was refused. Renders as `401` (with `WWW-Authenticate: Bearer`),
+/// `503` when the auth service is unavailable, or `500` when no
+/// [`Authenticator::layer`] is installed (a bug in the application).
+#[derive(Debug)]
+pub enum AuthRejection {
+    /// No credential was sent (or the site's cookies no longer work).
+    Unauthenticated,
+    /// A credential was sent and refused, or checking it failed: the core's error.
+    Auth(AuthError),
+    /// The router has no [`Authenticator::layer`].
+    MissingLayer,
+}
+
+impl AuthRejection {
+    /// The stable error code of the response body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthRejection::Unauthenticated => "unauthenticated",
+            AuthRejection::Auth(e) => e.code(),
+            AuthRejection::MissingLayer => "internal",
+        }
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthRejection::Unauthenticated => {
+                let body = serde_json::json!({
+                    "error": {"code": "unauthenticated", "message": "Sign in to continue."}
+                });
+                let challenge = HeaderValue::from_static("Bearer realm=\"auth-sdk\"");
+                let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+                resp
+            }
+            AuthRejection::Auth(e) => ApiError(WebError::Auth(e)).into_response(),
+            AuthRejection::MissingLayer => {
+                tracing::error!("AuthUser extracted on a router without Authenticator::layer()");
+                let e = AuthError::Internal("Authenticator::layer() is not installed".into());
+                ApiError(WebError::Auth(e)).into_response()
+            }
+        }
+    }
+}
+
+/// How tokens are checked.
+enum Check {
+    /// Through the auth service: signature and live session; cookies are refreshed.
+    Api(Arc<dyn AuthApi>),
+    /// From public keys only.
+    Stateless(Box<Verifier>),
+}
+
+struct Inner {
+    check: Check,
+    config: WebConfig,
+}
+
+/// Checks who is calling: see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let check = match self.0.check {
+            Check::Api(_) => "auth service",
+            Check::Stateless(_) => "stateless",
+        };
+        f.debug_struct("Authenticator")
+            .field("check", &check)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Checks tokens through `api`: signature, expiry and that the session is still
+    /// live. `config` is the site's ([`crate::router`]): it names the cookies (secure or
+    /// not) and the trusted proxies whose `X-Forwarded-For` is believed when a refresh
+    /// records the client's address.
+    pub fn new(api: Arc<dyn AuthApi>, config: &WebConfig) -> Self {
+        Self(Arc::new(Inner {
+            check: Check::Api(api),
+            config: config.clone(),
+        }))
+    }
+
+    /// Checks tokens with `verifier` alone: no storage, no network call per request,
+    /// and no notice of logouts until the token expires.
+    pub fn stateless(verifier: Verifier, config: &WebConfig) -> Self {
+        Self(Arc::new(Inner {
+            check: Check::Stateless(Box::new(verifier)),
+            config: config.clone(),
+        }))
+    }
+
+    /// A layer that lets the handlers below take [`AuthUser`] or `Option<AuthUser>`,
+    /// and sends the cookies of a refreshed session with their responses.
+    pub fn layer(&self) -> AuthLayer {
+        AuthLayer {
+            auth: self.clone(),
+            required: false,
+        }
+    }
+
+    /// Like [`layer`](Self::layer), and refuses every request without a signed-in user
+    /// with an [`AuthRejection`] before it reaches a handler.
+    pub fn require(&self) -> AuthLayer {
+        AuthLayer {
+            auth: self.clone(),
+            required: true,
+        }
+    }
+
+    /// Who sent the request with these parts: `Ok(None)` for nobody (no credential, or
+    /// site cookies that no longer work), an error for a bearer token that does not
+    /// verify or an auth service that cannot be reached. Cookies to send back (a
+    /// refreshed pair, or stale ones cleared) are added to `cookies`.
+    async fn identify(
+        &self,
+        parts: &Parts,
+        cookies: &mut SetCookies,
+    ) -> Result<Option<AuthUser>, AuthError> {
+        if let Some(token) = crate::api::bearer(&parts.headers) {
+            return self.check_token(token).await.map(Some);
+        }
+        let browser = Browser::from_parts(parts, &self.0.config);
+        match &self.0.check {
+            Check::Api(api) => match resolve_with(&**api, &browser, cookies).await? {
+                Visitor::SignedIn(s) => Ok(Some(AuthUser::from(s.me))),
+                Visitor::Anonymous => Ok(None),
+            },
+            Check::Stateless(verifier) => {
+                let Some(token) = browser.cookie(browser.names.access) else {
+                    return Ok(None);
+                };
+                match verifier.verify(&token).await {
+                    Ok(claims) => Ok(Some(AuthUser::from(claims))),
+                    // The site refreshes it on the next page it serves.
+                    Err(e) if is_session_error(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Checks one access token.
+    async fn check_token(&self, access_token: String) -> Result<AuthUser, AuthError> {
+        match &self.0.check {
+            Check::Api(api) => {
+                let me = api.verify(VerifyRequest { access_token }).await?;
+                Ok(AuthUser::from(me))
+            }
+            Check::Stateless(verifier) => verifier.verify(&access_token).await.map(AuthUser::from),
+        }
+    }
+}
+
+impl From<auth_core::api::VerifyResponse> for AuthUser {
+    fn from(me: auth_core::api::VerifyResponse) -> Self {
+        Self {
+            user_id: me.user_id,
+            username: me.username,
+            session_id: me.session_id,
+            expires_at_ms: me.expires_at_ms,
+        }
+    }
+}
+
+impl From<auth_core::Claims> for AuthUser {
+    fn from(c: auth_core::Claims) -> Self {
+        Self {
+            user_id: c.sub,
+            username: c.name,
+            session_id: c.sid,
+            expires_at_ms: c.exp.saturating_mul(1000),
+        }
+    }
+}
+
+/// What [`AuthLayer`] leaves in a request for the extractors.
+#[derive(Clone)]
+struct Installed {
+    auth: Authenticator,
+    /// Cookies to add to the response (shared with the layer, which sends them).
+    cookies: Arc<Mutex<SetCookies>>,
+}
+
+/// The outcome of identifying a request, kept so that several extractors in one
+/// handler ask the auth service once.
+#[derive(Clone)]
+struct Identified(Option<AuthUser>);
+
+impl Installed {
+    async fn identify(&self, parts: &mut Parts) -> Result<Option<AuthUser>, AuthRejection> {
+        if let Some(Identified(user)) = parts.extensions.get::<Identified>() {
+            return Ok(user.clone());
+        }
+        let mut cookies = SetCookies::default();
+        let user = self
+            .auth
+            .identify(parts, &mut cookies)
+            .await
+            .map_err(AuthRejection::Auth)?;
+        *self.cookies.lock() = cookies;
+        parts.extensions.insert(Identified(user.clone()));
+        Ok(user)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
+        let installed = parts
+            .extensions
+            .get::<Installed>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)?;
+        installed
+            .identify(parts)
+            .await?
+            .ok_or(AuthRejection::Unauthenticated)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, AuthRejection> {
+        let installed = parts
+            .extensions
+            .get::<Installed>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)?;
+        match installed.identify(parts).await {
+            Ok(user) => Ok(user),
+            // A bad bearer token on a page that works anonymously: anonymous.
+            Err(AuthRejection::Auth(e)) if is_session_error(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The tower layer of [`Authenticator::layer`] and [`Authenticator::require`].
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    auth: Authenticator,
+    required: bool,
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around a router or route.
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S> Service<Request> for AuthService<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone is the one that is not ready; take the ready one (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let installed = Installed {
+            auth: self.layer.auth.clone(),
+            cookies: Arc::default(),
+        };
+        let required = self.layer.required;
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(installed.clone());
+            if required {
+                match installed.identify(&mut parts).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Ok(with_cookies(AuthRejection::Unauthenticated, &installed));
+                    }
+                    Err(rejection) => return Ok(with_cookies(rejection, &installed)),
+                }
+            }
+            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+            let cookies = std::mem::take(&mut *installed.cookies.lock());
+            cookies.append_to(resp.headers_mut());
+            Ok(resp)
+        })
+    }
+}
+
+/// A refusal, with the cookies identification queued (stale ones cleared).
+fn with_cookies(rejection: AuthRejection, installed: &Installed) -> Response {
+    let mut resp = rejection.into_response();
+    let cookies = std::mem::take(&mut *installed.cookies.lock());
+    cookies.append_to(resp.headers_mut());
+    resp
+}
