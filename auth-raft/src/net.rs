@@ -120,6 +120,21 @@ pub fn limited_incoming(
 impl crate::RaftNode {
     /// Serves this node's peer listener — `RaftService` and `ClusterAdmin`, with mutual
     /// TLS unless the node was configured without TLS — until `shutdown` resolves.
+    ///
+    /// ```no_run
+    /// # async fn run(node: auth_raft::RaftNode) -> Result<(), Box<dyn std::error::Error>> {
+    /// use auth_raft::net::ListenerLimits;
+    ///
+    /// let listener = tokio::net::TcpListener::bind("10.0.0.1:7001").await?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let serving = tokio::spawn(node.serve_peer(listener, ListenerLimits::default(), async {
+    ///     let _ = stopped.await;
+    /// })?);
+    /// // ... later: stop serving, let calls in flight finish.
+    /// let _ = stop.send(());
+    /// serving.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn serve_peer(
         &self,
         listener: TcpListener,

@@ -107,6 +107,21 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 impl RaftConfig {
     /// A configuration with defaults for everything but identity and placement.
+    ///
+    /// ```
+    /// use auth_raft::{RaftConfig, ReadConsistency};
+    ///
+    /// let mut config = RaftConfig::new(1, "10.0.0.1:7001", "/var/lib/auth/node-1");
+    /// config.initial_members = [
+    ///     (1, "10.0.0.1:7001".to_owned()),
+    ///     (2, "10.0.0.2:7001".to_owned()),
+    ///     (3, "10.0.0.3:7001".to_owned()),
+    /// ]
+    /// .into();
+    /// config.cluster_id = "prod-auth".into();
+    /// assert_eq!(config.read_consistency, ReadConsistency::Linearizable);
+    /// // Then: config.tls = Some(PeerTls::load(..)?); RaftNode::start(config).await?
+    /// ```
     pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             id,
@@ -188,6 +203,26 @@ pub struct RaftNode {
 impl RaftNode {
     /// Opens the data directory, starts Raft and, on the member with the smallest id
     /// of a fresh cluster, initialises it with `initial_members`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use auth_raft::pki::{CertAuthority, CertRequest};
+    /// # use auth_raft::tls::{PeerIdentity, PeerTls};
+    /// use auth_raft::{RaftConfig, RaftNode};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let ca = CertAuthority::generate("CA", Duration::from_secs(3600))?;
+    /// # let cert = ca.issue(&CertRequest::new(PeerIdentity::Node(1), ["127.0.0.1"]))?;
+    /// let mut config = RaftConfig::new(1, "127.0.0.1:7001", dir.path());
+    /// config.initial_members = [(1, "127.0.0.1:7001".to_owned())].into();
+    /// config.tls = Some(PeerTls::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, None)?);
+    /// let node = RaftNode::start(config).await?;
+    /// assert_eq!(node.id(), 1);
+    /// // Serve its peer listener (`serve_peer`), then give `node.storage()` to `Auth::new`.
+    /// node.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(cfg: RaftConfig) -> Result<Self, StartError> {
         if cfg.id == 0 {
             return Err(StartError::Config("node id must be non-zero".into()));

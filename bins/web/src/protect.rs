@@ -187,6 +187,17 @@ impl Authenticator {
     /// live. `config` is the site's ([`crate::router`]): it names the cookies (secure or
     /// not) and the trusted proxies whose `X-Forwarded-For` is believed when a refresh
     /// records the client's address.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use auth_core::{Auth, AuthApi, Config};
+    /// use auth_storage::memory::MemoryStorage;
+    /// use auth_web::{WebConfig, protect::Authenticator};
+    ///
+    /// let auth = Auth::new(Config::default(), MemoryStorage::new()).unwrap();
+    /// let api: Arc<dyn AuthApi> = Arc::new(auth);
+    /// let authenticator = Authenticator::new(api, &WebConfig::default());
+    /// ```
     pub fn new(api: Arc<dyn AuthApi>, config: &WebConfig) -> Self {
         Self(Arc::new(Inner {
             check: Check::Api(api),
@@ -196,6 +207,16 @@ impl Authenticator {
 
     /// Checks tokens with `verifier` alone: no storage, no network call per request,
     /// and no notice of logouts until the token expires.
+    ///
+    /// ```
+    /// use auth_core::{KeyRing, SigningKey, Verifier};
+    /// use auth_web::{WebConfig, protect::Authenticator};
+    ///
+    /// // In practice: Verifier::from_url("https://login.example.com/.well-known/jwks.json")
+    /// let jwks = KeyRing::new(SigningKey::generate_ed25519()).jwks();
+    /// let verifier = Verifier::from_jwks(&jwks).unwrap();
+    /// let authenticator = Authenticator::stateless(verifier, &WebConfig::default());
+    /// ```
     pub fn stateless(verifier: Verifier, config: &WebConfig) -> Self {
         Self(Arc::new(Inner {
             check: Check::Stateless(Box::new(verifier)),
@@ -205,6 +226,24 @@ impl Authenticator {
 
     /// A layer that lets the handlers below take [`AuthUser`] or `Option<AuthUser>`,
     /// and sends the cookies of a refreshed session with their responses.
+    ///
+    /// ```
+    /// # use auth_core::{KeyRing, SigningKey, Verifier};
+    /// # use auth_web::{WebConfig, protect::Authenticator};
+    /// # let verifier = Verifier::from_jwks(&KeyRing::new(SigningKey::generate_ed25519()).jwks()).unwrap();
+    /// # let authenticator = Authenticator::stateless(verifier, &WebConfig::default());
+    /// use auth_web::protect::AuthUser;
+    /// use axum::{Router, routing::get};
+    ///
+    /// async fn me(user: AuthUser) -> String { user.username }
+    /// async fn home(user: Option<AuthUser>) -> &'static str {
+    ///     if user.is_some() { "welcome back" } else { "hello" }
+    /// }
+    /// let app: Router = Router::new()
+    ///     .route("/", get(home))
+    ///     .route("/me", get(me))
+    ///     .layer(authenticator.layer());
+    /// ```
     pub fn layer(&self) -> AuthLayer {
         AuthLayer {
             auth: self.clone(),
@@ -214,6 +253,22 @@ impl Authenticator {
 
     /// Like [`layer`](Self::layer), and refuses every request without a signed-in user
     /// with an [`AuthRejection`] before it reaches a handler.
+    ///
+    /// ```
+    /// # use auth_core::{KeyRing, SigningKey, Verifier};
+    /// # use auth_web::{WebConfig, protect::Authenticator};
+    /// # let verifier = Verifier::from_jwks(&KeyRing::new(SigningKey::generate_ed25519()).jwks()).unwrap();
+    /// # let authenticator = Authenticator::stateless(verifier, &WebConfig::default());
+    /// use axum::{Router, routing::get};
+    ///
+    /// // Every route of `admin` needs a signed-in caller; the rest of the app does not.
+    /// let admin = Router::new()
+    ///     .route("/admin/stats", get(|| async { "42" }))
+    ///     .layer(authenticator.require());
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "public" }))
+    ///     .merge(admin);
+    /// ```
     pub fn require(&self) -> AuthLayer {
         AuthLayer {
             auth: self.clone(),

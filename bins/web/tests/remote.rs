@@ -28,6 +28,28 @@ fn remote(addrs: &[SocketAddr]) -> Arc<dyn AuthApi> {
 }
 
 #[tokio::test]
+async fn the_site_publishes_the_backends_public_keys_from_the_keys_rpc() {
+    let mut config = auth_testing::fast_config();
+    let ring = auth_core::KeyRing::new(auth_core::SigningKey::generate_ed25519())
+        .with_previous(auth_core::SigningKey::generate_ed25519())
+        .unwrap()
+        .with_previous(auth_core::SigningKey::generate_hs256())
+        .unwrap();
+    config.keys = Some(ring.clone());
+    let backend = GrpcServer::start(auth_testing::fast_auth_with(config)).await;
+    let web = WebServer::start(remote(&[backend.addr()]), WebConfig::default()).await;
+    let jwks: auth_core::Jwks = Visitor::new(&web.url)
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Both Ed25519 keys, current first, with their ids; the HS256 secret never.
+    assert_eq!(jwks, ring.jwks());
+    assert_eq!(jwks.keys.len(), 2);
+}
+
+#[tokio::test]
 async fn the_site_works_over_grpc() {
     let (auth, _clock) = new_auth();
     let backend = GrpcServer::start(auth.clone()).await;
