@@ -120,6 +120,35 @@ fn bench_verify(c: &mut Criterion) {
     g.finish();
 }
 
+/// Ratios to the first entry, measured interleaved: 100 rounds, each timing 100 calls
+/// of every entry in turn, so that the machine's drift (a shared, noisy VM) hits all of
+/// them alike. Prints the median per-call time of each and its ratio to the first.
+fn interleaved(entries: &mut [(&str, &mut dyn FnMut())]) {
+    const ROUNDS: usize = 100;
+    const CALLS: u32 = 100;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); entries.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, f)) in entries.iter_mut().enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..CALLS {
+                f();
+            }
+            times[i].push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    println!(
+        "interleaved ({ROUNDS} rounds x {CALLS} calls), median µs per call, ratio to the first:"
+    );
+    for ((name, _), m) in entries.iter().zip(&medians) {
+        println!("  {name:<36} {m:8.2} µs  {:5.1} %", 100.0 * medians[0] / m);
+    }
+}
+
 /// A service that runs the `AuthUser` extractor under `authenticator`'s layer, as an
 /// axum handler would, and answers with the username.
 fn guarded(
@@ -183,6 +212,31 @@ fn bench_verify_eddsa(c: &mut Criterion) {
             .status(),
         200
     );
+
+    interleaved(&mut [
+        ("bare_jsonwebtoken_decode", &mut || {
+            jsonwebtoken::decode::<BareClaims>(black_box(&t), &key, &validation).expect("decode");
+        }),
+        ("verifier_verify_cached", &mut || {
+            verifier.verify_cached(black_box(&t)).expect("verify");
+        }),
+        ("verifier_verify", &mut || {
+            ready(verifier.verify(black_box(&t))).expect("verify");
+        }),
+        ("extractor_stateless", &mut || {
+            ready(stateless.call(request())).expect("infallible");
+        }),
+        ("extractor_auth_api_session_check", &mut || {
+            ready(through_api.call(request())).expect("infallible");
+        }),
+        // What the two extractor rows spend building their request (not the SDK's).
+        ("request_construction_only", &mut || {
+            drop(black_box(request()));
+        }),
+        ("bare_jsonwebtoken_decode (again)", &mut || {
+            jsonwebtoken::decode::<BareClaims>(black_box(&t), &key, &validation).expect("decode");
+        }),
+    ]);
 
     let mut g = c.benchmark_group("verify_eddsa");
     g.throughput(Throughput::Elements(1));

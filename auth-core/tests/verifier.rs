@@ -103,6 +103,28 @@ async fn forged_expired_foreign_and_unknown_key_tokens_are_refused() {
 }
 
 #[tokio::test]
+async fn hmac_signed_with_the_published_public_key_is_refused() {
+    // The classic JWKS attack: take the public key everyone can fetch and use it as an
+    // HS256 secret, hoping the verifier picks the algorithm from the token.
+    let (h, _) = eddsa_harness("k1");
+    let (_, tokens) = h.signup("alice").await;
+    let v = verifier_of(&h);
+    let x = h.auth.jwks().keys[0].x.clone();
+    let public = URL_SAFE_NO_PAD.decode(&x).unwrap();
+    let claims: serde_json::Value = {
+        let body = tokens.access_token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    for secret in [public.as_slice(), x.as_bytes()] {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret);
+        let forged = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(v.verify(&forged).await, Err(AuthError::InvalidToken));
+    }
+}
+
+#[tokio::test]
 async fn a_logout_is_not_seen_until_the_token_expires() {
     let (h, _) = eddsa_harness("k1");
     let (_, tokens) = h.signup("alice").await;

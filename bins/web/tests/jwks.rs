@@ -244,3 +244,28 @@ async fn the_verifier_refetches_on_an_unknown_kid_but_not_more_than_once_per_int
     server.web.stop().await;
     assert!(always_stale.verify(&new_token).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_jwks_url_that_misbehaves_is_a_typed_error_not_a_hang_or_a_huge_allocation() {
+    // A document far over the 64 KiB bound.
+    let mut huge = KeyRing::new(SigningKey::generate_ed25519()).jwks();
+    let key = huge.keys[0].clone();
+    huge.keys = vec![key; 2_000];
+    let server = JwksServer::start(huge).await;
+    let e = Verifier::from_url(&server.url()).await.unwrap_err();
+    assert_eq!(e.code(), "unavailable", "{e}");
+    // Not a JWKS at all, and a URL that is not http(s).
+    let app = axum::Router::new().route("/jwks.json", get(|| async { "<html>" }));
+    let web = WebServer::serve_app(app, auth_web::WebConfig::default()).await;
+    let e = Verifier::from_url(&format!("{}/jwks.json", web.url))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "unavailable", "{e}");
+    let e = Verifier::from_url("file:///etc/passwd").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_config", "{e}");
+    // Nobody listening.
+    let e = Verifier::from_url(&format!("http://{}/jwks.json", auth_testing::unused_addr()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "unavailable", "{e}");
+}
