@@ -324,16 +324,20 @@ pub struct Jwks {
 pub struct Jwk {
     /// Key type: `OKP`.
     pub kty: String,
-    /// Curve: `Ed25519`.
+    /// Curve: `Ed25519` (absent from other key types: empty).
+    #[serde(default)]
     pub crv: String,
-    /// The public key, unpadded base64url.
+    /// The public key, unpadded base64url (absent from other key types: empty).
+    #[serde(default)]
     pub x: String,
-    /// Key id: the `kid` header of the tokens it verifies.
+    /// Key id: the `kid` header of the tokens it verifies (optional in RFC 7517).
+    #[serde(default)]
     pub kid: String,
-    /// Algorithm: `EdDSA`.
+    /// Algorithm: `EdDSA` (optional in RFC 7517).
+    #[serde(default)]
     pub alg: String,
     /// Use: `sig`.
-    #[serde(rename = "use")]
+    #[serde(rename = "use", default)]
     pub key_use: String,
 }
 
@@ -349,11 +353,12 @@ pub struct Jwk {
 /// let dir = tempfile::tempdir().unwrap();
 /// let keys = KeyDir::new(dir.path());
 /// keys.generate(Algorithm::EdDsa, Some("2026-01")).unwrap();
+/// assert_eq!(keys.load(None).unwrap().current().kid(), "2026-01"); // the only key
 /// keys.generate(Algorithm::EdDsa, Some("2026-02")).unwrap();
-/// let ring = keys.load(None).unwrap();
-/// assert_eq!(ring.current().kid(), "2026-02"); // the greatest id, unless named
-/// assert_eq!(keys.load(Some("2026-01")).unwrap().current().kid(), "2026-01");
-/// assert_eq!(ring.jwks().keys.len(), 2);
+/// assert!(keys.load(None).is_err()); // several keys: say which one signs
+/// let ring = keys.load(Some("2026-02")).unwrap();
+/// assert_eq!(ring.current().kid(), "2026-02");
+/// assert_eq!(ring.jwks().keys.len(), 2); // both verify, both are published
 /// ```
 #[derive(Debug, Clone)]
 pub struct KeyDir {
@@ -418,40 +423,43 @@ impl KeyDir {
         Ok(files)
     }
 
-    /// Loads every key into a ring. The current key is `current`, or else the one with
-    /// the greatest id (ids such as `2026-11` sort by date). Every other key still
-    /// verifies. Fails on an empty directory, an unknown `current`, a file that is not
-    /// the key its extension says, or two files with one id.
+    /// Loads every key into a ring. The current key is `current`, or the only key of
+    /// the directory: with several keys it must be named, so that a node restarted
+    /// while a new key is being copied to the others does not start signing with it.
+    /// Every other key still verifies.
+    ///
+    /// Fails on an empty directory, an unknown or missing `current`, a key file that
+    /// others can read (or a directory others can write), a file that is not the key
+    /// its extension says, or two files with one id.
     pub fn load(&self, current: Option<&str>) -> Result<KeyRing, AuthError> {
+        check_not_writable_by_others(&self.path)?;
         let files = self.files()?;
-        let chosen = match current {
-            Some(kid) => files.iter().find(|f| f.kid == kid).ok_or_else(|| {
+        let chosen = match (current, files.as_slice()) {
+            (Some(kid), _) => files.iter().find(|f| f.kid == kid).ok_or_else(|| {
                 AuthError::InvalidConfig(format!(
                     "no key {kid:?} in {} (expected {kid}.pem or {kid}.key)",
                     self.path.display()
                 ))
             })?,
-            None => files.last().ok_or_else(|| {
-                AuthError::InvalidConfig(format!(
+            (None, [only]) => only,
+            (None, []) => {
+                return Err(AuthError::InvalidConfig(format!(
                     "no key files (<kid>.pem, <kid>.key) in {}",
                     self.path.display()
-                ))
-            })?,
-        };
-        let load = |f: &KeyFile| -> Result<SigningKey, AuthError> {
-            let key = SigningKey::from_file(f.kid.clone(), &f.path)?;
-            if key.algorithm() != f.algorithm {
-                return Err(AuthError::InvalidConfig(format!(
-                    "{} does not hold an {} key",
-                    f.path.display(),
-                    f.algorithm
                 )));
             }
-            Ok(key)
+            (None, several) => {
+                let kids: Vec<&str> = several.iter().map(|f| f.kid.as_str()).collect();
+                return Err(AuthError::InvalidConfig(format!(
+                    "{} holds several keys ({}): name the one that signs (--signing-key-id)",
+                    self.path.display(),
+                    kids.join(", ")
+                )));
+            }
         };
-        let mut ring = KeyRing::new(load(chosen)?);
+        let mut ring = KeyRing::new(chosen.load()?);
         for f in files.iter().filter(|f| f.path != chosen.path) {
-            ring = ring.with_previous(load(f)?)?;
+            ring = ring.with_previous(f.load()?)?;
         }
         Ok(ring)
     }
@@ -509,6 +517,73 @@ impl KeyDir {
             path,
         })
     }
+}
+
+impl KeyFile {
+    /// Loads the key, refusing a file that others can read or that does not hold the
+    /// key its extension says.
+    pub fn load(&self) -> Result<SigningKey, AuthError> {
+        check_private(&self.path)?;
+        let key = SigningKey::from_file(self.kid.clone(), &self.path)?;
+        if key.algorithm() != self.algorithm {
+            return Err(AuthError::InvalidConfig(format!(
+                "{} does not hold an {} key",
+                self.path.display(),
+                self.algorithm
+            )));
+        }
+        Ok(key)
+    }
+}
+
+/// Refuses a key file that anyone but its owner can read.
+fn check_private(path: &Path) -> Result<(), AuthError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| {
+                AuthError::InvalidConfig(format!("cannot read {}: {}", path.display(), e.kind()))
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(AuthError::InvalidConfig(format!(
+                "key file {} is accessible to others (mode {:o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a key directory that others can write (they could plant a key).
+fn check_not_writable_by_others(dir: &Path) -> Result<(), AuthError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| {
+                AuthError::InvalidConfig(format!(
+                    "cannot read key directory {}: {}",
+                    dir.display(),
+                    e.kind()
+                ))
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(AuthError::InvalidConfig(format!(
+                "key directory {} is writable by others (mode {:o}): run `chmod go-w {}`",
+                dir.display(),
+                mode & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` (0700) and its parents if needed.

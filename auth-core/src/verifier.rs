@@ -131,19 +131,16 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     #[cfg(feature = "jwks-url")]
     remote: Option<Arc<remote::Remote>>,
+    #[cfg(feature = "jwks-url")]
+    refresh: Duration,
+    #[cfg(feature = "jwks-url")]
+    min_refetch: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<Option<String>> = self
-            .keys
-            .read()
-            .keys
-            .iter()
-            .map(|k| k.kid.clone())
-            .collect();
         f.debug_struct("Verifier")
-            .field("kids", &kids)
+            .field("kids", &self.key_ids())
             .field("issuer", &self.validation.iss)
             .field("audience", &self.validation.aud)
             .finish_non_exhaustive()
@@ -159,6 +156,10 @@ impl Verifier {
             clock: Arc::new(SystemClock),
             #[cfg(feature = "jwks-url")]
             remote: None,
+            #[cfg(feature = "jwks-url")]
+            refresh: remote::DEFAULT_REFRESH,
+            #[cfg(feature = "jwks-url")]
+            min_refetch: remote::DEFAULT_MIN_REFETCH,
         }
     }
 
@@ -275,6 +276,10 @@ impl Verifier {
         let Some(key) = keys.find(header.kid.as_deref()) else {
             return Ok(None);
         };
+        if keys.keys.len() == 1 {
+            // The only key, which the fast path above has already refused.
+            return Err(AuthError::InvalidToken);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|_| AuthError::InvalidToken)?;
         drop(keys);
@@ -315,8 +320,6 @@ mod remote {
     pub(super) struct Remote {
         pub(super) url: reqwest::Url,
         pub(super) client: reqwest::Client,
-        pub(super) refresh: Duration,
-        pub(super) min_refetch: Duration,
         /// When the key set was last fetched (successfully or not); one fetch at a time.
         pub(super) last_fetch: tokio::sync::Mutex<FetchState>,
     }
@@ -326,7 +329,17 @@ mod remote {
         pub(super) succeeded: Instant,
     }
 
+    /// Why a refresh is wanted.
+    #[derive(Clone, Copy)]
+    enum Why {
+        /// The key set is older than the refresh interval.
+        Stale,
+        /// A token named a key we do not have.
+        UnknownKid,
+    }
+
     impl Remote {
+        /// Fetches the JWKS: its EdDSA keys, at least one.
         pub(super) async fn fetch(&self) -> Result<KeySet, AuthError> {
             let unavailable = |what: &str| {
                 AuthError::Unavailable(format!("JWKS fetch from {}: {what}", self.url))
@@ -354,18 +367,22 @@ mod remote {
             }
             let jwks: Jwks =
                 serde_json::from_slice(&body).map_err(|_| unavailable("not a JWKS document"))?;
-            KeySet::from_jwks(&jwks)
+            let keys = KeySet::from_jwks(&jwks)?;
+            if keys.keys.is_empty() {
+                // An issuer briefly serving `{"keys":[]}` must not lock everyone out.
+                return Err(unavailable("no Ed25519 key in the document"));
+            }
+            Ok(keys)
         }
 
-        /// Fetches again if the last fetch is older than `max_age` (`None`: if the
-        /// last attempt is older than `min_refetch`), one caller at a time.
-        async fn refresh(&self, verifier: &Verifier, stale: bool) {
+        /// Fetches again if it is due, one caller at a time; on failure the cached
+        /// keys stay.
+        async fn refresh(&self, verifier: &Verifier, why: Why) {
             let mut state = self.last_fetch.lock().await;
-            let due = if stale {
-                state.succeeded.elapsed() >= self.refresh
-                    && state.attempted.elapsed() >= self.min_refetch
-            } else {
-                state.attempted.elapsed() >= self.min_refetch
+            let retry_ok = state.attempted.elapsed() >= verifier.min_refetch;
+            let due = match why {
+                Why::Stale => retry_ok && state.succeeded.elapsed() >= verifier.refresh,
+                Why::UnknownKid => retry_ok,
             };
             if !due {
                 return;
@@ -392,16 +409,28 @@ mod remote {
             let stale = self
                 .last_fetch
                 .try_lock()
-                .map(|s| s.succeeded.elapsed() >= self.refresh)
+                .map(|s| s.succeeded.elapsed() >= verifier.refresh)
                 .unwrap_or(false);
             if stale {
-                self.refresh(verifier, true).await;
+                // In the background: a slow or unreachable issuer must not hold up
+                // requests that the cached keys can answer.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let verifier = verifier.clone();
+                        runtime.spawn(async move {
+                            if let Some(remote) = verifier.remote.clone() {
+                                remote.refresh(&verifier, Why::Stale).await;
+                            }
+                        });
+                    }
+                    Err(_) => self.refresh(verifier, Why::Stale).await,
+                }
             }
             if let Some(claims) = verifier.try_verify(token)? {
                 return Ok(claims);
             }
             // An unknown key id: perhaps a key rotated in since the last fetch.
-            self.refresh(verifier, false).await;
+            self.refresh(verifier, Why::UnknownKid).await;
             verifier.verify_cached(token)
         }
     }
@@ -410,16 +439,18 @@ mod remote {
 #[cfg(feature = "jwks-url")]
 impl Verifier {
     /// A verifier for the JWKS at `url` (e.g. `https://auth.example.com/.well-known/jwks.json`),
-    /// fetched now. The key set is fetched again after
-    /// [`refresh_interval`](Self::refresh_interval) (default 5 minutes) and when a
-    /// token names an unknown `kid`; if a fetch fails, the cached keys stay in use.
+    /// fetched now. The key set is fetched again, in the background, once it is older
+    /// than [`refresh_interval`](Self::refresh_interval) (default 5 minutes), and
+    /// before refusing a token that names an unknown `kid`; if a fetch fails or finds
+    /// no Ed25519 key, the cached keys stay in use. Redirects are not followed.
     /// `https://` URLs are checked against the Web PKI roots; use
     /// [`from_url_with_client`](Self::from_url_with_client) for a private CA.
     ///
-    /// Fails with [`AuthError::Unavailable`] if the first fetch fails, or
-    /// [`AuthError::InvalidConfig`] for a bad URL or a JWKS without an Ed25519 key.
+    /// Fails with [`AuthError::Unavailable`] if the first fetch fails or finds no
+    /// Ed25519 key, or [`AuthError::InvalidConfig`] for a URL that is not http(s).
     pub async fn from_url(url: &str) -> Result<Self, AuthError> {
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AuthError::Internal(format!("HTTP client: {e}")))?;
         Self::from_url_with_client(url, client).await
@@ -438,20 +469,12 @@ impl Verifier {
         let remote = remote::Remote {
             url,
             client,
-            refresh: remote::DEFAULT_REFRESH,
-            min_refetch: remote::DEFAULT_MIN_REFETCH,
             last_fetch: tokio::sync::Mutex::new(remote::FetchState {
                 attempted: now,
                 succeeded: now,
             }),
         };
         let keys = remote.fetch().await?;
-        if keys.keys.is_empty() {
-            return Err(AuthError::InvalidConfig(format!(
-                "the JWKS at {} holds no Ed25519 key (are tokens signed with HS256?)",
-                remote.url
-            )));
-        }
         let mut verifier = Self::with_keys(keys);
         verifier.remote = Some(std::sync::Arc::new(remote));
         Ok(verifier)
@@ -460,20 +483,14 @@ impl Verifier {
     /// How long a fetched key set is used before it is fetched again (default 5
     /// minutes). Only for verifiers made [`from_url`](Self::from_url).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
-        self.edit_remote(|r| r.refresh = interval);
+        self.refresh = interval;
         self
     }
 
-    /// The shortest time between two fetches caused by tokens with unknown key ids
-    /// (default 10 seconds), so forged `kid`s cannot make us hammer the issuer.
+    /// The shortest time between two fetches (default 10 seconds), so forged `kid`s
+    /// cannot make us hammer the issuer.
     pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
-        self.edit_remote(|r| r.min_refetch = interval);
+        self.min_refetch = interval;
         self
-    }
-
-    fn edit_remote(&mut self, edit: impl FnOnce(&mut remote::Remote)) {
-        if let Some(remote) = self.remote.as_mut().and_then(std::sync::Arc::get_mut) {
-            edit(remote);
-        }
     }
 }

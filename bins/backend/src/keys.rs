@@ -20,9 +20,9 @@ pub struct KeyDirArg {
 /// `auth-backend keys …`
 #[derive(Debug, Clone, Subcommand)]
 pub enum KeysCmd {
-    /// Write a new random signing key, DIR/<id>.pem (Ed25519) or DIR/<id>.key (HS256),
-    /// mode 0600. It signs only once it is the greatest id or named by
-    /// `serve --signing-key-id`.
+    /// Write a new random signing key, `DIR/<id>.pem` (Ed25519) or `DIR/<id>.key` (HS256),
+    /// mode 0600. It verifies (and is published) as soon as a node loads the
+    /// directory, and signs only once named by `serve --signing-key-id`.
     Generate {
         /// Where.
         #[command(flatten)]
@@ -40,7 +40,11 @@ pub enum KeysCmd {
         #[command(flatten)]
         dir: KeyDirArg,
         /// The id `serve --signing-key-id` names, if any.
-        #[arg(long = "signing-key-id", value_name = "KID")]
+        #[arg(
+            long = "signing-key-id",
+            env = "AUTH_BACKEND_SIGNING_KEY_ID",
+            value_name = "KID"
+        )]
         current: Option<String>,
     },
 }
@@ -60,14 +64,19 @@ fn run(cmd: &KeysCmd) -> Result<String, String> {
         }
         KeysCmd::List { dir, current } => {
             let keys = KeyDir::new(&dir.dir);
-            // Loading checks every file and finds the signing key.
-            let ring = keys.load(current.as_deref()).map_err(|e| e.to_string())?;
+            let files = keys.files().map_err(|e| e.to_string())?;
+            // Loading checks every file (permissions, contents) and the signing key.
+            let ring = match (current, files.len()) {
+                (None, n) if n > 1 => None,
+                _ => Some(keys.load(current.as_deref()).map_err(|e| e.to_string())?),
+            };
             let mut out = format!("{:<24} {:<6} {:<8} FILE", "KID", "ALG", "SIGNS");
-            for file in keys.files().map_err(|e| e.to_string())? {
-                let signs = if file.kid == ring.current().kid() {
-                    "yes"
-                } else {
-                    "verifies"
+            for file in &files {
+                file.load().map_err(|e| e.to_string())?;
+                let signs = match &ring {
+                    Some(ring) if ring.current().kid() == file.kid => "yes",
+                    Some(_) => "verifies",
+                    None => "?",
                 };
                 out.push_str(&format!(
                     "\n{:<24} {:<6} {:<8} {}",
@@ -76,6 +85,11 @@ fn run(cmd: &KeysCmd) -> Result<String, String> {
                     signs,
                     file.path.display()
                 ));
+            }
+            if ring.is_none() {
+                out.push_str(
+                    "\nseveral keys: `serve --signing-key-id KID` names the one that signs",
+                );
             }
             Ok(out)
         }
@@ -115,9 +129,17 @@ mod tests {
         run(&generate("b-new", SigningAlg::Eddsa)).unwrap();
         let e = run(&generate("b-new", SigningAlg::Eddsa)).unwrap_err();
         assert!(e.contains("already exists"), "{e}");
+        // Several keys and none named: listed, none marked as signing.
         let listed = run(&KeysCmd::List {
             dir: dir.clone(),
             current: None,
+        })
+        .unwrap();
+        assert!(listed.contains("--signing-key-id"), "{listed}");
+        assert!(!listed.contains(" yes "), "{listed}");
+        let listed = run(&KeysCmd::List {
+            dir: dir.clone(),
+            current: Some("b-new".into()),
         })
         .unwrap();
         let signing: Vec<&str> = listed.lines().filter(|l| l.contains(" yes ")).collect();
@@ -145,8 +167,8 @@ mod tests {
         }
         // An HS256 key is listed too, and never published.
         run(&generate("c-hs", SigningAlg::Hs256)).unwrap();
-        let ring = KeyDir::new(&dir.dir).load(None).unwrap();
-        assert_eq!(ring.current().kid(), "c-hs");
+        let ring = KeyDir::new(&dir.dir).load(Some("c-hs")).unwrap();
+        assert_eq!(ring.current().algorithm(), auth_core::Algorithm::Hs256);
         assert_eq!(ring.jwks().keys.len(), 2);
     }
 }

@@ -522,10 +522,18 @@ fn signing_keys_rotate_through_a_key_directory() {
         assert!(status.success(), "{err}");
         assert!(out.contains(id) && out.contains("EdDSA"), "{out}");
     }
-    let (status, out, _) = run_to_exit(&["keys", "list", "--dir", keys]);
+    let list = ["keys", "list", "--dir", keys, "--signing-key-id", "2026-02"];
+    let (status, out, _) = run_to_exit(&list);
     assert!(status.success());
     let signs: Vec<&str> = out.lines().filter(|l| l.contains(" yes ")).collect();
     assert!(signs.len() == 1 && signs[0].starts_with("2026-02"), "{out}");
+    // Unpinned, a directory of several keys does not start: no node may pick a key
+    // the others do not have yet.
+    let (status, _, err) = run_to_exit(&[&["serve"], FAST, &["--signing-key-dir", keys]].concat());
+    assert!(
+        !status.success() && err.contains("--signing-key-id"),
+        "{err}"
+    );
 
     // Step one of a rotation: the new key is published but the old one still signs.
     fn args<'a>(keys: &'a str, current: &'a str) -> Vec<&'a str> {

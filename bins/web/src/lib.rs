@@ -145,7 +145,6 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .merge(account::routes())
         .merge(api::routes())
         .fallback(pages::not_found)
-        .layer(axum::middleware::from_fn(mounted))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::throttle,
@@ -165,6 +164,8 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Outermost: every page, the edge throttle's included, knows the mount path.
+        .layer(axum::middleware::from_fn(mounted))
         .with_state(state)
 }
 
@@ -174,12 +175,37 @@ async fn mounted(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let mount = req
-        .extensions()
-        .get::<axum::extract::NestedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    let mount = mount_path(&req);
     templates::with_mount_path(&mount, next.run(req)).await
+}
+
+/// The path prefix the site is reached under: the original request path minus the path
+/// the site's router sees (so `/{tenant}/auth` nests give `/acme/auth`, not the pattern).
+fn mount_path(req: &axum::extract::Request) -> String {
+    // A prefix that begins `//` would make `Location: //host/...` another site's URL.
+    let clean = |prefix: &str| {
+        let prefix = prefix.trim_end_matches('/').replace('\\', "/");
+        match prefix.trim_start_matches('/') {
+            "" => String::new(),
+            rest => format!("/{rest}"),
+        }
+    };
+    let inner = req.uri().path();
+    let Some(axum::extract::OriginalUri(original)) = req.extensions().get() else {
+        return String::new();
+    };
+    let original = original.path();
+    if let Some(prefix) = original.strip_suffix(inner) {
+        return clean(prefix);
+    }
+    // `/auth` nested at `/auth` is seen inside as `/`.
+    if inner == "/" {
+        return clean(original);
+    }
+    req.extensions()
+        .get::<axum::extract::NestedPath>()
+        .map(|p| clean(p.as_str()))
+        .unwrap_or_default()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and

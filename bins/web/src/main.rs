@@ -69,7 +69,8 @@ struct Args {
     signing_alg: Algorithm,
 
     /// With --embedded: load the signing keys from this directory (`auth-backend keys
-    /// generate`) instead of generating one: the greatest id signs, the others verify.
+    /// generate`) instead of generating one; with several, --signing-key-id names the
+    /// one that signs and the others verify.
     #[arg(
         long,
         env = "AUTH_WEB_SIGNING_KEY_DIR",
@@ -77,6 +78,15 @@ struct Args {
         requires = "embedded"
     )]
     signing_key_dir: Option<PathBuf>,
+
+    /// With --signing-key-dir: the key that signs (needed when it holds several).
+    #[arg(
+        long,
+        env = "AUTH_WEB_SIGNING_KEY_ID",
+        value_name = "KID",
+        requires = "signing_key_dir"
+    )]
+    signing_key_id: Option<String>,
 
     /// Mark cookies `Secure` with the `__Host-` prefix: use when served over HTTPS
     /// by a proxy in front. Always on with --tls-cert or an https:// --public-url.
@@ -174,7 +184,7 @@ struct Args {
 /// With --embedded: the key ring access tokens are signed with.
 fn embedded_keys(args: &Args) -> Result<KeyRing, Box<dyn std::error::Error>> {
     let ring = match &args.signing_key_dir {
-        Some(dir) => auth_core::keys::KeyDir::new(dir).load(None)?,
+        Some(dir) => auth_core::keys::KeyDir::new(dir).load(args.signing_key_id.as_deref())?,
         None => KeyRing::new(match args.signing_alg {
             Algorithm::EdDsa => SigningKey::generate_ed25519(),
             _ => SigningKey::generate_hs256(),
@@ -183,7 +193,7 @@ fn embedded_keys(args: &Args) -> Result<KeyRing, Box<dyn std::error::Error>> {
     let signs_with = ring.current().algorithm();
     if signs_with != args.signing_alg && args.signing_key_dir.is_some() {
         return Err(format!(
-            "--signing-alg is {} but the newest key of --signing-key-dir is {signs_with}",
+            "--signing-alg is {} but the signing key of --signing-key-dir is {signs_with}",
             args.signing_alg
         )
         .into());

@@ -14,8 +14,13 @@
 //!   token expires (see [`auth_core::verifier`]), and expired cookies are not refreshed.
 //!
 //! Callers are identified by `Authorization: Bearer <access token>`, else by the site's
-//! access and refresh cookies. A bearer token that does not verify is refused; it is
-//! never passed over for the cookies.
+//! access and refresh cookies. A bearer token that does not verify is refused (also by
+//! `Option<AuthUser>`); it is never passed over for the cookies. A state-changing
+//! request (not `GET`, `HEAD`, `OPTIONS`) authenticated by cookies is refused (`403
+//! csrf`) when the browser marks it as coming from another origin (`Sec-Fetch-Site`,
+//! else `Origin`), so other sites, sibling subdomains included, cannot make a visitor's
+//! browser act on your routes; bearer tokens are not sent by browsers on their own and
+//! need no such check.
 //!
 //! Add [`Authenticator::layer`] to the router whose handlers take [`AuthUser`] or
 //! `Option<AuthUser>`, or [`Authenticator::require`] to refuse anonymous requests before
@@ -68,7 +73,7 @@ use auth_core::api::VerifyRequest;
 use auth_core::{AuthApi, AuthError, Verifier};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use tower::{Layer, Service};
@@ -82,7 +87,8 @@ use crate::session::{Browser, SetCookies, Visitor, resolve_with};
 /// As an extractor it needs [`Authenticator::layer`] (or
 /// [`require`](Authenticator::require)) on the router; without a signed-in user it
 /// rejects the request with an [`AuthRejection`]. `Option<AuthUser>` gives `None`
-/// instead, and still fails (503) if the auth service cannot be reached.
+/// instead when no credential was sent, and still refuses a bad bearer token (401) or
+/// fails when the auth service cannot be reached (503).
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuthUser {
@@ -115,6 +121,10 @@ pub enum AuthRejection {
     Unauthenticated,
     /// A credential was sent and refused, or checking it failed: the core's error.
     Auth(AuthError),
+    /// A state-changing request (not `GET`, `HEAD` or `OPTIONS`) authenticated by the
+    /// site's cookies that the browser marks as coming from another origin
+    /// (`Sec-Fetch-Site`, else `Origin`): refused as cross-site request forgery.
+    CrossOrigin,
     /// The router has no [`Authenticator::layer`].
     MissingLayer,
 }
@@ -124,7 +134,9 @@ impl AuthRejection {
     pub fn code(&self) -> &'static str {
         match self {
             AuthRejection::Unauthenticated => "unauthenticated",
+            AuthRejection::Auth(e) if is_session_error(e) => session_code(e),
             AuthRejection::Auth(e) => e.code(),
+            AuthRejection::CrossOrigin => "csrf",
             AuthRejection::MissingLayer => "internal",
         }
     }
@@ -143,13 +155,36 @@ impl IntoResponse for AuthRejection {
                     .insert(header::WWW_AUTHENTICATE, challenge);
                 resp
             }
+            // Whatever the core said about a token that is no good, the caller gets a
+            // 401 with a challenge (never a 404 or 400 for a credential).
+            AuthRejection::Auth(e) if is_session_error(&e) => {
+                let e = match session_code(&e) {
+                    "invalid_token" => AuthError::InvalidToken,
+                    _ => e,
+                };
+                ApiError(WebError::Auth(e)).into_response()
+            }
             AuthRejection::Auth(e) => ApiError(WebError::Auth(e)).into_response(),
+            AuthRejection::CrossOrigin => {
+                ApiError(WebError::Csrf(SetCookies::default())).into_response()
+            }
             AuthRejection::MissingLayer => {
                 tracing::error!("AuthUser extracted on a router without Authenticator::layer()");
                 let e = AuthError::Internal("Authenticator::layer() is not installed".into());
                 ApiError(WebError::Auth(e)).into_response()
             }
         }
+    }
+}
+
+/// The code of a session error as the caller sees it: anything but an expired token,
+/// an ended session or a reused refresh token is `invalid_token`.
+fn session_code(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::TokenExpired | AuthError::SessionEnded | AuthError::RefreshTokenReused => {
+            e.code()
+        }
+        _ => "invalid_token",
     }
 }
 
@@ -284,13 +319,37 @@ impl Authenticator {
         &self,
         parts: &Parts,
         cookies: &mut SetCookies,
-    ) -> Result<Option<AuthUser>, AuthError> {
+    ) -> Result<Option<AuthUser>, AuthRejection> {
         if let Some(token) = crate::api::bearer(&parts.headers) {
-            return self.check_token(token).await.map(Some);
+            return self
+                .check_token(token)
+                .await
+                .map(Some)
+                .map_err(AuthRejection::Auth);
         }
         let browser = Browser::from_parts(parts, &self.0.config);
+        let has_cookies = browser.cookie(browser.names.access).is_some()
+            || browser.cookie(browser.names.refresh).is_some();
+        // Cookies ride along on requests other sites make the browser send: a request
+        // that changes state must come from our own origin.
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let public_url = self.0.config.public_url.as_ref();
+        if has_cookies && !safe && crate::csrf::cross_origin(public_url, &parts.headers) {
+            return Err(AuthRejection::CrossOrigin);
+        }
+        self.user_of_cookies(&browser, cookies)
+            .await
+            .map_err(AuthRejection::Auth)
+    }
+
+    /// The user of the site's cookies, if they still work.
+    async fn user_of_cookies(
+        &self,
+        browser: &Browser,
+        cookies: &mut SetCookies,
+    ) -> Result<Option<AuthUser>, AuthError> {
         match &self.0.check {
-            Check::Api(api) => match resolve_with(&**api, &browser, cookies).await? {
+            Check::Api(api) => match resolve_with(&**api, browser, cookies).await? {
                 Visitor::SignedIn(s) => Ok(Some(AuthUser::from(s.me))),
                 Visitor::Anonymous => Ok(None),
             },
@@ -361,14 +420,27 @@ impl Installed {
             return Ok(user.clone());
         }
         let mut cookies = SetCookies::default();
-        let user = self
-            .auth
-            .identify(parts, &mut cookies)
-            .await
-            .map_err(AuthRejection::Auth)?;
+        let identified = self.auth.identify(parts, &mut cookies).await;
+        // Cookies go out whatever the outcome (a refreshed pair, stale ones cleared).
         *self.cookies.lock() = cookies;
+        let user = identified?;
         parts.extensions.insert(Identified(user.clone()));
         Ok(user)
+    }
+
+    /// The layer's state in a request's extensions.
+    fn of(parts: &Parts) -> Result<Self, AuthRejection> {
+        parts
+            .extensions
+            .get::<Installed>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)
+    }
+
+    /// Adds the queued cookies to `resp`.
+    fn send_cookies(&self, resp: &mut Response) {
+        let cookies = std::mem::take(&mut *self.cookies.lock());
+        cookies.append_to(resp.headers_mut());
     }
 }
 
@@ -376,12 +448,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
-        let installed = parts
-            .extensions
-            .get::<Installed>()
-            .cloned()
-            .ok_or(AuthRejection::MissingLayer)?;
-        installed
+        Installed::of(parts)?
             .identify(parts)
             .await?
             .ok_or(AuthRejection::Unauthenticated)
@@ -391,18 +458,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
     type Rejection = AuthRejection;
 
+    /// `None` when no credential was sent or the site's cookies no longer work; a
+    /// bearer token that does not verify is still refused (so an API client learns to
+    /// refresh it).
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, AuthRejection> {
-        let installed = parts
-            .extensions
-            .get::<Installed>()
-            .cloned()
-            .ok_or(AuthRejection::MissingLayer)?;
-        match installed.identify(parts).await {
-            Ok(user) => Ok(user),
-            // A bad bearer token on a page that works anonymously: anonymous.
-            Err(AuthRejection::Auth(e)) if is_session_error(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Installed::of(parts)?.identify(parts).await
     }
 }
 
@@ -458,27 +518,20 @@ where
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(installed.clone());
-            if required {
-                match installed.identify(&mut parts).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Ok(with_cookies(AuthRejection::Unauthenticated, &installed));
-                    }
-                    Err(rejection) => return Ok(with_cookies(rejection, &installed)),
-                }
-            }
-            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-            let cookies = std::mem::take(&mut *installed.cookies.lock());
-            cookies.append_to(resp.headers_mut());
+            let refused = match required {
+                true => match installed.identify(&mut parts).await {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(AuthRejection::Unauthenticated),
+                    Err(rejection) => Some(rejection),
+                },
+                false => None,
+            };
+            let mut resp = match refused {
+                Some(rejection) => rejection.into_response(),
+                None => inner.call(Request::from_parts(parts, body)).await?,
+            };
+            installed.send_cookies(&mut resp);
             Ok(resp)
         })
     }
-}
-
-/// A refusal, with the cookies identification queued (stale ones cleared).
-fn with_cookies(rejection: AuthRejection, installed: &Installed) -> Response {
-    let mut resp = rejection.into_response();
-    let cookies = std::mem::take(&mut *installed.cookies.lock());
-    cookies.append_to(resp.headers_mut());
-    resp
 }

@@ -277,12 +277,15 @@ pub(crate) async fn resolve_with(
         match api.refresh(req).await {
             Ok(resp) => {
                 if let Some(tokens) = resp.tokens {
+                    // The old refresh token is spent: the new pair must reach the
+                    // browser whatever happens next, or the session is lost to reuse
+                    // detection once the grace window closes.
+                    cookies.tokens(names, &tokens);
                     let req = VerifyRequest {
                         access_token: tokens.access_token.clone(),
                     };
                     match api.verify(req).await {
                         Ok(me) => {
-                            cookies.tokens(names, &tokens);
                             return Ok(Visitor::SignedIn(SignedIn {
                                 me,
                                 access_token: tokens.access_token,

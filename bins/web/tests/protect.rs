@@ -61,7 +61,7 @@ impl App {
         let app = Router::new()
             .route("/public", get(|| async { "public" }))
             .route("/maybe", get(maybe))
-            .route("/private", get(private))
+            .route("/private", get(private).post(private))
             .merge(required)
             .nest("/auth", auth_web::router(api, web.clone()))
             .layer(authenticator.layer());
@@ -135,19 +135,16 @@ async fn bearer_tokens_are_checked_with_the_session_so_logout_bites_at_once() {
         "hello:bea"
     );
 
-    // A forged token is refused, never passed over for cookies; optional routes treat
-    // it as anonymous.
     let forged = format!("{token}x");
-    let resp = get_with(&v, "/private", &forged).await;
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(
-        challenge(&resp).contains("invalid_token"),
-        "{}",
-        challenge(&resp)
-    );
-    assert_eq!(error_code(resp).await, "invalid_token");
-    let resp = get_with(&v, "/maybe", &forged).await;
-    assert_eq!(resp.text().await.unwrap(), "hello:stranger");
+    // A forged token is refused, never passed over for cookies, even where anonymous
+    // callers are welcome (an API client must learn that its token is no good).
+    for path in ["/private", "/maybe"] {
+        let resp = get_with(&v, path, &forged).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenge = challenge(&resp);
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        assert_eq!(error_code(resp).await, "invalid_token");
+    }
 
     let resp = v
         .client
@@ -282,4 +279,50 @@ async fn extracting_a_user_without_the_layer_is_a_500_not_a_pass() {
     let v = Visitor::new(&web.url);
     let resp = v.get("/private").await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn cookie_sessions_cannot_be_used_by_other_sites_to_change_state() {
+    let app = App::start(None).await;
+    let v = app.visitor();
+    v.submit(
+        "/auth/signup",
+        "/auth/signup",
+        &[("username", "cat"), ("password", PASSWORD)],
+    )
+    .await;
+    let post = |fetch_site: &'static str| {
+        v.client
+            .post(v.url("/private"))
+            .header("sec-fetch-site", fetch_site)
+            .send()
+    };
+    // A form on a sibling subdomain or another site: refused, cookies or not.
+    for site in ["same-site", "cross-site"] {
+        let resp = post(site).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{site}");
+        assert_eq!(error_code(resp).await, "csrf");
+    }
+    // The app's own pages (and reads from anywhere) are fine.
+    let resp = post("same-origin").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = v
+        .client
+        .get(v.url("/private"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // A bearer token is not sent by browsers on their own: no origin check needed.
+    let token = app.token("dot").await;
+    let resp = Visitor::new(&app.web.url)
+        .client
+        .post(app.web.url.clone() + "/private")
+        .header("sec-fetch-site", "cross-site")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -46,11 +46,7 @@ impl KeySource {
                 Ok(KeyRing::new(key))
             }
             KeySource::Dir { path, current } => {
-                let dir = auth_core::keys::KeyDir::new(path);
-                for file in dir.files()? {
-                    check_private_file(&file.path).map_err(loose)?;
-                }
-                Ok(dir.load(current.as_deref())?)
+                Ok(auth_core::keys::KeyDir::new(path).load(current.as_deref())?)
             }
         }
     }
@@ -177,7 +173,7 @@ impl Settings {
                 current: current.clone(),
             })),
             (None, None, Some(_)) => Err(ConfigError::Invalid(
-                "signing_key_id is set but signing_key_file is not".into(),
+                "signing_key_id is set but neither signing_key_file nor signing_key_dir".into(),
             )),
             (None, None, None) => Ok(None),
         }

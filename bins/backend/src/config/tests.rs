@@ -487,8 +487,20 @@ fn a_key_directory_rotates_current_and_previous_keys() {
         .unwrap();
     let key_dir = dir.join("keys");
     let key_dir = key_dir.to_str().unwrap();
-    // The greatest id signs; both verify (and are published).
+    // Several keys: the signing one must be named; both verify (and are published).
     let s = resolve(args(&["--signing-key-dir", key_dir])).unwrap();
+    let e = s.auth_config().unwrap_err().to_string();
+    assert!(
+        e.contains("--signing-key-id") && e.contains("2026-02"),
+        "{e}"
+    );
+    let s = resolve(args(&[
+        "--signing-key-dir",
+        key_dir,
+        "--signing-key-id",
+        "2026-02",
+    ]))
+    .unwrap();
     let ring = s.auth_config().unwrap().keys.unwrap();
     assert_eq!(ring.current().kid(), "2026-02");
     let kids: Vec<_> = ring.jwks().keys.into_iter().map(|k| k.kid).collect();
@@ -518,6 +530,8 @@ fn a_key_directory_rotates_current_and_previous_keys() {
     let s = resolve(args(&[
         "--signing-key-dir",
         key_dir,
+        "--signing-key-id",
+        "2026-02",
         "--signing-alg",
         "hs256",
     ]))
@@ -541,9 +555,21 @@ fn a_key_directory_rotates_current_and_previous_keys() {
         use std::os::unix::fs::PermissionsExt;
         let file = dir.join("keys").join("2026-01.pem");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let s = resolve(args(&["--signing-key-dir", key_dir])).unwrap();
+        let s = resolve(args(&[
+            "--signing-key-dir",
+            key_dir,
+            "--signing-key-id",
+            "2026-02",
+        ]))
+        .unwrap();
         let e = s.auth_config().unwrap_err().to_string();
         assert!(e.contains("chmod 600") && e.contains("2026-01.pem"), "{e}");
+        // So is a directory others can write to (they could plant a key).
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let keys = dir.join("keys");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = s.auth_config().unwrap_err().to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
