@@ -538,51 +538,54 @@ impl KeyFile {
 
 /// Refuses a key file that anyone but its owner can read.
 fn check_private(path: &Path) -> Result<(), AuthError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| {
-                AuthError::InvalidConfig(format!("cannot read {}: {}", path.display(), e.kind()))
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(AuthError::InvalidConfig(format!(
-                "key file {} is accessible to others (mode {:o}): run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            )));
-        }
-    }
-    Ok(())
+    refuse_mode(
+        path,
+        0o077,
+        "key file",
+        "is accessible to others",
+        "chmod 600",
+    )
 }
 
 /// Refuses a key directory that others can write (they could plant a key).
 fn check_not_writable_by_others(dir: &Path) -> Result<(), AuthError> {
+    refuse_mode(
+        dir,
+        0o022,
+        "key directory",
+        "is writable by others",
+        "chmod go-w",
+    )
+}
+
+/// An error naming `path`, what is wrong and the command that fixes it, if any of the
+/// `forbidden` permission bits is set (Unix only).
+fn refuse_mode(
+    path: &Path,
+    forbidden: u32,
+    what: &str,
+    problem: &str,
+    fix: &str,
+) -> Result<(), AuthError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)
+        let shown = path.display();
+        let mode = std::fs::metadata(path)
             .map_err(|e| {
-                AuthError::InvalidConfig(format!(
-                    "cannot read key directory {}: {}",
-                    dir.display(),
-                    e.kind()
-                ))
+                AuthError::InvalidConfig(format!("cannot read {what} {shown}: {}", e.kind()))
             })?
             .permissions()
             .mode();
-        if mode & 0o022 != 0 {
+        if mode & forbidden != 0 {
             return Err(AuthError::InvalidConfig(format!(
-                "key directory {} is writable by others (mode {:o}): run `chmod go-w {}`",
-                dir.display(),
-                mode & 0o777,
-                dir.display()
+                "{what} {shown} {problem} (mode {:o}): run `{fix} {shown}`",
+                mode & 0o777
             )));
         }
     }
+    #[cfg(not(unix))]
+    let _ = (path, forbidden, what, problem, fix);
     Ok(())
 }
 

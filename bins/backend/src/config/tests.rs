@@ -487,55 +487,32 @@ fn a_key_directory_rotates_current_and_previous_keys() {
         .unwrap();
     let key_dir = dir.join("keys");
     let key_dir = key_dir.to_str().unwrap();
+    let in_dir = |extra: &[&str]| {
+        resolve(args(&[&["--signing-key-dir", key_dir][..], extra].concat())).unwrap()
+    };
     // Several keys: the signing one must be named; both verify (and are published).
-    let s = resolve(args(&["--signing-key-dir", key_dir])).unwrap();
+    let s = in_dir(&[]);
     let e = s.auth_config().unwrap_err().to_string();
     assert!(
         e.contains("--signing-key-id") && e.contains("2026-02"),
         "{e}"
     );
-    let s = resolve(args(&[
-        "--signing-key-dir",
-        key_dir,
-        "--signing-key-id",
-        "2026-02",
-    ]))
-    .unwrap();
+    let s = in_dir(&["--signing-key-id", "2026-02"]);
     let ring = s.auth_config().unwrap().keys.unwrap();
     assert_eq!(ring.current().kid(), "2026-02");
     let kids: Vec<_> = ring.jwks().keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, ["2026-02", "2026-01"]);
     // --signing-key-id pins the current key (step one of a rotation).
-    let s = resolve(args(&[
-        "--signing-key-dir",
-        key_dir,
-        "--signing-key-id",
-        "2026-01",
-    ]))
-    .unwrap();
+    let s = in_dir(&["--signing-key-id", "2026-01"]);
     assert_eq!(
         s.auth_config().unwrap().keys.unwrap().current().kid(),
         "2026-01"
     );
     // Unknown id, wrong algorithm, file and dir together: configuration errors.
-    let s = resolve(args(&[
-        "--signing-key-dir",
-        key_dir,
-        "--signing-key-id",
-        "2025-12",
-    ]))
-    .unwrap();
+    let s = in_dir(&["--signing-key-id", "2025-12"]);
     let e = s.auth_config().unwrap_err().to_string();
     assert!(e.contains("2025-12"), "{e}");
-    let s = resolve(args(&[
-        "--signing-key-dir",
-        key_dir,
-        "--signing-key-id",
-        "2026-02",
-        "--signing-alg",
-        "hs256",
-    ]))
-    .unwrap();
+    let s = in_dir(&["--signing-key-id", "2026-02", "--signing-alg", "hs256"]);
     let e = s.auth_config().unwrap_err().to_string();
     assert!(e.contains("--signing-alg"), "{e}");
     assert!(
@@ -555,13 +532,7 @@ fn a_key_directory_rotates_current_and_previous_keys() {
         use std::os::unix::fs::PermissionsExt;
         let file = dir.join("keys").join("2026-01.pem");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let s = resolve(args(&[
-            "--signing-key-dir",
-            key_dir,
-            "--signing-key-id",
-            "2026-02",
-        ]))
-        .unwrap();
+        let s = in_dir(&["--signing-key-id", "2026-02"]);
         let e = s.auth_config().unwrap_err().to_string();
         assert!(e.contains("chmod 600") && e.contains("2026-01.pem"), "{e}");
         // So is a directory others can write to (they could plant a key).
