@@ -44,6 +44,7 @@ pub mod clock;
 mod config;
 mod error;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 mod policy;
 mod service;
