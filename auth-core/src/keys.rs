@@ -105,6 +105,20 @@ fn check_kid(kid: &str) -> Result<(), AuthError> {
     }
 }
 
+/// A secret written in base64 (standard or URL-safe, padded or not, surrounding
+/// whitespace ignored); `what` names it in the error, which never echoes the text.
+pub(crate) fn decode_secret_base64(
+    text: &str,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, AuthError> {
+    let t = text.trim();
+    STANDARD
+        .decode(t)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')))
+        .map(Zeroizing::new)
+        .map_err(|_| AuthError::InvalidConfig(format!("{what} is not valid base64")))
+}
+
 fn random_kid() -> String {
     let mut b = [0u8; 6];
     rand::rng().fill_bytes(&mut b);
@@ -132,13 +146,7 @@ impl SigningKey {
 
     /// An HS256 key from a base64 (standard or URL-safe, padded or not) secret.
     pub fn hs256_base64(kid: impl Into<String>, secret_b64: &str) -> Result<Self, AuthError> {
-        let s = secret_b64.trim();
-        let bytes = Zeroizing::new(
-            STANDARD
-                .decode(s)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
-                .map_err(|_| AuthError::InvalidConfig("HS256 secret is not valid base64".into()))?,
-        );
+        let bytes = decode_secret_base64(secret_b64, "HS256 secret")?;
         Self::hs256(kid, &bytes)
     }
 

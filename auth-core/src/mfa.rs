@@ -178,15 +178,7 @@ impl MfaKey {
 
     /// A key from base64 (standard or URL-safe), as in a key file.
     pub fn from_base64(text: &str) -> Result<Self, AuthError> {
-        use base64::engine::general_purpose::STANDARD;
-        let t = text.trim();
-        let bytes = Zeroizing::new(
-            STANDARD
-                .decode(t)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')))
-                .map_err(|_| AuthError::InvalidConfig("the MFA key is not valid base64".into()))?,
-        );
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&crate::keys::decode_secret_base64(text, "the MFA key")?)
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
