@@ -32,3 +32,19 @@ async fn run_all_on_one_shared_instance() {
         "each run of the suite must leave the same records behind, however runs interleave"
     );
 }
+
+/// The generated behaviour list: every area's behaviours, each once.
+#[test]
+fn the_behaviour_list_is_complete_and_unique() {
+    let names = auth_storage::conformance::BEHAVIOURS;
+    let unique: std::collections::HashSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    for one_per_area in [
+        "create_user_sets_version_one",
+        "rotate_refresh_replay_within_grace",
+        "concurrent_rotate_same_token",
+        "reserve_login_charges_then_locks",
+    ] {
+        assert!(names.contains(&one_per_area), "{one_per_area} missing");
+    }
+}
