@@ -36,6 +36,10 @@ impl fmt::Debug for User {
             .field("version", &self.version)
             .field("failed_logins", &self.failed_logins)
             .field("locked_until_ms", &self.locked_until_ms)
+            .field("totp_sealed", &r(&self.totp_sealed))
+            .field("totp_confirmed", &self.totp_confirmed)
+            .field("totp_last_step", &self.totp_last_step)
+            .field("recovery_code_hashes", &self.recovery_code_hashes.len())
             .finish()
     }
 }
@@ -220,6 +224,8 @@ mod tests {
                 "{:?}",
                 User {
                     password_hash: secret.into(),
+                    totp_sealed: secret.into(),
+                    recovery_code_hashes: vec![secret.into()],
                     ..Default::default()
                 }
             ),

@@ -125,9 +125,7 @@ fn new_user() -> User {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         created_at_ms: NOW - DAY,
         updated_at_ms: NOW - DAY,
-        version: 0,
-        failed_logins: 0,
-        locked_until_ms: 0,
+        ..User::default()
     }
 }
 

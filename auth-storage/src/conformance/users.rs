@@ -84,6 +84,53 @@ pub async fn create_user_rejects_duplicate_username<S: Storage>(s: &S) {
     );
 }
 
+/// The second-factor state of a user (sealed TOTP secret, confirmation, last accepted
+/// step, recovery-code hashes) is stored by a compare-and-set update and read back as
+/// written; spending a recovery code and moving the last step in one update leaves the
+/// others intact, and an update made from the version before it conflicts (so one code
+/// cannot be accepted twice by racing requests).
+pub async fn update_user_keeps_second_factor_state<S: Storage>(s: &S) {
+    let user = stored_user(s).await;
+    let mut enrolled = user.clone();
+    enrolled.totp_sealed = format!("sealed-{}", unique_hex());
+    enrolled.totp_confirmed = true;
+    enrolled.totp_last_step = 60_000_000;
+    enrolled.recovery_code_hashes = (0..10).map(|i| format!("hash-{i}")).collect();
+    enrolled.updated_at_ms = NOW;
+    let stored = s
+        .update_user(enrolled.clone())
+        .await
+        .expect("update_user with second-factor state");
+    assert_eq!(stored.version, user.version + 1);
+    let read = get_user(s, &user.id)
+        .await
+        .expect("the user is still there");
+    assert_eq!(read.totp_sealed, enrolled.totp_sealed);
+    assert!(read.totp_confirmed);
+    assert_eq!(read.totp_last_step, 60_000_000);
+    assert_eq!(read.recovery_code_hashes, enrolled.recovery_code_hashes);
+
+    // One code accepted: the step moves and a recovery code is spent, in one update.
+    let mut used = read.clone();
+    used.totp_last_step += 1;
+    used.recovery_code_hashes.remove(3);
+    let after = s.update_user(used.clone()).await.expect("second update");
+    // The same acceptance replayed from the older version is refused.
+    let mut replay = read.clone();
+    replay.totp_last_step += 1;
+    assert_eq!(
+        s.update_user(replay).await,
+        Err(StorageError::Conflict),
+        "an update from a stale version must conflict"
+    );
+    let read = get_user(s, &user.id)
+        .await
+        .expect("the user is still there");
+    assert_eq!(read, after);
+    assert_eq!(read.recovery_code_hashes.len(), 9);
+    assert!(!read.recovery_code_hashes.contains(&"hash-3".to_owned()));
+}
+
 /// A user with an empty id is refused with `Invalid` and not stored.
 pub async fn create_user_rejects_empty_id<S: Storage>(s: &S) {
     let mut user = new_user();
