@@ -15,7 +15,6 @@ use std::time::Duration;
 use auth_core::{Jwks, KeyRing, SigningKey, Verifier};
 use axum::routing::get;
 use common::*;
-use reqwest::StatusCode;
 
 /// Verifies `argv[2]` with the key PyJWKClient picks from the JWKS at `argv[1]`, then
 /// checks that a token with a changed signature is refused. Prints `ok <name> <kid>`.
@@ -104,15 +103,9 @@ async fn pyjwt_verifies_our_tokens_from_our_jwks_and_finds_no_hs256_key() {
     // EdDSA is the binary's default in embedded mode.
     let (_site, url) = start_site(&[]).await;
     let v = Visitor::new(&url);
-    let creds = serde_json::json!({"username": "pyjwt", "password": "correct horse battery"});
-    let resp = v.api_post("/api/v1/register", creds.clone()).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let login: serde_json::Value = v
-        .api_post("/api/v1/login", creds)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let login = v
+        .api_signup("/api/v1", "pyjwt", "correct horse battery")
+        .await;
     let token = login["access_token"].as_str().expect("token");
     let jwks_url = format!("{url}/.well-known/jwks.json");
     let jwks: Jwks = reqwest::get(&jwks_url).await.unwrap().json().await.unwrap();

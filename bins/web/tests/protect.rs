@@ -78,14 +78,11 @@ impl App {
 
     /// Registers `name` over the JSON API under /auth and returns an access token.
     async fn token(&self, name: &str) -> String {
-        let v = self.visitor();
-        let creds = serde_json::json!({"username": name, "password": PASSWORD});
-        let resp = v.api_post("/auth/api/v1/register", creds.clone()).await;
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let resp = v.api_post("/auth/api/v1/login", creds).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body: serde_json::Value = resp.json().await.expect("json");
-        body["access_token"].as_str().expect("token").to_owned()
+        let login = self
+            .visitor()
+            .api_signup("/auth/api/v1", name, PASSWORD)
+            .await;
+        login["access_token"].as_str().expect("token").to_owned()
     }
 }
 

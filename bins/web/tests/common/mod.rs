@@ -255,6 +255,19 @@ impl Visitor {
         assert_eq!(location(&resp), "/account");
     }
 
+    /// Registers `username` over the JSON API under `api` (e.g. `/api/v1`) and logs in;
+    /// returns the login's JSON body (tokens, user).
+    pub async fn api_signup(&self, api: &str, username: &str, password: &str) -> serde_json::Value {
+        let creds = serde_json::json!({"username": username, "password": password});
+        let resp = self
+            .api_post(&format!("{api}/register"), creds.clone())
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "register {username}");
+        let resp = self.api_post(&format!("{api}/login"), creds).await;
+        assert_eq!(resp.status(), StatusCode::OK, "login {username}");
+        resp.json().await.expect("login JSON")
+    }
+
     /// POSTs JSON to the API.
     pub async fn api_post(&self, path: &str, body: serde_json::Value) -> Response {
         self.client
