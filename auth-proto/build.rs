@@ -18,6 +18,7 @@ const REDACTED: &[&str] = &[
     "auth.v1.ListSessionsRequest",
     "auth.v1.RevokeSessionRequest",
     "auth.v1.RotateRefreshCommand",
+    "auth.v1.Challenge",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

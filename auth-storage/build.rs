@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// The suite's files, in the order the behaviours run.
-const FILES: &[&str] = &["users", "sessions", "concurrency", "logins"];
+const FILES: &[&str] = &["users", "sessions", "concurrency", "logins", "challenges"];
 
 fn main() {
     let dir = Path::new("src/conformance");

@@ -355,6 +355,17 @@ impl Storage for GatedStorage {
         self.gate.notified().await;
         self.inner.settle_login(r).await
     }
+    async fn put_challenge(&self, r: auth_storage::PutChallenge) -> auth_storage::Result<()> {
+        self.inner.put_challenge(r).await
+    }
+    async fn take_challenge(
+        &self,
+        id: &str,
+        kind: &str,
+        now_ms: i64,
+    ) -> auth_storage::Result<Option<auth_storage::Challenge>> {
+        self.inner.take_challenge(id, kind, now_ms).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

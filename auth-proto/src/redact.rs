@@ -40,6 +40,21 @@ impl fmt::Debug for User {
             .field("totp_confirmed", &self.totp_confirmed)
             .field("totp_last_step", &self.totp_last_step)
             .field("recovery_code_hashes", &self.recovery_code_hashes.len())
+            .field("passkeys", &self.passkeys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Challenge")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("user_id", &self.user_id)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("state", &rb(&self.state))
+            .field("attempts", &self.attempts)
             .finish()
     }
 }
@@ -61,6 +76,7 @@ impl fmt::Debug for Session {
             .field("ip", &self.ip)
             .field("generation", &self.generation)
             .field("username", &self.username)
+            .field("amr", &self.amr)
             .finish()
     }
 }

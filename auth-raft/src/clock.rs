@@ -112,6 +112,9 @@ fn command_time(op: &mut Op) -> Option<(&mut i64, TimeRule)> {
         Op::CreateSession(s) => Some((&mut s.created_at_ms, TimeRule::Now)),
         // A time ahead would end locks early (a bypass); behind would lengthen them.
         Op::ReserveLogin(r) => Some((&mut r.now_ms, TimeRule::Now)),
+        // A time behind would admit expired challenges; ahead would refuse good ones.
+        Op::PutChallenge(c) => Some((&mut c.now_ms, TimeRule::Now)),
+        Op::TakeChallenge(c) => Some((&mut c.now_ms, TimeRule::Now)),
         Op::SettleLogin(_)
         | Op::CreateUser(_)
         | Op::UpdateUser(_)

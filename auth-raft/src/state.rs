@@ -12,7 +12,8 @@ use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
 use auth_storage::{
-    Reservation, ReserveLogin, RotateOutcome, RotateRefresh, SettleLogin, StorageError,
+    PutChallenge, Reservation, ReserveLogin, RotateOutcome, RotateRefresh, SettleLogin,
+    StorageError,
 };
 use prost::Message;
 
@@ -168,6 +169,21 @@ impl SmState {
                 });
                 ok(Res::Flag(true))
             }
+            Op::PutChallenge(c) => match &c.challenge {
+                None => failure(StorageError::Invalid("challenge is required".into())),
+                Some(challenge) => t
+                    .put_challenge(PutChallenge {
+                        challenge: challenge.clone(),
+                        now_ms: c.now_ms,
+                        max_per_user: c.max_per_user,
+                        max_total: c.max_total,
+                    })
+                    .map_or_else(failure, |()| ok(Res::Flag(true))),
+            },
+            Op::TakeChallenge(c) => match t.take_challenge(&c.id, &c.kind, c.now_ms) {
+                Some(taken) => ok(Res::Challenge(taken)),
+                None => ok(Res::Flag(false)),
+            },
         }
     }
 
@@ -191,11 +207,14 @@ impl SmState {
         sessions.sort_by(|a, b| a.id.cmp(&b.id));
         let mut login_attempts: Vec<_> = self.tables.login_attempts().cloned().collect();
         login_attempts.sort_by(|a, b| a.username_key.cmp(&b.username_key));
+        let mut challenges: Vec<_> = self.tables.challenges().cloned().collect();
+        challenges.sort_by(|a, b| a.id.cmp(&b.id));
         pb::SnapshotData {
             users,
             sessions,
             dedup,
             login_attempts,
+            challenges,
         }
         .encode_to_vec()
     }
@@ -210,6 +229,7 @@ impl SmState {
             .map_err(|e| StorageError::Internal(format!("snapshot does not decode: {e}")))?;
         let mut tables = Tables::restore(data.users, data.sessions)?;
         tables.restore_login_attempts(data.login_attempts);
+        tables.restore_challenges(data.challenges);
         let mut state = SmState {
             tables,
             last_applied,
@@ -295,9 +315,33 @@ mod tests {
             proposed_at_ms: 10,
             commands: vec![create("a", b"r1"), create("b", b"r2")],
         });
+        let challenge = pb::Challenge {
+            id: "c1".into(),
+            kind: "mfa".into(),
+            user_id: "a".into(),
+            expires_at_ms: 1_000,
+            state: b"state".to_vec(),
+            ..Default::default()
+        };
+        s.apply_batch(&pb::CommandBatch {
+            proposed_at_ms: 10,
+            commands: vec![pb::Command {
+                request_id: b"r3".to_vec(),
+                op: Some(Op::PutChallenge(pb::PutChallengeCommand {
+                    challenge: Some(challenge.clone()),
+                    now_ms: 10,
+                    max_per_user: 4,
+                    max_total: 100,
+                })),
+            }],
+        });
         let bytes = s.encode_snapshot();
         let mut back = SmState::decode_snapshot(&bytes, None, StoredMembership::default()).unwrap();
         assert_eq!(back.tables.user_count(), 2);
+        assert_eq!(
+            back.tables.challenges().cloned().collect::<Vec<_>>(),
+            vec![challenge]
+        );
         let again = back.apply_batch(&pb::CommandBatch {
             proposed_at_ms: 11,
             commands: vec![create("a", b"r1")],

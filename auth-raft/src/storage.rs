@@ -15,8 +15,8 @@ use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
 use auth_storage::{
-    LoginAttempts, Reservation, ReserveLogin, Result, RotateOutcome, RotateRefresh, Session,
-    SettleLogin, Storage, StorageError, User,
+    Challenge, LoginAttempts, PutChallenge, Reservation, ReserveLogin, Result, RotateOutcome,
+    RotateRefresh, Session, SettleLogin, Storage, StorageError, User,
 };
 
 use crate::node::NodeShared;
@@ -200,6 +200,32 @@ impl Storage for RaftStorage {
             Res::Reservation(r) => Ok(Reservation::Locked {
                 until_ms: r.locked_until_ms,
             }),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn put_challenge(&self, req: PutChallenge) -> Result<()> {
+        let op = Op::PutChallenge(pb::PutChallengeCommand {
+            challenge: Some(req.challenge),
+            now_ms: req.now_ms,
+            max_per_user: req.max_per_user,
+            max_total: req.max_total,
+        });
+        match self.write(op).await? {
+            Res::Flag(_) => Ok(()),
+            other => Err(unexpected(Some(other))),
+        }
+    }
+
+    async fn take_challenge(&self, id: &str, kind: &str, now_ms: i64) -> Result<Option<Challenge>> {
+        let op = Op::TakeChallenge(pb::TakeChallengeCommand {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            now_ms,
+        });
+        match self.write(op).await? {
+            Res::Challenge(c) => Ok(Some(c)),
+            Res::Flag(false) => Ok(None),
             other => Err(unexpected(Some(other))),
         }
     }

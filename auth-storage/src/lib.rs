@@ -29,7 +29,7 @@
 
 use async_trait::async_trait;
 
-pub use auth_proto::v1::{LoginAttempts, Session, User};
+pub use auth_proto::v1::{Challenge, LoginAttempts, PasskeyRecord, Session, User};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -52,6 +52,9 @@ pub enum StorageError {
     /// A session with this id already exists.
     #[error("a session with this id already exists")]
     SessionExists,
+    /// A challenge with this id already exists.
+    #[error("a challenge with this id already exists")]
+    ChallengeExists,
     /// The record the operation names does not exist.
     #[error("record not found")]
     NotFound,
@@ -76,6 +79,7 @@ impl StorageError {
         match self {
             StorageError::UserExists => "user_exists",
             StorageError::SessionExists => "session_exists",
+            StorageError::ChallengeExists => "challenge_exists",
             StorageError::NotFound => "not_found",
             StorageError::Conflict => "conflict",
             StorageError::Invalid(_) => "invalid",
@@ -90,6 +94,7 @@ impl StorageError {
         match code {
             "user_exists" => StorageError::UserExists,
             "session_exists" => StorageError::SessionExists,
+            "challenge_exists" => StorageError::ChallengeExists,
             "not_found" => StorageError::NotFound,
             "conflict" => StorageError::Conflict,
             "invalid" => StorageError::Invalid(detail),
@@ -212,6 +217,26 @@ pub struct SettleLogin {
     pub ticket: u32,
 }
 
+/// Largest [`Challenge::state`] a backend accepts.
+pub const MAX_CHALLENGE_STATE: usize = 64 * 1024;
+
+/// Store a sign-in challenge ([`Storage::put_challenge`]). The bounds travel in the
+/// request so that applying it is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutChallenge {
+    /// The record; its `id` must be new.
+    pub challenge: Challenge,
+    /// The caller's clock, unix millis.
+    pub now_ms: i64,
+    /// Challenges one user may have; storing one more first drops that user's
+    /// oldest. Challenges without a user (passwordless login) are bounded only by
+    /// `max_total`.
+    pub max_per_user: u32,
+    /// Stored challenges in total (expired ones count until swept by
+    /// [`Storage::delete_expired_sessions`]); beyond it, [`StorageError::Unavailable`].
+    pub max_total: u64,
+}
+
 /// The backend seam of auth-sdk. See the crate docs for the atomicity contract.
 ///
 /// Every method is cancel-safe in the sense that an operation either happened entirely
@@ -243,8 +268,8 @@ pub trait Storage: Send + Sync + 'static {
     /// are immutable ([`StorageError::Invalid`]).
     async fn update_user(&self, user: User) -> Result<User>;
 
-    /// Deletes the user and every session of theirs in one step. Returns how many
-    /// sessions went with them; [`StorageError::NotFound`] if there was no such user.
+    /// Deletes the user, every session and every challenge of theirs in one step.
+    /// Returns how many sessions went with them; [`StorageError::NotFound`] if there was no such user.
     async fn delete_user(&self, id: &str) -> Result<u64>;
 
     /// Creates a session for an existing user ([`StorageError::NotFound`] if the user
@@ -271,8 +296,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64>;
 
     /// Deletes up to `limit` sessions whose idle expiry is at or before `now_ms`,
-    /// earliest first, and up to `limit` login-attempt records that expired by then
-    /// (no lock in force, nothing charged recently). Returns how many of both.
+    /// earliest first, up to `limit` login-attempt records that expired by then
+    /// (no lock in force, nothing charged recently) and up to `limit` expired
+    /// challenges. Returns how many in all.
     async fn delete_expired_sessions(&self, now_ms: i64, limit: usize) -> Result<u64>;
 
     /// The failed-login record of a username key, if any: a read for an early answer
@@ -298,6 +324,19 @@ pub trait Storage: Send + Sync + 'static {
     /// (`failures - 1`) and a lock set meanwhile stays. A record that is gone or was
     /// reset meanwhile is left alone.
     async fn settle_login(&self, req: SettleLogin) -> Result<()>;
+
+    /// Stores a short-lived sign-in challenge (an MFA ticket, a WebAuthn ceremony's
+    /// state) if its id is new ([`StorageError::ChallengeExists`] otherwise), within
+    /// the bounds of [`PutChallenge`]. It needs a non-empty id and kind, an expiry after
+    /// `now_ms` and at most [`MAX_CHALLENGE_STATE`] bytes of state
+    /// ([`StorageError::Invalid`]).
+    async fn put_challenge(&self, req: PutChallenge) -> Result<()>;
+
+    /// Atomically removes the challenge with this id and returns it if it is of `kind`
+    /// and has not expired at `now_ms`. A challenge is taken at most once: of two
+    /// concurrent takes, one gets it and the other `None`. A challenge of another kind
+    /// or an expired one is removed all the same and `None` returned.
+    async fn take_challenge(&self, id: &str, kind: &str, now_ms: i64) -> Result<Option<Challenge>>;
 }
 
 #[async_trait]
@@ -352,6 +391,12 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     async fn settle_login(&self, req: SettleLogin) -> Result<()> {
         (**self).settle_login(req).await
+    }
+    async fn put_challenge(&self, req: PutChallenge) -> Result<()> {
+        (**self).put_challenge(req).await
+    }
+    async fn take_challenge(&self, id: &str, kind: &str, now_ms: i64) -> Result<Option<Challenge>> {
+        (**self).take_challenge(id, kind, now_ms).await
     }
 }
 

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::{
-    LoginAttempts, RETIRED_HASHES_KEPT, Reservation, ReserveLogin, Result, RotateOutcome,
-    RotateRefresh, Session, SettleLogin, Storage, StorageError, User, lock_delay_ms,
+    Challenge, LoginAttempts, MAX_CHALLENGE_STATE, PutChallenge, RETIRED_HASHES_KEPT, Reservation,
+    ReserveLogin, Result, RotateOutcome, RotateRefresh, Session, SettleLogin, Storage,
+    StorageError, User, lock_delay_ms,
 };
 
 /// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
@@ -32,6 +33,12 @@ pub struct Tables {
     attempts: HashMap<String, LoginAttempts>,
     /// (record expiry, username key), earliest first.
     attempts_expiry: BTreeSet<(i64, String)>,
+    /// challenge id → challenge.
+    challenges: HashMap<String, Challenge>,
+    /// (expiry, challenge id), earliest first.
+    challenge_expiry: BTreeSet<(i64, String)>,
+    /// user id → (expiry, challenge id) of that user's challenges.
+    user_challenges: HashMap<String, BTreeSet<(i64, String)>>,
 }
 
 impl Tables {
@@ -137,6 +144,9 @@ impl Tables {
     pub fn delete_user(&mut self, id: &str) -> Result<u64> {
         let user = self.users.remove(id).ok_or(StorageError::NotFound)?;
         self.usernames.remove(&user.username_key);
+        for (_, cid) in self.user_challenges.remove(id).unwrap_or_default() {
+            self.remove_challenge(&cid);
+        }
         let ids = self.user_sessions.remove(id).unwrap_or_default();
         let n = ids.len() as u64;
         for sid in ids {
@@ -263,23 +273,112 @@ impl Tables {
 
     /// See [`Storage::delete_expired_sessions`].
     pub fn delete_expired_sessions(&mut self, now_ms: i64, limit: usize) -> u64 {
-        let due: Vec<String> = self
-            .expiry
+        let expired = due(&self.expiry, now_ms, limit);
+        let sessions = expired
             .iter()
-            .take_while(|(at, _)| *at <= now_ms)
-            .take(limit)
-            .map(|(_, id)| id.clone())
-            .collect();
-        let sessions = due.iter().filter(|sid| self.remove_session(sid)).count() as u64;
-        let stale: Vec<String> = self
-            .attempts_expiry
-            .iter()
-            .take_while(|(at, _)| *at <= now_ms)
-            .take(limit)
-            .map(|(_, key)| key.clone())
-            .collect();
+            .filter(|sid| self.remove_session(sid))
+            .count() as u64;
+        let stale = due(&self.attempts_expiry, now_ms, limit);
         let attempts = stale.iter().filter(|k| self.remove_attempts(k)).count() as u64;
-        sessions + attempts
+        sessions + attempts + self.purge_challenges(now_ms, limit)
+    }
+
+    /// Every challenge, in no particular order (for snapshots).
+    pub fn challenges(&self) -> impl Iterator<Item = &Challenge> {
+        self.challenges.values()
+    }
+
+    /// Adds challenges as they were stored (e.g. from a snapshot), replacing any with
+    /// the same id.
+    pub fn restore_challenges(&mut self, records: impl IntoIterator<Item = Challenge>) {
+        for c in records {
+            self.remove_challenge(&c.id);
+            self.insert_challenge(c);
+        }
+    }
+
+    /// See [`Storage::put_challenge`].
+    pub fn put_challenge(&mut self, req: PutChallenge) -> Result<()> {
+        let c = req.challenge;
+        if c.id.is_empty() || c.kind.is_empty() {
+            return Err(StorageError::Invalid(
+                "challenge id and kind are required".into(),
+            ));
+        }
+        if c.expires_at_ms <= req.now_ms {
+            return Err(StorageError::Invalid(
+                "challenge expires in the past".into(),
+            ));
+        }
+        if c.state.len() > MAX_CHALLENGE_STATE {
+            return Err(StorageError::Invalid("challenge state is too large".into()));
+        }
+        if !c.user_id.is_empty() && !self.users.contains_key(&c.user_id) {
+            return Err(StorageError::NotFound);
+        }
+        if self.challenges.contains_key(&c.id) {
+            return Err(StorageError::ChallengeExists);
+        }
+        if !c.user_id.is_empty() {
+            let max = usize::try_from(req.max_per_user.max(1)).unwrap_or(usize::MAX);
+            let mine = self.user_challenges.get(&c.user_id);
+            let excess = mine.map_or(0, |set| (set.len() + 1).saturating_sub(max));
+            let oldest: Vec<String> = mine
+                .into_iter()
+                .flatten()
+                .take(excess)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in oldest {
+                self.remove_challenge(&id);
+            }
+        }
+        if self.challenges.len() as u64 >= req.max_total {
+            return Err(StorageError::Unavailable(
+                "too many sign-ins in progress; retry shortly".into(),
+            ));
+        }
+        self.insert_challenge(c);
+        Ok(())
+    }
+
+    /// See [`Storage::take_challenge`].
+    pub fn take_challenge(&mut self, id: &str, kind: &str, now_ms: i64) -> Option<Challenge> {
+        let c = self.remove_challenge(id)?;
+        (c.kind == kind && c.expires_at_ms > now_ms).then_some(c)
+    }
+
+    fn insert_challenge(&mut self, c: Challenge) {
+        self.challenge_expiry
+            .insert((c.expires_at_ms, c.id.clone()));
+        if !c.user_id.is_empty() {
+            self.user_challenges
+                .entry(c.user_id.clone())
+                .or_default()
+                .insert((c.expires_at_ms, c.id.clone()));
+        }
+        self.challenges.insert(c.id.clone(), c);
+    }
+
+    fn remove_challenge(&mut self, id: &str) -> Option<Challenge> {
+        let c = self.challenges.remove(id)?;
+        let key = (c.expires_at_ms, c.id.clone());
+        self.challenge_expiry.remove(&key);
+        if let Some(set) = self.user_challenges.get_mut(&c.user_id) {
+            set.remove(&key);
+            if set.is_empty() {
+                self.user_challenges.remove(&c.user_id);
+            }
+        }
+        Some(c)
+    }
+
+    /// Drops up to `limit` challenges expired at `now_ms`; returns how many.
+    fn purge_challenges(&mut self, now_ms: i64, limit: usize) -> u64 {
+        due(&self.challenge_expiry, now_ms, limit)
+            .iter()
+            .filter(|id| self.remove_challenge(id).is_some())
+            .count() as u64
     }
 
     /// Adds failed-login records as they were stored (e.g. from a snapshot), replacing
@@ -381,6 +480,16 @@ impl Tables {
     }
 }
 
+/// The keys of up to `limit` entries of an expiry index due at `now_ms`, earliest first.
+fn due(index: &BTreeSet<(i64, String)>, now_ms: i64, limit: usize) -> Vec<String> {
+    index
+        .iter()
+        .take_while(|(at, _)| *at <= now_ms)
+        .take(limit)
+        .map(|(_, key)| key.clone())
+        .collect()
+}
+
 /// Thread-safe in-memory [`Storage`]: [`Tables`] behind a `parking_lot::RwLock`.
 ///
 /// Reads share the lock; each write holds it exclusively for one operation, which is
@@ -478,5 +587,13 @@ impl Storage for MemoryStorage {
     async fn settle_login(&self, req: SettleLogin) -> Result<()> {
         self.tables.write().settle_login(req);
         Ok(())
+    }
+
+    async fn put_challenge(&self, req: PutChallenge) -> Result<()> {
+        self.tables.write().put_challenge(req)
+    }
+
+    async fn take_challenge(&self, id: &str, kind: &str, now_ms: i64) -> Result<Option<Challenge>> {
+        Ok(self.tables.write().take_challenge(id, kind, now_ms))
     }
 }

@@ -1,7 +1,7 @@
 //! The behaviour suite every [`Storage`] backend must pass.
 //!
-//! The behaviours live by area in `users.rs`, `sessions.rs`, `concurrency.rs` and
-//! `logins.rs`; build.rs lists every `pub async fn` there into [`BEHAVIOURS`],
+//! The behaviours live by area in `users.rs`, `sessions.rs`, `concurrency.rs`,
+//! `logins.rs` and `challenges.rs`; build.rs lists every `pub async fn` there into [`BEHAVIOURS`],
 //! [`run_all`] and [`conformance_tests!`](crate::conformance_tests), so a new behaviour
 //! runs everywhere as soon as it is written.
 //!
@@ -61,8 +61,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use crate::{
-    RETIRED_HASHES_KEPT, Reservation, ReserveLogin, RotateOutcome, RotateRefresh, Session,
-    SettleLogin, Storage, StorageError, User,
+    Challenge, MAX_CHALLENGE_STATE, PutChallenge, RETIRED_HASHES_KEPT, Reservation, ReserveLogin,
+    RotateOutcome, RotateRefresh, Session, SettleLogin, Storage, StorageError, User,
 };
 
 #[doc(hidden)]
@@ -241,11 +241,13 @@ async fn list_ids<S: Storage>(s: &S, user_id: &str, now_ms: i64) -> Vec<String> 
         .collect()
 }
 
+mod challenges;
 mod concurrency;
 mod logins;
 mod sessions;
 mod users;
 
+pub use challenges::*;
 pub use concurrency::*;
 pub use logins::*;
 pub use sessions::*;
