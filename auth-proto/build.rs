@@ -19,6 +19,16 @@ const REDACTED: &[&str] = &[
     "auth.v1.RevokeSessionRequest",
     "auth.v1.RotateRefreshCommand",
     "auth.v1.Challenge",
+    "auth.v1.LoginResponse",
+    "auth.v1.LoginMfaRequest",
+    "auth.v1.MfaStatusRequest",
+    "auth.v1.TotpEnrollRequest",
+    "auth.v1.TotpEnrollResponse",
+    "auth.v1.TotpConfirmRequest",
+    "auth.v1.TotpConfirmResponse",
+    "auth.v1.TotpDisableRequest",
+    "auth.v1.RegenerateRecoveryCodesRequest",
+    "auth.v1.RegenerateRecoveryCodesResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

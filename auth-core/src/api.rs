@@ -5,10 +5,13 @@ use async_trait::async_trait;
 pub use auth_proto::v1::{
     ChangePasswordRequest, ChangePasswordResponse, ClientInfo, DeleteUserRequest,
     DeleteUserResponse, KeysRequest, KeysResponse, ListSessionsRequest, ListSessionsResponse,
-    LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest,
-    LogoutResponse, PublicKey, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-    RevokeSessionRequest, RevokeSessionResponse, SessionInfo, TokenPair, UserInfo, VerifyRequest,
-    VerifyResponse,
+    LoginMfaRequest, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
+    LogoutRequest, LogoutResponse, MfaStatusRequest, MfaStatusResponse, PasskeyInfo, PublicKey,
+    RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
+    RegenerateRecoveryCodesResponse, RegisterRequest, RegisterResponse, RevokeSessionRequest,
+    RevokeSessionResponse, SessionInfo, TokenPair, TotpConfirmRequest, TotpConfirmResponse,
+    TotpDisableRequest, TotpDisableResponse, TotpEnrollRequest, TotpEnrollResponse, UserInfo,
+    VerifyRequest, VerifyResponse,
 };
 
 use crate::error::AuthError;
@@ -22,7 +25,9 @@ use crate::error::AuthError;
 pub trait AuthApi: Send + Sync + 'static {
     /// Creates an account.
     async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError>;
-    /// Checks credentials and opens a session.
+    /// Checks credentials and opens a session. For a user with a second factor it
+    /// opens none: the answer has `mfa_required`, a single-use `mfa_ticket` and the
+    /// `mfa_methods`; [`AuthApi::login_mfa`] completes it.
     async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError>;
     /// Checks an access token.
     async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError>;
@@ -53,6 +58,29 @@ pub trait AuthApi: Send + Sync + 'static {
     /// [`Jwks::from`](crate::Jwks)): the EdDSA keys of the key ring, current and
     /// previous. Empty when tokens are signed with HS256. Needs no credential.
     async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError>;
+    /// The second step of a login: the ticket [`AuthApi::login`] gave and a TOTP code
+    /// or recovery code. A wrong code counts towards the account's lockout and uses
+    /// one of the ticket's tries; an unknown, expired or used ticket is
+    /// [`AuthError::InvalidMfaTicket`].
+    async fn login_mfa(&self, req: LoginMfaRequest) -> Result<LoginResponse, AuthError>;
+    /// The caller's second factors.
+    async fn mfa_status(&self, req: MfaStatusRequest) -> Result<MfaStatusResponse, AuthError>;
+    /// Starts TOTP enrolment: a new secret, pending until [`AuthApi::totp_confirm`].
+    async fn totp_enroll(&self, req: TotpEnrollRequest) -> Result<TotpEnrollResponse, AuthError>;
+    /// Confirms TOTP enrolment with a first code and returns ten recovery codes (shown
+    /// once). Logins ask for a second factor from then on.
+    async fn totp_confirm(&self, req: TotpConfirmRequest)
+    -> Result<TotpConfirmResponse, AuthError>;
+    /// Removes TOTP, re-authenticated by a current TOTP or recovery code. Without
+    /// another factor left, the recovery codes go too.
+    async fn totp_disable(&self, req: TotpDisableRequest)
+    -> Result<TotpDisableResponse, AuthError>;
+    /// Replaces the recovery codes, re-authenticated by a current TOTP or recovery
+    /// code.
+    async fn regenerate_recovery_codes(
+        &self,
+        req: RegenerateRecoveryCodesRequest,
+    ) -> Result<RegenerateRecoveryCodesResponse, AuthError>;
 }
 
 #[async_trait]
@@ -98,5 +126,32 @@ impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
     }
     async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
         (**self).keys(req).await
+    }
+    async fn login_mfa(&self, req: LoginMfaRequest) -> Result<LoginResponse, AuthError> {
+        (**self).login_mfa(req).await
+    }
+    async fn mfa_status(&self, req: MfaStatusRequest) -> Result<MfaStatusResponse, AuthError> {
+        (**self).mfa_status(req).await
+    }
+    async fn totp_enroll(&self, req: TotpEnrollRequest) -> Result<TotpEnrollResponse, AuthError> {
+        (**self).totp_enroll(req).await
+    }
+    async fn totp_confirm(
+        &self,
+        req: TotpConfirmRequest,
+    ) -> Result<TotpConfirmResponse, AuthError> {
+        (**self).totp_confirm(req).await
+    }
+    async fn totp_disable(
+        &self,
+        req: TotpDisableRequest,
+    ) -> Result<TotpDisableResponse, AuthError> {
+        (**self).totp_disable(req).await
+    }
+    async fn regenerate_recovery_codes(
+        &self,
+        req: RegenerateRecoveryCodesRequest,
+    ) -> Result<RegenerateRecoveryCodesResponse, AuthError> {
+        (**self).regenerate_recovery_codes(req).await
     }
 }

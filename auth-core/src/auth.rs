@@ -59,6 +59,8 @@ pub(crate) struct Inner<S> {
     pub(crate) codec: TokenCodec,
     pub(crate) hasher: PasswordHasher,
     pub(crate) throttle: Throttle,
+    /// Seals TOTP secrets (from `config.mfa.key`, else generated).
+    pub(crate) mfa_key: crate::mfa::MfaKey,
     /// A hash of a random password, verified against for unknown users so that their
     /// logins take as long as real ones.
     dummy_hash: OnceCell<String>,
@@ -81,6 +83,11 @@ impl<S: Storage> Auth<S> {
         let hasher =
             PasswordHasher::with_queue(config.hash, config.hash_concurrency, config.hash_queue)?;
         let throttle = Throttle::new(&config.throttle, std::sync::Arc::clone(&config.clock));
+        let mfa_key = config
+            .mfa
+            .key
+            .clone()
+            .unwrap_or_else(crate::mfa::MfaKey::generate);
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -89,6 +96,7 @@ impl<S: Storage> Auth<S> {
                 codec,
                 hasher,
                 throttle,
+                mfa_key,
                 dummy_hash: OnceCell::new(),
                 state: AtomicU8::new(NEW),
                 stop_tx,
@@ -292,35 +300,71 @@ impl<S: Storage> Inner<S> {
             Some(p) => p,
             None => self.dummy_phc().await?,
         };
-        let lockout = &self.config.lockout;
-        let accounting = lockout.max_failures > 0;
-        if accounting && let Some(rec) = self.storage.get_login_attempts(username_key).await? {
-            check_lock(rec.locked_until_ms, now)?;
-        }
+        self.refuse_if_locked(username_key, now).await?;
         let slot = self.hasher.slot().await?;
-        let ticket = if accounting {
-            match self
-                .storage
-                .reserve_login(lockout.reservation(username_key, now))
-                .await?
-            {
-                Reservation::Granted { ticket } => Some(ticket),
-                Reservation::Locked { until_ms } => {
-                    check_lock(until_ms, now)?;
-                    // A lock that ended already is still a refusal: never check
-                    // uncharged.
-                    return Err(AuthError::Locked {
-                        retry_after: std::time::Duration::from_millis(1),
-                    });
-                }
-            }
-        } else {
-            None
-        };
+        let ticket = self.charge(username_key, now).await?;
         let check = slot.verify(password, phc).await?;
         if !check.matches || stored.is_none() {
             return Err(AuthError::InvalidCredentials);
         }
+        self.refund(username_key, ticket).await?;
+        Ok(check)
+    }
+
+    /// A second-factor check under the same throttling and lockout as a password
+    /// check (steps 1, 2, 4 and 5 of [`Inner::guarded_check`]): a wrong code is charged
+    /// to the account like a wrong password, a right one refunds its charge.
+    pub(crate) async fn guarded_code<T>(
+        &self,
+        username_key: &str,
+        source: Option<&str>,
+        now: i64,
+        check: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        self.throttle.check_account(username_key, source)?;
+        self.refuse_if_locked(username_key, now).await?;
+        let ticket = self.charge(username_key, now).await?;
+        let out = check.await?;
+        self.refund(username_key, ticket).await?;
+        Ok(out)
+    }
+
+    /// `Locked` while the name's lock holds: a read, so a locked name costs no hash
+    /// and no write.
+    async fn refuse_if_locked(&self, username_key: &str, now: i64) -> Result<(), AuthError> {
+        if self.config.lockout.max_failures > 0
+            && let Some(rec) = self.storage.get_login_attempts(username_key).await?
+        {
+            check_lock(rec.locked_until_ms, now)?;
+        }
+        Ok(())
+    }
+
+    /// Charges one check as a failure before it runs, in one atomic storage
+    /// operation; `None` when lockout is off.
+    async fn charge(&self, username_key: &str, now: i64) -> Result<Option<u32>, AuthError> {
+        let lockout = &self.config.lockout;
+        if lockout.max_failures == 0 {
+            return Ok(None);
+        }
+        match self
+            .storage
+            .reserve_login(lockout.reservation(username_key, now))
+            .await?
+        {
+            Reservation::Granted { ticket } => Ok(Some(ticket)),
+            Reservation::Locked { until_ms } => {
+                check_lock(until_ms, now)?;
+                // A lock that ended already is still a refusal: never check uncharged.
+                Err(AuthError::Locked {
+                    retry_after: std::time::Duration::from_millis(1),
+                })
+            }
+        }
+    }
+
+    /// Refunds the charge of a check that succeeded ([`Storage::settle_login`]).
+    async fn refund(&self, username_key: &str, ticket: Option<u32>) -> Result<(), AuthError> {
         if let Some(ticket) = ticket {
             self.storage
                 .settle_login(SettleLogin {
@@ -329,7 +373,7 @@ impl<S: Storage> Inner<S> {
                 })
                 .await?;
         }
-        Ok(check)
+        Ok(())
     }
 
     /// After a successful check whose stored hash uses old parameters: replaces it,

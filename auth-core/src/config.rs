@@ -53,8 +53,11 @@ pub struct Config {
     pub username: UsernamePolicy,
     /// Password rules.
     pub password: PasswordPolicy,
-    /// Failed-login lockout.
+    /// Failed-login lockout (wrong second-factor codes count too).
     pub lockout: LockoutPolicy,
+    /// Second factors: the key sealing TOTP secrets, the name authenticator apps show,
+    /// the MFA ticket of a login's second step.
+    pub mfa: MfaPolicy,
     /// `iss` claim of issued tokens, required on verification. Default `"auth-sdk"`.
     pub issuer: String,
     /// `aud` claim of issued tokens, required on verification. Default `"auth-sdk"`.
@@ -88,6 +91,7 @@ impl Default for Config {
             username: UsernamePolicy::default(),
             password: PasswordPolicy::default(),
             lockout: LockoutPolicy::default(),
+            mfa: MfaPolicy::default(),
             issuer: "auth-sdk".into(),
             audience: "auth-sdk".into(),
             keys: None,
@@ -130,7 +134,69 @@ impl Config {
         if self.lockout.forget_after < self.lockout.base_delay.min(self.lockout.max_delay) {
             return bad("lockout.forget_after is shorter than the lock it would forget");
         }
+        self.mfa.validate()?;
         self.hash.to_argon2().map(|_| ())
+    }
+}
+
+/// Second factors (TOTP, recovery codes, passkeys) and the step-up at login.
+///
+/// A user with a confirmed second factor gets no tokens from a password alone: the
+/// login answers `mfa_required` with a single-use ticket, and a second call with the
+/// ticket and a code completes it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MfaPolicy {
+    /// The key that seals TOTP secrets at rest (XChaCha20-Poly1305), separate from the
+    /// token keys. `None` generates one at start-up: enrolled secrets then stop opening
+    /// when the process restarts, so set it for any storage that outlives the process
+    /// (and the same on every node of a cluster).
+    pub key: Option<crate::mfa::MfaKey>,
+    /// The issuer authenticator apps show next to the account (the `otpauth://`
+    /// label). Default `"auth-sdk"`; no `:`.
+    pub totp_issuer: String,
+    /// How long the ticket of a login's second step lives. Default 5 minutes.
+    pub ticket_ttl: Duration,
+    /// Wrong codes one ticket survives before the password must be entered again
+    /// (each also counts towards the account's lockout). Default 5.
+    pub ticket_attempts: u32,
+    /// Sign-ins in progress (tickets, passkey ceremonies) one user may have; a new one
+    /// beyond it ends the oldest. Default 8.
+    pub max_pending_per_user: u32,
+    /// Sign-ins in progress in total; beyond it new ones are refused as unavailable
+    /// until the sweeper removes expired ones. Default 100 000.
+    pub max_pending_total: u64,
+}
+
+impl Default for MfaPolicy {
+    fn default() -> Self {
+        Self {
+            key: None,
+            totp_issuer: "auth-sdk".into(),
+            ticket_ttl: Duration::from_secs(5 * 60),
+            ticket_attempts: 5,
+            max_pending_per_user: 8,
+            max_pending_total: 100_000,
+        }
+    }
+}
+
+impl MfaPolicy {
+    fn validate(&self) -> Result<(), AuthError> {
+        let bad = |m: &str| Err(AuthError::InvalidConfig(m.to_owned()));
+        if self.totp_issuer.is_empty() || self.totp_issuer.contains(':') {
+            return bad("mfa.totp_issuer must be non-empty and contain no ':'");
+        }
+        if self.ticket_ttl < Duration::from_secs(10) {
+            return bad("mfa.ticket_ttl must be at least 10 seconds");
+        }
+        if self.ticket_attempts == 0 || self.max_pending_per_user == 0 {
+            return bad("mfa.ticket_attempts and mfa.max_pending_per_user must not be zero");
+        }
+        if self.max_pending_total == 0 {
+            return bad("mfa.max_pending_total must not be zero");
+        }
+        Ok(())
     }
 }
 

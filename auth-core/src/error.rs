@@ -53,6 +53,18 @@ pub enum AuthError {
     /// revoked as a precaution against token theft.
     #[error("refresh token reuse detected; the session has been revoked")]
     RefreshTokenReused,
+    /// A second-factor code (TOTP or recovery code) is malformed, wrong or was used
+    /// already; one error for all three, so a guess learns nothing.
+    #[error("the code is not valid")]
+    InvalidCode,
+    /// The MFA ticket of a login's second step is unknown, expired, used, or belongs
+    /// to another user: log in with the password again.
+    #[error("the sign-in has expired or is invalid; log in again")]
+    InvalidMfaTicket,
+    /// The request does not fit the account's second factors (enrolling one that is
+    /// enrolled, confirming or removing one that is not); the text says which.
+    #[error("{0}")]
+    MfaConflict(Cow<'static, str>),
     /// The named resource (e.g. a session to revoke) does not exist.
     #[error("not found")]
     NotFound,
@@ -99,6 +111,9 @@ impl AuthError {
             AuthError::TokenExpired => "token_expired",
             AuthError::SessionEnded => "session_ended",
             AuthError::RefreshTokenReused => "refresh_token_reused",
+            AuthError::InvalidCode => "invalid_code",
+            AuthError::InvalidMfaTicket => "invalid_mfa_ticket",
+            AuthError::MfaConflict(_) => "mfa_conflict",
             AuthError::NotFound => "not_found",
             AuthError::InvalidArgument(_) => "invalid_argument",
             AuthError::InvalidConfig(_) => "invalid_config",
@@ -125,6 +140,9 @@ impl AuthError {
             "token_expired" => AuthError::TokenExpired,
             "session_ended" => AuthError::SessionEnded,
             "refresh_token_reused" => AuthError::RefreshTokenReused,
+            "invalid_code" => AuthError::InvalidCode,
+            "invalid_mfa_ticket" => AuthError::InvalidMfaTicket,
+            "mfa_conflict" => AuthError::MfaConflict(detail.into()),
             "not_found" => AuthError::NotFound,
             "invalid_argument" => AuthError::InvalidArgument(detail.into()),
             "invalid_config" => AuthError::InvalidConfig(detail),
@@ -178,6 +196,9 @@ impl AuthError {
         "token_expired",
         "session_ended",
         "refresh_token_reused",
+        "invalid_code",
+        "invalid_mfa_ticket",
+        "mfa_conflict",
         "not_found",
         "invalid_argument",
         "invalid_config",
@@ -228,6 +249,9 @@ mod tests {
             AuthError::TokenExpired,
             AuthError::SessionEnded,
             AuthError::RefreshTokenReused,
+            AuthError::InvalidCode,
+            AuthError::InvalidMfaTicket,
+            AuthError::MfaConflict("no second factor is enrolled".into()),
             AuthError::NotFound,
             AuthError::InvalidArgument("session_id is required".into()),
             AuthError::InvalidConfig("bad".into()),
@@ -248,7 +272,8 @@ mod tests {
             let detail = match &e {
                 AuthError::InvalidUsername(d)
                 | AuthError::InvalidPassword(d)
-                | AuthError::InvalidArgument(d) => d.to_string(),
+                | AuthError::InvalidArgument(d)
+                | AuthError::MfaConflict(d) => d.to_string(),
                 AuthError::InvalidConfig(d)
                 | AuthError::Unavailable(d)
                 | AuthError::Internal(d) => d.clone(),

@@ -47,6 +47,7 @@ pub mod keys;
 pub mod mfa;
 pub mod password;
 mod policy;
+mod second_factor;
 mod service;
 pub mod throttle;
 mod tokens;
@@ -57,12 +58,12 @@ pub use auth::Auth;
 pub use auth_storage::{Storage, StorageError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Config, HashParams, HashPriority, HashQueue, LockoutPolicy, PasswordPolicy, SessionCheck,
-    UsernamePolicy,
+    Config, HashParams, HashPriority, HashQueue, LockoutPolicy, MfaPolicy, PasswordPolicy,
+    SessionCheck, UsernamePolicy,
 };
 pub use error::AuthError;
 pub use keys::{Algorithm, Jwk, Jwks, KeyRing, SigningKey};
 pub use policy::Username;
 pub use throttle::{Rate, Throttle, ThrottlePolicy};
-pub use tokens::Claims;
+pub use tokens::{ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, Claims, acr_for};
 pub use verifier::Verifier;

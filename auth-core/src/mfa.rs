@@ -41,11 +41,6 @@ const RECOVERY_CODE_BYTES: usize = 10;
 const SEALED_V1: u8 = 1;
 const NONCE_BYTES: usize = 24;
 
-/// The typed outcome of a code that is not accepted.
-fn invalid_code() -> AuthError {
-    AuthError::InvalidArgument("the code is not valid".into())
-}
-
 /// A TOTP shared secret. `Debug` never shows it; it is wiped from memory when dropped.
 #[derive(Clone)]
 pub struct TotpSecret(Zeroizing<Vec<u8>>);
@@ -87,6 +82,22 @@ impl TotpSecret {
         .map_err(|e| AuthError::InvalidArgument(format!("cannot make a TOTP URI: {e}").into()))
     }
 
+    /// A secret from its base32 form ([`TotpSecret::to_base32`]; case, spaces and
+    /// padding do not matter).
+    pub fn from_base32(text: &str) -> Result<Self, AuthError> {
+        let clean: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '=')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let bytes = Zeroizing::new(
+            data_encoding::BASE32_NOPAD
+                .decode(clean.as_bytes())
+                .map_err(|_| AuthError::InvalidArgument("the secret is not base32".into()))?,
+        );
+        Self::from_bytes(&bytes)
+    }
+
     /// The secret in base32, as authenticator apps take it when typed in.
     pub fn to_base32(&self) -> String {
         data_encoding::BASE32_NOPAD.encode(&self.0)
@@ -120,7 +131,7 @@ impl TotpSecret {
     /// `last_step` in the same atomic write that accepts it.
     ///
     /// Malformed codes, wrong codes and replays are all
-    /// [`AuthError::InvalidArgument`] with one message: the caller learns nothing
+    /// [`AuthError::InvalidCode`]: the caller learns nothing
     /// about which.
     pub fn verify(
         &self,
@@ -130,7 +141,7 @@ impl TotpSecret {
     ) -> Result<u64, AuthError> {
         let code = code.trim();
         if code.len() != TOTP_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid_code());
+            return Err(AuthError::InvalidCode);
         }
         let now_step = u64::try_from(now_ms.div_euclid(1000)).unwrap_or(0) / TOTP_STEP_SECS;
         let first = now_step.saturating_sub(TOTP_SKEW_STEPS);
@@ -144,7 +155,7 @@ impl TotpSecret {
         }
         match matched {
             Some(step) if last_step.is_none_or(|last| step > last) => Ok(step),
-            _ => Err(invalid_code()),
+            _ => Err(AuthError::InvalidCode),
         }
     }
 }
@@ -351,7 +362,7 @@ mod tests {
         for junk in ["", "12345", "1234567", "12a456", "１２３４５６", "      "] {
             assert_eq!(
                 s.verify(junk, now_ms, None).unwrap_err().code(),
-                "invalid_argument",
+                "invalid_code",
                 "{junk:?}"
             );
         }

@@ -7,6 +7,7 @@ use crate::api::*;
 use crate::auth::{Auth, CAS_RETRIES, Inner};
 use crate::clock::duration_ms;
 use crate::error::AuthError;
+use crate::second_factor::{amr_password, has_second_factor};
 use crate::throttle::Action;
 use crate::tokens::{Claims, RefreshToken, random_id};
 
@@ -22,7 +23,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].chars().filter(|c| !c.is_control()).collect()
 }
 
-fn user_info(u: &User) -> UserInfo {
+pub(crate) fn user_info(u: &User) -> UserInfo {
     UserInfo {
         id: u.id.clone(),
         username: u.username.clone(),
@@ -33,7 +34,7 @@ fn user_info(u: &User) -> UserInfo {
 impl<S: Storage> Inner<S> {
     /// Decodes an access token and requires a live session, whatever `session_check`
     /// says: account operations always see logouts at once.
-    async fn authenticate(&self, token: &str) -> Result<(Claims, i64), AuthError> {
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<(Claims, i64), AuthError> {
         self.ensure_open()?;
         let now = self.now_ms();
         let claims = self.codec.decode(token, now)?;
@@ -48,9 +49,14 @@ impl<S: Storage> Inner<S> {
         now: i64,
     ) -> Result<TokenPair, AuthError> {
         let ttl = i64::try_from(self.config.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
-        let (access, claims) =
-            self.codec
-                .issue(&session.user_id, &session.username, &session.id, now, ttl)?;
+        let (access, claims) = self.codec.issue(
+            &session.user_id,
+            &session.username,
+            &session.id,
+            &session.amr,
+            now,
+            ttl,
+        )?;
         Ok(TokenPair {
             access_token: access,
             access_expires_at_ms: claims.exp.saturating_mul(1000),
@@ -60,10 +66,11 @@ impl<S: Storage> Inner<S> {
         })
     }
 
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user: &User,
         client: Option<ClientInfo>,
+        amr: Vec<String>,
         now: i64,
     ) -> Result<TokenPair, AuthError> {
         let id = random_id();
@@ -82,6 +89,7 @@ impl<S: Storage> Inner<S> {
             absolute_expires_at_ms: absolute,
             user_agent: truncate(&client.user_agent, MAX_USER_AGENT),
             ip: truncate(&client.ip, MAX_IP),
+            amr,
             ..Session::default()
         };
         let session = match self.storage.create_session(session).await {
@@ -118,7 +126,7 @@ impl<S: Storage> Inner<S> {
 }
 
 /// The source address a request names, if any.
-fn source(client: &Option<ClientInfo>) -> Option<&str> {
+pub(crate) fn source(client: &Option<ClientInfo>) -> Option<&str> {
     client
         .as_ref()
         .map(|c| c.ip.as_str())
@@ -187,11 +195,17 @@ impl<S: Storage> AuthApi for Auth<S> {
                 Err(e) => return Err(e),
             }
         }
-        let tokens = me.open_session(&user, req.client, now).await?;
+        if has_second_factor(&user) {
+            return me.mfa_step(&user, now).await;
+        }
+        let tokens = me
+            .open_session(&user, req.client, amr_password(), now)
+            .await?;
         tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login");
         Ok(LoginResponse {
             user: Some(user_info(&user)),
             tokens: Some(tokens),
+            ..LoginResponse::default()
         })
     }
 
@@ -204,6 +218,8 @@ impl<S: Storage> AuthApi for Auth<S> {
             issued_at_ms: claims.iat.saturating_mul(1000),
             expires_at_ms: claims.exp.saturating_mul(1000),
             token_id: claims.jti,
+            amr: claims.amr,
+            acr: claims.acr,
         })
     }
 
@@ -424,5 +440,57 @@ impl<S: Storage> AuthApi for Auth<S> {
 
     async fn keys(&self, _req: KeysRequest) -> Result<KeysResponse, AuthError> {
         Ok(KeysResponse::from(&self.jwks()))
+    }
+
+    async fn login_mfa(&self, req: LoginMfaRequest) -> Result<LoginResponse, AuthError> {
+        self.inner.login_mfa(req).await
+    }
+
+    async fn mfa_status(&self, req: MfaStatusRequest) -> Result<MfaStatusResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, _) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        Ok(me.mfa_status(&user).await)
+    }
+
+    async fn totp_enroll(&self, req: TotpEnrollRequest) -> Result<TotpEnrollResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.totp_enroll(user, now).await
+    }
+
+    async fn totp_confirm(
+        &self,
+        req: TotpConfirmRequest,
+    ) -> Result<TotpConfirmResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.totp_confirm(user, &req.code, source(&req.client), now)
+            .await
+    }
+
+    async fn totp_disable(
+        &self,
+        req: TotpDisableRequest,
+    ) -> Result<TotpDisableResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.totp_disable(user, &req.code, source(&req.client), now)
+            .await?;
+        Ok(TotpDisableResponse {})
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        req: RegenerateRecoveryCodesRequest,
+    ) -> Result<RegenerateRecoveryCodesResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.regenerate_recovery_codes(user, &req.code, source(&req.client), now)
+            .await
     }
 }

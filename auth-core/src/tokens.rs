@@ -47,6 +47,43 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// How the user authenticated (RFC 8176): `pwd` (password), `otp` (a one-time
+    /// code: TOTP or recovery code), `hwk`/`swk` (a passkey), `user` (the passkey
+    /// verified the user: PIN or biometrics). Empty in tokens from before second
+    /// factors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// Authentication context class: [`ACR_MULTI_FACTOR`] when `amr` shows two factors,
+    /// [`ACR_SINGLE_FACTOR`] otherwise (after NIST SP 800-63B's AAL1/AAL2).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub acr: String,
+}
+
+/// `acr` of a single-factor sign-in (a password alone).
+pub const ACR_SINGLE_FACTOR: &str = "aal1";
+/// `acr` of a multi-factor sign-in (password and code, password and passkey, or a
+/// passkey that verified its user).
+pub const ACR_MULTI_FACTOR: &str = "aal2";
+
+impl Claims {
+    /// True when the token's sign-in used two factors (`acr` is
+    /// [`ACR_MULTI_FACTOR`]).
+    pub fn is_multi_factor(&self) -> bool {
+        self.acr == ACR_MULTI_FACTOR
+    }
+}
+
+/// The `acr` a set of `amr` methods earns: two kinds of factor (something known or
+/// inherent, and something held) make [`ACR_MULTI_FACTOR`].
+pub fn acr_for(amr: &[String]) -> &'static str {
+    let has = |m: &str| amr.iter().any(|a| a == m);
+    let held = has("otp") || has("hwk") || has("swk");
+    let known = has("pwd") || has("user") || has("pin");
+    if held && known {
+        ACR_MULTI_FACTOR
+    } else {
+        ACR_SINGLE_FACTOR
+    }
 }
 
 /// Signs and checks access tokens with a key ring.
@@ -84,6 +121,7 @@ impl TokenCodec {
         user_id: &str,
         username: &str,
         session_id: &str,
+        amr: &[String],
         now_ms: i64,
         ttl_s: i64,
     ) -> Result<(String, Claims), AuthError> {
@@ -99,6 +137,8 @@ impl TokenCodec {
             nbf: iat,
             exp: iat.saturating_add(ttl_s),
             jti: random_id(),
+            amr: amr.to_vec(),
+            acr: acr_for(amr).to_owned(),
         };
         let mut header = Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());

@@ -70,6 +70,8 @@ async fn claims_carry_issuer_audience_subject_session_and_times() {
             issued_at_ms: iat * 1000,
             expires_at_ms: (iat + 900) * 1000,
             token_id: jti.to_owned(),
+            amr: vec!["pwd".into()],
+            acr: "aal1".into(),
         }
     );
     let claims = h.auth.verify_token(&tokens.access_token).await.unwrap();

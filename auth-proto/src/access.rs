@@ -5,7 +5,7 @@
 //! ```
 //! use auth_proto::v1::{LoginResponse, TokenPair};
 //!
-//! let response = LoginResponse { user: None, tokens: Some(TokenPair::default()) };
+//! let response = LoginResponse { tokens: Some(TokenPair::default()), ..Default::default() };
 //! let tokens: TokenPair = response.into_tokens().expect("a login answers with tokens");
 //! assert!(LoginResponse::default().into_tokens().is_err());
 //! ```
@@ -26,8 +26,14 @@ impl std::fmt::Display for MissingField {
 impl std::error::Error for MissingField {}
 
 impl LoginResponse {
-    /// The tokens of the new session.
+    /// The tokens of the new session. A login that needs a second factor
+    /// (`mfa_required`) has none yet: complete it with `LoginMfa` first.
     pub fn into_tokens(self) -> Result<TokenPair, MissingField> {
+        if self.mfa_required {
+            return Err(MissingField(
+                "tokens: a second factor is required (mfa_required), complete the login with LoginMfa",
+            ));
+        }
         self.tokens.ok_or(MissingField("tokens"))
     }
 }

@@ -195,6 +195,62 @@ impl fmt::Debug for RotateRefreshCommand {
     }
 }
 
+/// `Debug` for a message: the `shown` fields as they are, the `hidden` ones (strings,
+/// or lists of strings) only as set or empty.
+macro_rules! redacted_debug {
+    ($ty:ident { shown: [$($shown:ident),*], hidden: [$($hidden:ident),*] }) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    $(.field(stringify!($hidden), &Redacted(!self.$hidden.is_empty())))*
+                    .finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(LoginResponse {
+    shown: [user, tokens, mfa_required, mfa_methods],
+    hidden: [mfa_ticket]
+});
+redacted_debug!(LoginMfaRequest {
+    shown: [client],
+    hidden: [mfa_ticket, code]
+});
+redacted_debug!(MfaStatusRequest {
+    shown: [],
+    hidden: [access_token]
+});
+redacted_debug!(TotpEnrollRequest {
+    shown: [],
+    hidden: [access_token]
+});
+redacted_debug!(TotpEnrollResponse {
+    shown: [],
+    hidden: [secret, otpauth_uri]
+});
+redacted_debug!(TotpConfirmRequest {
+    shown: [client],
+    hidden: [access_token, code]
+});
+redacted_debug!(TotpConfirmResponse {
+    shown: [],
+    hidden: [recovery_codes]
+});
+redacted_debug!(TotpDisableRequest {
+    shown: [client],
+    hidden: [access_token, code]
+});
+redacted_debug!(RegenerateRecoveryCodesRequest {
+    shown: [client],
+    hidden: [access_token, code]
+});
+redacted_debug!(RegenerateRecoveryCodesResponse {
+    shown: [],
+    hidden: [recovery_codes]
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +306,42 @@ mod tests {
                 RefreshRequest {
                     refresh_token: secret.into(),
                     client: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                LoginResponse {
+                    mfa_ticket: secret.into(),
+                    mfa_required: true,
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                LoginMfaRequest {
+                    mfa_ticket: secret.into(),
+                    code: secret.into(),
+                    client: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                TotpEnrollResponse {
+                    secret: secret.into(),
+                    otpauth_uri: format!("otpauth://totp/x?secret={secret}"),
+                }
+            ),
+            format!(
+                "{:?}",
+                TotpConfirmResponse {
+                    recovery_codes: vec![secret.into()],
+                }
+            ),
+            format!(
+                "{:?}",
+                Challenge {
+                    state: secret.as_bytes().to_vec(),
+                    ..Default::default()
                 }
             ),
             format!(

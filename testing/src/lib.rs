@@ -49,6 +49,7 @@
 mod ca;
 pub mod fuzz;
 mod grpc;
+mod intercept;
 mod procs;
 
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ use auth_storage::memory::MemoryStorage;
 
 pub use ca::TestCa;
 pub use grpc::{GrpcServer, GrpcServerBuilder};
+pub use intercept::{Hook, Intercepted};
 pub use procs::{ProcCluster, ProcNode, write_signing_key};
 
 /// How long a fixture waits for a server to come up or shut down before it panics.

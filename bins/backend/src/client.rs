@@ -386,100 +386,44 @@ async fn probe_loop(weak: Weak<Inner>) {
     }
 }
 
-#[async_trait]
-impl AuthApi for RemoteAuth {
-    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
-        self.call(Retry::IfNotSent, |mut c| {
-            let req = req.clone();
-            async move { c.register(req).await }
-        })
-        .await
-    }
+/// `AuthApi` for `RemoteAuth`: each method is one RPC, retried on another endpoint as
+/// its [`Retry`] allows.
+macro_rules! remote_methods {
+    ($($name:ident($req:ty) -> $resp:ty, $retry:ident;)*) => {
+        #[async_trait]
+        impl AuthApi for RemoteAuth {
+            $(
+                async fn $name(&self, req: $req) -> Result<$resp, AuthError> {
+                    self.call(Retry::$retry, |mut c| {
+                        let req = req.clone();
+                        async move { c.$name(req).await }
+                    })
+                    .await
+                }
+            )*
+        }
+    };
+}
 
-    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
-        self.call(Retry::IfNotSent, |mut c| {
-            let req = req.clone();
-            async move { c.login(req).await }
-        })
-        .await
-    }
-
-    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.verify(req).await }
-        })
-        .await
-    }
-
-    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
-        // Safe: a repeat inside the grace window returns the same successor.
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.refresh(req).await }
-        })
-        .await
-    }
-
-    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.logout(req).await }
-        })
-        .await
-    }
-
-    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.logout_all(req).await }
-        })
-        .await
-    }
-
-    async fn change_password(
-        &self,
-        req: ChangePasswordRequest,
-    ) -> Result<ChangePasswordResponse, AuthError> {
-        self.call(Retry::IfNotSent, |mut c| {
-            let req = req.clone();
-            async move { c.change_password(req).await }
-        })
-        .await
-    }
-
-    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
-        self.call(Retry::IfNotSent, |mut c| {
-            let req = req.clone();
-            async move { c.delete_user(req).await }
-        })
-        .await
-    }
-
-    async fn list_sessions(
-        &self,
-        req: ListSessionsRequest,
-    ) -> Result<ListSessionsResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.list_sessions(req).await }
-        })
-        .await
-    }
-
-    async fn revoke_session(
-        &self,
-        req: RevokeSessionRequest,
-    ) -> Result<RevokeSessionResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move { c.revoke_session(req).await }
-        })
-        .await
-    }
-
-    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
-        self.call(Retry::Safe, |mut c| async move { c.keys(req).await })
-            .await
-    }
+remote_methods! {
+    register(RegisterRequest) -> RegisterResponse, IfNotSent;
+    login(LoginRequest) -> LoginResponse, IfNotSent;
+    verify(VerifyRequest) -> VerifyResponse, Safe;
+    // Safe: a repeat inside the grace window returns the same successor.
+    refresh(RefreshRequest) -> RefreshResponse, Safe;
+    logout(LogoutRequest) -> LogoutResponse, Safe;
+    logout_all(LogoutAllRequest) -> LogoutAllResponse, Safe;
+    change_password(ChangePasswordRequest) -> ChangePasswordResponse, IfNotSent;
+    delete_user(DeleteUserRequest) -> DeleteUserResponse, IfNotSent;
+    list_sessions(ListSessionsRequest) -> ListSessionsResponse, Safe;
+    revoke_session(RevokeSessionRequest) -> RevokeSessionResponse, Safe;
+    keys(KeysRequest) -> KeysResponse, Safe;
+    // A retried second step would meet its own spent code (invalid_code).
+    login_mfa(LoginMfaRequest) -> LoginResponse, IfNotSent;
+    mfa_status(MfaStatusRequest) -> MfaStatusResponse, Safe;
+    totp_enroll(TotpEnrollRequest) -> TotpEnrollResponse, IfNotSent;
+    totp_confirm(TotpConfirmRequest) -> TotpConfirmResponse, IfNotSent;
+    totp_disable(TotpDisableRequest) -> TotpDisableResponse, IfNotSent;
+    regenerate_recovery_codes(RegenerateRecoveryCodesRequest)
+        -> RegenerateRecoveryCodesResponse, IfNotSent;
 }

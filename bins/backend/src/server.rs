@@ -236,7 +236,12 @@ with_access_token!(
     ChangePasswordRequest,
     DeleteUserRequest,
     ListSessionsRequest,
-    RevokeSessionRequest
+    RevokeSessionRequest,
+    MfaStatusRequest,
+    TotpEnrollRequest,
+    TotpConfirmRequest,
+    TotpDisableRequest,
+    RegenerateRecoveryCodesRequest
 );
 
 /// The request, with an empty `access_token` filled from `authorization: Bearer` metadata.
@@ -324,6 +329,48 @@ impl AuthService for AuthGrpc {
 
     async fn keys(&self, req: Request<KeysRequest>) -> Reply<KeysResponse> {
         self.run(self.api.keys(req.into_inner())).await
+    }
+
+    async fn login_mfa(&self, mut req: Request<LoginMfaRequest>) -> Reply<LoginResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.login_mfa(req.into_inner())).await
+    }
+
+    async fn mfa_status(&self, req: Request<MfaStatusRequest>) -> Reply<MfaStatusResponse> {
+        self.run(self.api.mfa_status(authed(req))).await
+    }
+
+    async fn totp_enroll(&self, req: Request<TotpEnrollRequest>) -> Reply<TotpEnrollResponse> {
+        self.run(self.api.totp_enroll(authed(req))).await
+    }
+
+    async fn totp_confirm(
+        &self,
+        mut req: Request<TotpConfirmRequest>,
+    ) -> Reply<TotpConfirmResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.totp_confirm(authed(req))).await
+    }
+
+    async fn totp_disable(
+        &self,
+        mut req: Request<TotpDisableRequest>,
+    ) -> Reply<TotpDisableResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.totp_disable(authed(req))).await
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        mut req: Request<RegenerateRecoveryCodesRequest>,
+    ) -> Reply<RegenerateRecoveryCodesResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.regenerate_recovery_codes(authed(req)))
+            .await
     }
 }
 

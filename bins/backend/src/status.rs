@@ -26,7 +26,10 @@ pub fn grpc_code(e: &AuthError) -> Code {
         | AuthError::InvalidToken
         | AuthError::TokenExpired
         | AuthError::SessionEnded
-        | AuthError::RefreshTokenReused => Code::Unauthenticated,
+        | AuthError::RefreshTokenReused
+        | AuthError::InvalidCode
+        | AuthError::InvalidMfaTicket => Code::Unauthenticated,
+        AuthError::MfaConflict(_) => Code::FailedPrecondition,
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
         | AuthError::InvalidArgument(_) => Code::InvalidArgument,
@@ -118,6 +121,9 @@ mod tests {
             AuthError::TokenExpired,
             AuthError::SessionEnded,
             AuthError::RefreshTokenReused,
+            AuthError::InvalidCode,
+            AuthError::InvalidMfaTicket,
+            AuthError::MfaConflict("no second factor is enrolled".into()),
             AuthError::NotFound,
             AuthError::Overloaded {
                 retry_after: Duration::from_millis(250),

@@ -57,7 +57,8 @@ pub(crate) fn auth_status(e: &AuthError) -> StatusCode {
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
         | AuthError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-        AuthError::UserExists => StatusCode::CONFLICT,
+        AuthError::UserExists | AuthError::MfaConflict(_) => StatusCode::CONFLICT,
+        AuthError::InvalidCode | AuthError::InvalidMfaTicket => StatusCode::UNAUTHORIZED,
         AuthError::InvalidCredentials
         | AuthError::InvalidToken
         | AuthError::TokenExpired
@@ -321,6 +322,9 @@ mod tests {
             (AuthError::TokenExpired, 401),
             (AuthError::SessionEnded, 401),
             (AuthError::RefreshTokenReused, 401),
+            (AuthError::InvalidCode, 401),
+            (AuthError::InvalidMfaTicket, 401),
+            (AuthError::MfaConflict("x".into()), 409),
             (
                 AuthError::Locked {
                     retry_after: Duration::from_secs(3),

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use auth_backend::{RemoteAuth, RemoteOptions};
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
-use auth_testing::GrpcServer;
+use auth_testing::{GrpcServer, Hook, Intercepted};
 use auth_web::WebConfig;
 use common::*;
 use reqwest::StatusCode;
@@ -176,59 +176,23 @@ struct StallLogin {
 }
 
 #[async_trait]
-impl AuthApi for StallLogin {
-    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
-        self.inner.register(req).await
+impl Hook for StallLogin {
+    fn inner(&self) -> Option<&dyn AuthApi> {
+        Some(self.inner.as_ref())
     }
-    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
-        if self.armed.swap(false, Ordering::SeqCst) {
+    async fn before(&self, call: &'static str, _: Option<&ClientInfo>) -> Result<(), AuthError> {
+        if call == "login" && self.armed.swap(false, Ordering::SeqCst) {
             self.entered.notify_one();
             std::future::pending::<()>().await;
         }
-        self.inner.login(req).await
-    }
-    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
-        self.inner.verify(req).await
-    }
-    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
-        self.inner.refresh(req).await
-    }
-    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
-        self.inner.logout(req).await
-    }
-    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
-        self.inner.logout_all(req).await
-    }
-    async fn change_password(
-        &self,
-        req: ChangePasswordRequest,
-    ) -> Result<ChangePasswordResponse, AuthError> {
-        self.inner.change_password(req).await
-    }
-    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
-        self.inner.delete_user(req).await
-    }
-    async fn list_sessions(
-        &self,
-        req: ListSessionsRequest,
-    ) -> Result<ListSessionsResponse, AuthError> {
-        self.inner.list_sessions(req).await
-    }
-    async fn revoke_session(
-        &self,
-        req: RevokeSessionRequest,
-    ) -> Result<RevokeSessionResponse, AuthError> {
-        self.inner.revoke_session(req).await
-    }
-    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
-        self.inner.keys(req).await
+        Ok(())
     }
 }
 
 #[tokio::test]
 async fn a_backend_killed_mid_request_gives_503_then_recovers() {
     let (auth, _clock) = new_auth();
-    let stall = Arc::new(StallLogin {
+    let stall = Intercepted::arc(StallLogin {
         inner: Arc::new(auth.clone()),
         armed: AtomicBool::new(false),
         entered: Notify::new(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use auth_core::api::*;
 use auth_core::{AuthApi, AuthError};
+pub use auth_testing::{Hook, Intercepted};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -54,8 +55,8 @@ pub struct Counting {
 }
 
 impl Counting {
-    pub fn new(inner: Arc<dyn AuthApi>) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(inner: Arc<dyn AuthApi>) -> Arc<Intercepted<Self>> {
+        Intercepted::arc(Self {
             inner,
             calls: AtomicUsize::new(0),
             gate: None,
@@ -63,8 +64,8 @@ impl Counting {
         })
     }
 
-    pub fn gated(inner: Arc<dyn AuthApi>, gate: Gate) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn gated(inner: Arc<dyn AuthApi>, gate: Gate) -> Arc<Intercepted<Self>> {
+        Intercepted::arc(Self {
             inner,
             calls: AtomicUsize::new(0),
             gate: Some(gate),
@@ -90,59 +91,12 @@ impl Counting {
 }
 
 #[async_trait]
-impl AuthApi for Counting {
-    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
-        self.hit().await?;
-        self.inner.register(req).await
+impl Hook for Counting {
+    fn inner(&self) -> Option<&dyn AuthApi> {
+        Some(self.inner.as_ref())
     }
-    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
-        self.hit().await?;
-        self.inner.login(req).await
-    }
-    async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
-        self.hit().await?;
-        self.inner.verify(req).await
-    }
-    async fn refresh(&self, req: RefreshRequest) -> Result<RefreshResponse, AuthError> {
-        self.hit().await?;
-        self.inner.refresh(req).await
-    }
-    async fn logout(&self, req: LogoutRequest) -> Result<LogoutResponse, AuthError> {
-        self.hit().await?;
-        self.inner.logout(req).await
-    }
-    async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
-        self.hit().await?;
-        self.inner.logout_all(req).await
-    }
-    async fn change_password(
-        &self,
-        req: ChangePasswordRequest,
-    ) -> Result<ChangePasswordResponse, AuthError> {
-        self.hit().await?;
-        self.inner.change_password(req).await
-    }
-    async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
-        self.hit().await?;
-        self.inner.delete_user(req).await
-    }
-    async fn list_sessions(
-        &self,
-        req: ListSessionsRequest,
-    ) -> Result<ListSessionsResponse, AuthError> {
-        self.hit().await?;
-        self.inner.list_sessions(req).await
-    }
-    async fn revoke_session(
-        &self,
-        req: RevokeSessionRequest,
-    ) -> Result<RevokeSessionResponse, AuthError> {
-        self.hit().await?;
-        self.inner.revoke_session(req).await
-    }
-    async fn keys(&self, req: KeysRequest) -> Result<KeysResponse, AuthError> {
-        self.hit().await?;
-        self.inner.keys(req).await
+    async fn before(&self, _: &'static str, _: Option<&ClientInfo>) -> Result<(), AuthError> {
+        self.hit().await
     }
 }
 
@@ -162,8 +116,8 @@ pub struct Scripted {
 }
 
 impl Scripted {
-    pub fn new(behaviour: Behaviour) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(behaviour: Behaviour) -> Arc<Intercepted<Self>> {
+        Intercepted::arc(Self {
             behaviour,
             calls: AtomicUsize::new(0),
         })
@@ -173,7 +127,7 @@ impl Scripted {
         self.calls.load(Ordering::SeqCst)
     }
 
-    async fn act<T>(&self) -> Result<T, AuthError> {
+    async fn act(&self) -> Result<(), AuthError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         match &self.behaviour {
             Behaviour::Fail(e) => Err(e.clone()),
@@ -187,47 +141,11 @@ impl Scripted {
 }
 
 #[async_trait]
-impl AuthApi for Scripted {
-    async fn register(&self, _: RegisterRequest) -> Result<RegisterResponse, AuthError> {
-        self.act().await
+impl Hook for Scripted {
+    fn inner(&self) -> Option<&dyn AuthApi> {
+        None
     }
-    async fn login(&self, _: LoginRequest) -> Result<LoginResponse, AuthError> {
-        self.act().await
-    }
-    async fn verify(&self, _: VerifyRequest) -> Result<VerifyResponse, AuthError> {
-        self.act().await
-    }
-    async fn refresh(&self, _: RefreshRequest) -> Result<RefreshResponse, AuthError> {
-        self.act().await
-    }
-    async fn logout(&self, _: LogoutRequest) -> Result<LogoutResponse, AuthError> {
-        self.act().await
-    }
-    async fn logout_all(&self, _: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
-        self.act().await
-    }
-    async fn change_password(
-        &self,
-        _: ChangePasswordRequest,
-    ) -> Result<ChangePasswordResponse, AuthError> {
-        self.act().await
-    }
-    async fn delete_user(&self, _: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
-        self.act().await
-    }
-    async fn list_sessions(
-        &self,
-        _: ListSessionsRequest,
-    ) -> Result<ListSessionsResponse, AuthError> {
-        self.act().await
-    }
-    async fn revoke_session(
-        &self,
-        _: RevokeSessionRequest,
-    ) -> Result<RevokeSessionResponse, AuthError> {
-        self.act().await
-    }
-    async fn keys(&self, _: KeysRequest) -> Result<KeysResponse, AuthError> {
+    async fn before(&self, _: &'static str, _: Option<&ClientInfo>) -> Result<(), AuthError> {
         self.act().await
     }
 }
