@@ -152,6 +152,11 @@ pub struct MfaPolicy {
     /// when the process restarts, so set it for any storage that outlives the process
     /// (and the same on every node of a cluster).
     pub key: Option<crate::mfa::MfaKey>,
+    /// Whether users may enrol TOTP. Default true; off, enrolment is refused with
+    /// [`AuthError::MfaConflict`] (factors enrolled before keep working if `key` opens
+    /// them). A server without a shared `key` turns it off rather than seal secrets
+    /// other nodes cannot open.
+    pub totp_enabled: bool,
     /// The issuer authenticator apps show next to the account (the `otpauth://`
     /// label). Default `"auth-sdk"`; no `:`.
     pub totp_issuer: String,
@@ -172,6 +177,7 @@ impl Default for MfaPolicy {
     fn default() -> Self {
         Self {
             key: None,
+            totp_enabled: true,
             totp_issuer: "auth-sdk".into(),
             ticket_ttl: Duration::from_secs(5 * 60),
             ticket_attempts: 5,

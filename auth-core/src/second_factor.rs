@@ -292,6 +292,11 @@ impl<S: Storage> Inner<S> {
         user: User,
         now: i64,
     ) -> Result<TotpEnrollResponse, AuthError> {
+        if !self.config.mfa.totp_enabled {
+            return Err(conflict(
+                "TOTP is not offered by this server (it needs a shared MFA key)",
+            ));
+        }
         if user.totp_confirmed {
             return Err(conflict("TOTP is already enabled; disable it first"));
         }

@@ -489,3 +489,18 @@ async fn one_code_raced_on_two_tickets_logs_in_once() {
     }
     assert_eq!(ok, 1, "a TOTP code opens one session");
 }
+
+#[tokio::test]
+async fn a_server_without_totp_refuses_enrolment() {
+    let h = harness_with(|c| c.mfa.totp_enabled = false);
+    let (_, tokens) = h.signup("alice").await;
+    let e = h
+        .auth
+        .totp_enroll(TotpEnrollRequest {
+            access_token: tokens.access_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "mfa_conflict");
+    assert!(e.to_string().contains("MFA key"), "{e}");
+}

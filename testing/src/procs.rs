@@ -79,6 +79,9 @@ impl ProcCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("signing.key");
         write_signing_key(&key);
+        let mfa_key = dir.path().join("mfa.key");
+        write_private_file(&mfa_key, b"bWZhLWtleS1tZmEta2V5LW1mYS1rZXktbWZhLWtleSE=")
+            .unwrap_or_else(|e| panic!("write {}: {e}", mfa_key.display()));
         let ca = TestCa::new("proc cluster CA");
         let admin = ca.peer_tls(PeerIdentity::Admin("test".into()));
         let addrs: Vec<(String, String)> = (0..n)
@@ -121,6 +124,8 @@ impl ProcCluster {
                 cluster_id.clone(),
                 "--signing-key-file".into(),
                 key.display().to_string(),
+                "--mfa-key-file".into(),
+                mfa_key.display().to_string(),
                 "--tls-cert".into(),
                 cert.clone(),
                 "--tls-key".into(),

@@ -103,6 +103,19 @@ pub async fn run(
              access tokens will not survive a restart nor verify on other backends"
         );
     }
+    if settings.mfa.mfa_key_file.is_none() {
+        if raft.is_some() {
+            tracing::warn!(
+                "no MFA key configured (--mfa-key-file): TOTP enrolment is refused on this \
+                 cluster; give every node the same key to offer it"
+            );
+        } else {
+            tracing::warn!(
+                "no MFA key configured (--mfa-key-file): using a random key; enrolled TOTP \
+                 secrets will not survive a restart"
+            );
+        }
+    }
     if options.tls.is_none() {
         tracing::warn!(
             "the client listener has no TLS (--tls-cert, --tls-key): passwords and tokens \

@@ -133,9 +133,9 @@ fn make_tls(dir: &Path, ids: &[u64], hosts: &[String]) -> Result<ClusterTls, Str
     })
 }
 
-/// Lays out the cluster: ports, data dirs, a cluster id, one signing key shared by
-/// every node (so a token from any node verifies on all), and the TLS certificates,
-/// created on first use.
+/// Lays out the cluster: ports, data dirs, a cluster id, one signing key and one MFA
+/// key shared by every node (so a token from any node verifies on all, and a TOTP
+/// secret sealed on one opens on all), and the TLS certificates, created on first use.
 pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
     if args.nodes == 0 {
         return Err("--nodes must be at least 1".into());
@@ -159,12 +159,15 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         )
     })?;
-    let key_file = args.data_dir.join("signing.key");
-    read_or_create(&key_file, || {
+    let random_key = || {
         let mut b = [0u8; 32];
         rand::rng().fill_bytes(&mut b);
         base64::engine::general_purpose::STANDARD.encode(b)
-    })?;
+    };
+    let key_file = args.data_dir.join("signing.key");
+    read_or_create(&key_file, random_key)?;
+    let mfa_key_file = args.data_dir.join("mfa.key");
+    read_or_create(&mfa_key_file, random_key)?;
     let mut ports = BTreeMap::new();
     for i in 0..args.nodes {
         let port = u32::from(args.base_port) + u32::from(i) * u32::from(args.port_step);
@@ -220,6 +223,8 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
                 &path(args.data_dir.join(format!("node-{id}"))),
                 "--signing-key-file",
                 &path(key_file.clone()),
+                "--mfa-key-file",
+                &path(mfa_key_file.clone()),
             ]
             .iter()
             .map(|s| s.to_string())

@@ -39,6 +39,10 @@
 //! signing_key_file = "keys/current.pem"   # relative to this file
 //! signing_key_id = "2024-06"
 //!
+//! [mfa]
+//! mfa_key_file = "keys/mfa.key"     # seals TOTP secrets; the same on every node
+//! totp_issuer = "Example"           # shown in authenticator apps
+//!
 //! [argon2]
 //! memory_kib = 19456
 //! iterations = 2

@@ -194,6 +194,7 @@ impl Settings {
         set(&mut c.hash.iterations, &a.iterations);
         set(&mut c.hash.parallelism, &a.parallelism);
         set(&mut c.lockout.max_failures, &self.lockout.max_failures);
+        set(&mut c.mfa.totp_issuer, &self.mfa.totp_issuer);
         if self.lockout.throttle == Some(false) {
             c.throttle = auth_core::ThrottlePolicy::disabled();
         }
@@ -222,6 +223,22 @@ impl Settings {
             )));
         }
         config.keys = Some(ring);
+        match &self.mfa.mfa_key_file {
+            Some(path) => {
+                check_private_file(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                config.mfa.key = Some(
+                    auth_core::mfa::MfaKey::from_base64(text.trim())
+                        .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+                );
+            }
+            // A key drawn per node would seal secrets the other nodes cannot open.
+            None if self.storage() == StorageKind::Raft => config.mfa.totp_enabled = false,
+            None => {}
+        }
         config.validate()?;
         Ok(config)
     }

@@ -17,8 +17,8 @@ use super::{LogFormat, ReadMode, StorageKind};
 /// from the libraries' defaults (see the methods in [`crate::config`]).
 ///
 /// The fields of this struct are the server settings (top-level keys in the file); the
-/// other groups are tables of the file (`[tokens]`, `[argon2]`, `[lockout]`, `[raft]`,
-/// `[tls]`). `Settings { listen: Some(..), ..Settings::default() }` is a valid value.
+/// other groups are tables of the file (`[tokens]`, `[mfa]`, `[argon2]`, `[lockout]`,
+/// `[raft]`, `[tls]`). `Settings { listen: Some(..), ..Settings::default() }` is a valid value.
 #[derive(Debug, Clone, Default, PartialEq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -60,6 +60,11 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub tokens: TokenSettings,
+
+    /// Second factors (`[mfa]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub mfa: MfaSettings,
 
     /// Password hashing (`[argon2]`).
     #[command(flatten)]
@@ -155,6 +160,23 @@ impl From<SigningAlg> for auth_core::Algorithm {
             SigningAlg::Hs256 => auth_core::Algorithm::Hs256,
         }
     }
+}
+
+/// Second factors: the `[mfa]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Second factors")]
+pub struct MfaSettings {
+    /// Key that seals TOTP secrets at rest: 32 random bytes, base64, mode 0600 (e.g.
+    /// `head -c 32 /dev/urandom | base64 > mfa.key`), the same on every node and
+    /// separate from the signing key. Without it a memory backend draws a random one;
+    /// a Raft cluster refuses TOTP enrolment.
+    #[arg(long, env = "AUTH_BACKEND_MFA_KEY_FILE", value_name = "PATH")]
+    pub mfa_key_file: Option<PathBuf>,
+
+    /// The issuer authenticator apps show next to the account [default: auth-sdk].
+    #[arg(long, env = "AUTH_BACKEND_TOTP_ISSUER", value_name = "NAME")]
+    pub totp_issuer: Option<String>,
 }
 
 /// argon2id parameters: the `[argon2]` table.
@@ -353,8 +375,9 @@ layer_fields! {
     Settings {
         config, listen, storage, max_request_bytes, max_connections,
         max_concurrent_streams, log_format, shutdown_timeout,
-        tokens, argon2, lockout, raft, tls,
+        tokens, mfa, argon2, lockout, raft, tls,
     }
+    MfaSettings { mfa_key_file, totp_issuer }
     TokenSettings {
         access_token_ttl, refresh_token_ttl, session_max_lifetime, issuer, audience,
         signing_key_file, signing_key_id, signing_key_dir, signing_alg,

@@ -240,6 +240,7 @@ fn the_documented_file_parses() {
     assert_eq!(s.storage(), StorageKind::Raft);
     assert_eq!(s.max_connections, Some(10_000));
     assert_eq!(s.tokens.signing_key_id.as_deref(), Some("2024-06"));
+    assert_eq!(s.mfa.totp_issuer.as_deref(), Some("Example"));
     assert_eq!(s.argon2, HashParams::default().into());
     assert_eq!(s.lockout.max_failures, Some(5));
     assert_eq!(s.raft.max_snapshot_bytes, Some(64 << 20));
@@ -730,4 +731,75 @@ fn raft_needs_mutual_tls_or_an_explicit_insecure_and_a_signing_key() {
     assert!(e.contains("node.pem") && e.contains("node 3"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&other).unwrap();
+}
+
+#[test]
+fn the_mfa_key_is_loaded_from_its_file_and_a_cluster_without_one_offers_no_totp() {
+    let dir = temp_dir("mfa-key");
+    write_private_file(
+        &dir.join("mfa.key"),
+        b"bWZhLWtleS1tZmEta2V5LW1mYS1rZXktbWZhLWtleSE=\n",
+    )
+    .unwrap();
+    let conf = dir.join("backend.toml");
+    std::fs::write(
+        &conf,
+        "[mfa]\nmfa_key_file = \"mfa.key\"\ntotp_issuer = \"Example Corp\"\n",
+    )
+    .unwrap();
+    let s = resolve(args(&["--config", conf.to_str().unwrap()])).unwrap();
+    assert_eq!(s.mfa.mfa_key_file, Some(dir.join("mfa.key")));
+    let core = s.auth_config().unwrap();
+    assert!(core.mfa.key.is_some() && core.mfa.totp_enabled);
+    assert_eq!(core.mfa.totp_issuer, "Example Corp");
+
+    // Memory without a key: a random one, TOTP on.
+    let core = resolve(args(&[])).unwrap().auth_config().unwrap();
+    assert!(core.mfa.key.is_none() && core.mfa.totp_enabled);
+
+    // A short key, a key others can read, an issuer with ':' are refused.
+    write_private_file(&dir.join("short.key"), b"c2hvcnQ=").unwrap();
+    let s = resolve(args(&[
+        "--mfa-key-file",
+        dir.join("short.key").to_str().unwrap(),
+    ]))
+    .unwrap();
+    let e = s.auth_config().unwrap_err().to_string();
+    assert!(e.contains("short.key") && e.contains("32 bytes"), "{e}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::copy(dir.join("mfa.key"), dir.join("loose.key")).unwrap();
+        std::fs::set_permissions(
+            dir.join("loose.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let s = resolve(args(&[
+            "--mfa-key-file",
+            dir.join("loose.key").to_str().unwrap(),
+        ]))
+        .unwrap();
+        let e = s.auth_config().unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("loose.key"), "{e}");
+    }
+    assert!(resolve(args(&["--totp-issuer", "a:b"])).is_err());
+
+    // A Raft node without a key refuses enrolment instead of sealing secrets only it
+    // can open.
+    write_private_file(
+        &dir.join("signing.key"),
+        b"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+    )
+    .unwrap();
+    let flags = tls_node_flags(&dir, 2, 2);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let core = resolve(args(&flags)).unwrap().auth_config().unwrap();
+    assert!(!core.mfa.totp_enabled);
+    let mut with_key = flags.clone();
+    let key = dir.join("mfa.key");
+    with_key.extend(["--mfa-key-file", key.to_str().unwrap()]);
+    let core = resolve(args(&with_key)).unwrap().auth_config().unwrap();
+    assert!(core.mfa.totp_enabled && core.mfa.key.is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
