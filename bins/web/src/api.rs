@@ -1,12 +1,14 @@
-//! The JSON API under `/api/v1`: register, login, refresh, logout, me.
+//! The JSON API under `/api/v1`: register, login (and its second step), refresh,
+//! logout, me, and the caller's second factors (`/api/v1/mfa/...`).
 //!
 //! Bodies must be `application/json` (else 415); the caller is identified by
 //! `Authorization: Bearer <access token>`, never by cookies, so the API needs no CSRF
 //! token. Errors are `{"error":{"code":"…","message":"…"}}` (see `errors.rs`).
 
 use auth_core::api::{
-    KeysRequest, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, TokenPair, UserInfo,
-    VerifyRequest,
+    KeysRequest, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatusRequest,
+    RefreshRequest, RegenerateRecoveryCodesRequest, RegisterRequest, TokenPair, TotpConfirmRequest,
+    TotpDisableRequest, TotpEnrollRequest, UserInfo, VerifyRequest,
 };
 use auth_core::{AuthError, Jwks};
 use axum::extract::State;
@@ -27,6 +29,12 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/register", post(register))
         .route("/api/v1/login", post(login))
+        .route("/api/v1/login/mfa", post(login_mfa))
+        .route("/api/v1/mfa", get(mfa_status))
+        .route("/api/v1/mfa/totp/enroll", post(totp_enroll))
+        .route("/api/v1/mfa/totp/confirm", post(totp_confirm))
+        .route("/api/v1/mfa/totp/disable", post(totp_disable))
+        .route("/api/v1/mfa/recovery-codes", post(recovery_codes))
         .route("/api/v1/refresh", post(refresh))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
@@ -51,6 +59,56 @@ struct RefreshBody {
 struct LogoutBody {
     #[serde(default)]
     refresh_token: String,
+}
+
+/// `{"mfa_ticket": …, "code": …}`. No `Debug`: it holds secrets.
+#[derive(Deserialize)]
+struct MfaBody {
+    mfa_ticket: String,
+    code: String,
+}
+
+/// `{"code": …}`: a TOTP or recovery code. No `Debug`.
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+/// A login that needs its second step: no tokens.
+#[derive(Serialize)]
+struct MfaRequiredJson {
+    mfa_required: bool,
+    mfa_ticket: String,
+    mfa_methods: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserJson>,
+}
+
+#[derive(Serialize)]
+struct RecoveryCodesJson {
+    recovery_codes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EnrollJson {
+    secret: String,
+    otpauth_uri: String,
+}
+
+#[derive(Serialize)]
+struct PasskeyJson {
+    credential_id: String,
+    name: String,
+    created_at_ms: i64,
+    last_used_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct MfaStatusJson {
+    totp_enabled: bool,
+    totp_pending: bool,
+    recovery_codes_left: u32,
+    passkeys: Vec<PasskeyJson>,
 }
 
 #[derive(Serialize)]
@@ -105,6 +163,8 @@ struct MeJson {
     username: String,
     session_id: String,
     expires_at_ms: i64,
+    amr: Vec<String>,
+    acr: String,
 }
 
 /// The token of `Authorization: Bearer <token>`, if any.
@@ -150,8 +210,143 @@ async fn login(
             client: Some(client.info()),
         })
         .await?;
+    login_reply(resp)
+}
+
+/// A login's answer: the token pair, or (200 all the same) `mfa_required` with the
+/// ticket for `/api/v1/login/mfa`.
+fn login_reply(resp: LoginResponse) -> ApiResult {
+    if resp.mfa_required {
+        return Ok(Json(MfaRequiredJson {
+            mfa_required: true,
+            mfa_ticket: resp.mfa_ticket,
+            mfa_methods: resp.mfa_methods,
+            user: resp.user.map(UserJson::from),
+        })
+        .into_response());
+    }
     let tokens = resp.tokens.ok_or_else(|| missing("tokens"))?;
     Ok(Json(TokensJson::new(tokens, resp.user)).into_response())
+}
+
+/// The second step of a login: the ticket and a TOTP or recovery code.
+async fn login_mfa(
+    State(state): State<AppState>,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<MfaBody>,
+) -> ApiResult {
+    let resp = state
+        .api
+        .login_mfa(LoginMfaRequest {
+            mfa_ticket: body.mfa_ticket,
+            code: body.code,
+            client: Some(client.info()),
+        })
+        .await?;
+    login_reply(resp)
+}
+
+/// The bearer token, or `invalid_token`.
+fn caller(headers: &HeaderMap) -> Result<String, AuthError> {
+    bearer(headers).ok_or(AuthError::InvalidToken)
+}
+
+async fn mfa_status(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let access_token = caller(&headers)?;
+    let s = state
+        .api
+        .mfa_status(MfaStatusRequest { access_token })
+        .await?;
+    Ok(Json(MfaStatusJson {
+        totp_enabled: s.totp_enabled,
+        totp_pending: s.totp_pending,
+        recovery_codes_left: s.recovery_codes_left,
+        passkeys: s
+            .passkeys
+            .into_iter()
+            .map(|p| PasskeyJson {
+                credential_id: p.credential_id,
+                name: p.name,
+                created_at_ms: p.created_at_ms,
+                last_used_at_ms: p.last_used_at_ms,
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// Starts TOTP enrolment: `{"secret", "otpauth_uri"}` (the body may be empty).
+async fn totp_enroll(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let access_token = caller(&headers)?;
+    let r = state
+        .api
+        .totp_enroll(TotpEnrollRequest { access_token })
+        .await?;
+    Ok(Json(EnrollJson {
+        secret: r.secret,
+        otpauth_uri: r.otpauth_uri,
+    })
+    .into_response())
+}
+
+/// Confirms enrolment with a first code: `{"recovery_codes": […]}`, shown once.
+async fn totp_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> ApiResult {
+    let r = state
+        .api
+        .totp_confirm(TotpConfirmRequest {
+            access_token: caller(&headers)?,
+            code: body.code,
+            client: Some(client.info()),
+        })
+        .await?;
+    Ok(Json(RecoveryCodesJson {
+        recovery_codes: r.recovery_codes,
+    })
+    .into_response())
+}
+
+/// Removes TOTP with a current TOTP or recovery code: 204.
+async fn totp_disable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> ApiResult {
+    state
+        .api
+        .totp_disable(TotpDisableRequest {
+            access_token: caller(&headers)?,
+            code: body.code,
+            client: Some(client.info()),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// New recovery codes, with a current TOTP or recovery code.
+async fn recovery_codes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> ApiResult {
+    let r = state
+        .api
+        .regenerate_recovery_codes(RegenerateRecoveryCodesRequest {
+            access_token: caller(&headers)?,
+            code: body.code,
+            client: Some(client.info()),
+        })
+        .await?;
+    Ok(Json(RecoveryCodesJson {
+        recovery_codes: r.recovery_codes,
+    })
+    .into_response())
 }
 
 async fn refresh(
@@ -191,13 +386,15 @@ async fn logout(
 }
 
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let access_token = bearer(&headers).ok_or(AuthError::InvalidToken)?;
+    let access_token = caller(&headers)?;
     let v = state.api.verify(VerifyRequest { access_token }).await?;
     Ok(Json(MeJson {
         user_id: v.user_id,
         username: v.username,
         session_id: v.session_id,
         expires_at_ms: v.expires_at_ms,
+        amr: v.amr,
+        acr: v.acr,
     })
     .into_response())
 }

@@ -75,6 +75,7 @@ mod errors;
 mod extract;
 mod pages;
 pub mod protect;
+mod security;
 mod session;
 mod templates;
 mod tls;
@@ -143,6 +144,7 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(account::routes())
+        .merge(security::routes())
         .merge(api::routes())
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use auth_core::AuthError;
-use auth_core::api::{LoginRequest, LogoutRequest, RegisterRequest};
+use auth_core::api::{LoginMfaRequest, LoginRequest, LogoutRequest, RegisterRequest};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
@@ -17,7 +17,10 @@ use crate::errors::{
 };
 use crate::extract::{CsrfForm, FormData};
 use crate::session::{Browser, SetCookies, Visitor, resolve};
-use crate::templates::{CredentialsPage, IndexPage, Nav, notice_text, redirect};
+use crate::templates::{CredentialsPage, IndexPage, MfaLoginPage, Nav, notice_text, redirect};
+
+/// How long the browser keeps an MFA ticket (the service's own expiry is what counts).
+const MFA_TICKET_COOKIE_SECS: i64 = 10 * 60;
 
 /// The stylesheet, compiled in.
 const STYLE_CSS: &str = include_str!("../static/style.css");
@@ -29,6 +32,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(index))
         .route("/signup", get(signup_form).post(signup))
         .route("/login", get(login_form).post(login))
+        .route("/login/mfa", get(mfa_form).post(mfa_submit))
         .route("/logout", post(logout))
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(stylesheet))
@@ -183,6 +187,12 @@ async fn submit_credentials(state: AppState, post: CsrfForm, signup: bool) -> Pa
         client: Some(browser.client.info()),
     };
     let tokens = match state.api.login(req).await {
+        Ok(resp) if resp.mfa_required => {
+            // The password was right; the second step has its own page. The
+            // pre-session stays: its CSRF token guards that page's form.
+            cookies.mfa_ticket(&browser.names, &resp.mfa_ticket, MFA_TICKET_COOKIE_SECS);
+            return Ok((cookies, redirect("/login/mfa")).into_response());
+        }
         Ok(resp) => resp
             .tokens
             .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?,
@@ -196,6 +206,100 @@ async fn submit_credentials(state: AppState, post: CsrfForm, signup: bool) -> Pa
         "/account"
     };
     Ok((cookies, redirect(to)).into_response())
+}
+
+/// The second step's form: a code from the authenticator app or a recovery code.
+fn mfa_page(
+    state: &AppState,
+    browser: &Browser,
+    mut cookies: SetCookies,
+    error: Option<String>,
+    status: StatusCode,
+) -> PageResult {
+    let page = MfaLoginPage {
+        title: "Two-step verification".into(),
+        nav: Nav::default(),
+        notice: None,
+        csrf: csrf::for_anonymous(state, browser, &mut cookies),
+        error,
+    };
+    Ok((cookies, html(status, &page)?).into_response())
+}
+
+/// `GET /login/mfa`: the form, if a login is waiting for its second step.
+async fn mfa_form(State(state): State<AppState>, browser: Browser) -> PageResult {
+    let mut cookies = SetCookies::default();
+    match resolve(&state, &browser, &mut cookies).await {
+        Ok(Visitor::SignedIn(_)) => return Ok((cookies, redirect("/account")).into_response()),
+        Ok(Visitor::Anonymous) => {}
+        Err(e) => tracing::debug!(code = e.code(), "sign-in state unknown; showing the form"),
+    }
+    if browser.cookie(browser.names.mfa_ticket).is_none() {
+        return Ok((cookies, redirect("/login")).into_response());
+    }
+    mfa_page(&state, &browser, cookies, None, StatusCode::OK)
+}
+
+/// `POST /login/mfa`: completes the login with the ticket cookie and the code. A
+/// wrong code is shown on the form (the ticket survives a few); an expired or used
+/// ticket starts over at `/login`.
+async fn mfa_submit(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let CsrfForm {
+        form,
+        browser,
+        visitor,
+        mut cookies,
+    } = post;
+    if let Visitor::SignedIn(_) = visitor {
+        return Ok((cookies, redirect("/account")).into_response());
+    }
+    let Some(ticket) = browser.cookie(browser.names.mfa_ticket) else {
+        return Ok((cookies, redirect("/login?notice=mfa_expired")).into_response());
+    };
+    let code = match form.required("code", "Code") {
+        Ok(c) => c.to_owned(),
+        Err(message) => {
+            return mfa_page(
+                &state,
+                &browser,
+                cookies,
+                Some(message),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let req = LoginMfaRequest {
+        mfa_ticket: ticket,
+        code,
+        client: Some(browser.client.info()),
+    };
+    match state.api.login_mfa(req).await {
+        Ok(resp) => {
+            let tokens = resp
+                .tokens
+                .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?;
+            cookies.tokens(&browser.names, &tokens);
+            cookies.mfa_ticket(&browser.names, "", 0);
+            csrf::end_pre_session(&browser, &mut cookies);
+            Ok((cookies, redirect("/account")).into_response())
+        }
+        Err(AuthError::InvalidMfaTicket) => {
+            cookies.mfa_ticket(&browser.names, "", 0);
+            Ok((cookies, redirect("/login?notice=mfa_expired")).into_response())
+        }
+        Err(e) if auth_status(&e).is_client_error() => {
+            let wait = e.retry_after();
+            let page = mfa_page(
+                &state,
+                &browser,
+                cookies,
+                Some(auth_message(&e)),
+                auth_status(&e),
+            )?;
+            Ok(with_retry_after(page, wait))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn signup(State(state): State<AppState>, post: CsrfForm) -> PageResult {

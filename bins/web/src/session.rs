@@ -39,6 +39,8 @@ pub(crate) struct CookieNames {
     pub(crate) refresh: &'static str,
     /// The anonymous visitor's id that CSRF tokens are bound to (see `csrf.rs`).
     pub(crate) pre_session: &'static str,
+    /// The MFA ticket between a login's password and its second step.
+    pub(crate) mfa_ticket: &'static str,
     pub(crate) secure: bool,
 }
 
@@ -48,6 +50,7 @@ impl CookieNames {
         access: "access_token",
         refresh: "refresh_token",
         pre_session: "pre_session",
+        mfa_ticket: "mfa_ticket",
         secure: false,
     };
     /// Names for a site reached over HTTPS.
@@ -55,6 +58,7 @@ impl CookieNames {
         access: "__Host-access_token",
         refresh: "__Host-refresh_token",
         pre_session: "__Host-pre_session",
+        mfa_ticket: "__Host-mfa_ticket",
         secure: true,
     };
 }
@@ -173,6 +177,18 @@ impl SetCookies {
         self.set(names, names.access, access, max_age, SameSite::Lax);
         let refresh = &tokens.refresh_token;
         self.set(names, names.refresh, refresh, max_age, SameSite::Lax);
+    }
+
+    /// Keeps a login's MFA ticket until its second step (`SameSite=Strict`: only this
+    /// site's own form sends it).
+    pub(crate) fn mfa_ticket(&mut self, names: &CookieNames, ticket: &str, max_age_secs: i64) {
+        self.set(
+            names,
+            names.mfa_ticket,
+            ticket,
+            max_age_secs,
+            SameSite::Strict,
+        );
     }
 
     /// Clears both token cookies.
@@ -332,7 +348,12 @@ mod tests {
     #[test]
     fn secure_cookies_use_the_host_prefix() {
         let secure = CookieNames::SECURE;
-        for name in [secure.access, secure.refresh, secure.pre_session] {
+        for name in [
+            secure.access,
+            secure.refresh,
+            secure.pre_session,
+            secure.mfa_ticket,
+        ] {
             assert!(name.starts_with("__Host-"), "{name}");
         }
         assert!(secure.secure && !CookieNames::PLAIN.secure);

@@ -74,6 +74,17 @@ pub(crate) struct CredentialsPage {
     pub(crate) signup: bool,
 }
 
+/// `GET|POST /login/mfa`: the second step of a login.
+#[derive(Template)]
+#[template(path = "mfa_login.html")]
+pub(crate) struct MfaLoginPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) csrf: String,
+    pub(crate) error: Option<String>,
+}
+
 /// One row of the session table.
 #[derive(Debug)]
 pub(crate) struct SessionRow {
@@ -149,6 +160,8 @@ pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
         }
         "session_revoked" => "That session has been signed out.",
         "account_deleted" => "Your account has been deleted.",
+        "mfa_expired" => "That sign-in has expired. Please log in again.",
+        "totp_disabled" => "The authenticator app has been removed from your account.",
         _ => return None,
     })
 }

@@ -67,6 +67,10 @@ async fn wrong_content_type_is_a_415() {
         "/api/v1/login",
         "/api/v1/refresh",
         "/api/v1/logout",
+        "/api/v1/login/mfa",
+        "/api/v1/mfa/totp/confirm",
+        "/api/v1/mfa/totp/disable",
+        "/api/v1/mfa/recovery-codes",
     ] {
         let resp = v
             .client
@@ -501,4 +505,87 @@ async fn a_login_flood_from_one_address_is_refused_at_the_edge() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn second_factor_routes_refuse_bad_input_with_typed_errors() {
+    let site = Site::start().await;
+    let v = site.visitor();
+    let login = v
+        .api_signup("/api/v1", "mallory", "correct horse battery")
+        .await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let bearer = |path: &str, body: serde_json::Value, token: &str| {
+        v.client
+            .post(v.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    // No credential, or a forged one.
+    let resp = v.api_post("/api/v1/mfa/totp/enroll", json!({})).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(resp).await, "invalid_token");
+    let resp = bearer("/api/v1/mfa/totp/enroll", json!({}), "eyJ.forged.jwt")
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, "invalid_token");
+    // Missing fields, wrong types.
+    for body in [
+        json!({}),
+        json!({"mfa_ticket": 7, "code": []}),
+        json!([1, 2]),
+    ] {
+        let resp = v.api_post("/api/v1/login/mfa", body).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(resp).await, "invalid_argument");
+    }
+    // Tickets nobody issued, huge or odd.
+    for ticket in ["", "abc", &"t".repeat(5000), "../../etc/passwd\u{0}"] {
+        let resp = v
+            .api_post(
+                "/api/v1/login/mfa",
+                json!({"mfa_ticket": ticket, "code": "123456"}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{ticket:.20}");
+        assert_eq!(error_code(resp).await, "invalid_mfa_ticket");
+    }
+    // Factor operations in the wrong state.
+    let resp = bearer(
+        "/api/v1/mfa/totp/confirm",
+        json!({"code": "123456"}),
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(resp).await, "mfa_conflict");
+    let resp = bearer(
+        "/api/v1/mfa/recovery-codes",
+        json!({"code": "123456"}),
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(resp).await, "mfa_conflict");
+    // After enrolment, a malformed confirmation code is a typed 401.
+    let resp = bearer("/api/v1/mfa/totp/enroll", json!({}), &token)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let enrolled: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        enrolled["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    for code in ["", "１２３４５６", &"9".repeat(10_000)] {
+        let resp = bearer("/api/v1/mfa/totp/confirm", json!({"code": code}), &token)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(resp).await, "invalid_code");
+    }
 }
