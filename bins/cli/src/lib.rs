@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod mfa;
 pub mod render;
 pub mod tls;
 
@@ -122,7 +123,9 @@ pub enum Cmd {
         /// The username.
         name: String,
     },
-    /// Log in and print the tokens. The password is prompted for, or read from stdin.
+    /// Log in and print the tokens. The password is prompted for, or read from stdin;
+    /// for an account with a second factor, so is a TOTP or recovery code (the next
+    /// line of stdin).
     Login {
         /// The username.
         name: String,
@@ -163,6 +166,9 @@ pub enum Cmd {
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
     },
+    /// Second factors: status, TOTP enrolment and removal, recovery codes.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCmd),
     /// Ask every endpoint whether it is serving.
     Health,
     /// Raft cluster status and membership (`status`, `add-learner`, `promote`,
@@ -378,13 +384,32 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
                 password,
                 client: Some(client),
             };
-            let r = match api.login(req).await {
+            let second_step = async |r: LoginResponse, io: &mut Io<'_>| {
+                if !r.mfa_required {
+                    return Ok(r);
+                }
+                let code = mfa::read_code(io, "Code (authenticator app or recovery code)")?;
+                let req = LoginMfaRequest {
+                    mfa_ticket: r.mfa_ticket,
+                    code,
+                    client: Some(ClientInfo {
+                        user_agent: format!("authctl/{}", env!("CARGO_PKG_VERSION")),
+                        ip: String::new(),
+                    }),
+                };
+                api.login_mfa(req).await.map_err(Failure::from)
+            };
+            let r = match api.login(req).await.map_err(Failure::from) {
+                Ok(r) => second_step(r, io).await,
+                Err(e) => Err(e),
+            };
+            let r = match r {
                 Ok(r) => r,
                 Err(e) => {
                     if let Some(f) = file {
                         f.discard();
                     }
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             let tokens = r.tokens.unwrap_or_default();
@@ -476,6 +501,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
             })
         }
         Cmd::Cluster(_) => Err(Failure::Usage("cluster commands are handled above".into())),
+        Cmd::Mfa(cmd) => mfa::execute(cmd, &api, json, io).await,
         Cmd::Health => {
             let results = api.health().await;
             let all_serving = results.iter().all(|(_, r)| matches!(r, Ok(true)));
@@ -527,7 +553,7 @@ pub(crate) fn emit(
 }
 
 /// Reads one line of stdin, without its line ending.
-fn read_line(io: &mut Io<'_>) -> Result<Option<String>, Failure> {
+pub(crate) fn read_line(io: &mut Io<'_>) -> Result<Option<String>, Failure> {
     let mut line = String::new();
     let n = io
         .stdin
@@ -569,7 +595,7 @@ fn read_password(io: &mut Io<'_>, confirm: bool) -> Result<String, Failure> {
 }
 
 /// A token argument; `-` means one line of stdin.
-fn token_arg(io: &mut Io<'_>, arg: String) -> Result<String, Failure> {
+pub(crate) fn token_arg(io: &mut Io<'_>, arg: String) -> Result<String, Failure> {
     if arg != "-" {
         return Ok(arg);
     }
