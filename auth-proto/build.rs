@@ -29,6 +29,14 @@ const REDACTED: &[&str] = &[
     "auth.v1.TotpDisableRequest",
     "auth.v1.RegenerateRecoveryCodesRequest",
     "auth.v1.RegenerateRecoveryCodesResponse",
+    "auth.v1.PasskeyCeremony",
+    "auth.v1.PasskeyRegisterStartRequest",
+    "auth.v1.PasskeyRegisterFinishRequest",
+    "auth.v1.PasskeyRegisterFinishResponse",
+    "auth.v1.PasskeyLoginStartRequest",
+    "auth.v1.PasskeyLoginFinishRequest",
+    "auth.v1.PasskeyRenameRequest",
+    "auth.v1.PasskeyRemoveRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

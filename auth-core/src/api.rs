@@ -6,12 +6,14 @@ pub use auth_proto::v1::{
     ChangePasswordRequest, ChangePasswordResponse, ClientInfo, DeleteUserRequest,
     DeleteUserResponse, KeysRequest, KeysResponse, ListSessionsRequest, ListSessionsResponse,
     LoginMfaRequest, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
-    LogoutRequest, LogoutResponse, MfaStatusRequest, MfaStatusResponse, PasskeyInfo, PublicKey,
-    RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
-    RegenerateRecoveryCodesResponse, RegisterRequest, RegisterResponse, RevokeSessionRequest,
-    RevokeSessionResponse, SessionInfo, TokenPair, TotpConfirmRequest, TotpConfirmResponse,
-    TotpDisableRequest, TotpDisableResponse, TotpEnrollRequest, TotpEnrollResponse, UserInfo,
-    VerifyRequest, VerifyResponse,
+    LogoutRequest, LogoutResponse, MfaStatusRequest, MfaStatusResponse, PasskeyCeremony,
+    PasskeyInfo, PasskeyLoginFinishRequest, PasskeyLoginStartRequest, PasskeyRegisterFinishRequest,
+    PasskeyRegisterFinishResponse, PasskeyRegisterStartRequest, PasskeyRemoveRequest,
+    PasskeyRemoveResponse, PasskeyRenameRequest, PasskeyRenameResponse, PublicKey, RefreshRequest,
+    RefreshResponse, RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse,
+    RegisterRequest, RegisterResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo,
+    TokenPair, TotpConfirmRequest, TotpConfirmResponse, TotpDisableRequest, TotpDisableResponse,
+    TotpEnrollRequest, TotpEnrollResponse, UserInfo, VerifyRequest, VerifyResponse,
 };
 
 use crate::error::AuthError;
@@ -81,6 +83,42 @@ pub trait AuthApi: Send + Sync + 'static {
         &self,
         req: RegenerateRecoveryCodesRequest,
     ) -> Result<RegenerateRecoveryCodesResponse, AuthError>;
+    /// Starts registering a passkey for the caller: options for
+    /// `navigator.credentials.create()` and the ceremony id for
+    /// [`AuthApi::passkey_register_finish`]. On an account with a second factor, the
+    /// session must have been opened with it.
+    async fn passkey_register_start(
+        &self,
+        req: PasskeyRegisterStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError>;
+    /// Finishes a passkey registration; the account's first second factor comes with
+    /// recovery codes.
+    async fn passkey_register_finish(
+        &self,
+        req: PasskeyRegisterFinishRequest,
+    ) -> Result<PasskeyRegisterFinishResponse, AuthError>;
+    /// Starts a passkey login: passwordless without a ticket, or the second step of
+    /// the password login whose `mfa_ticket` it carries.
+    async fn passkey_login_start(
+        &self,
+        req: PasskeyLoginStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError>;
+    /// Finishes a passkey login with the authenticator's assertion: the token pair.
+    async fn passkey_login_finish(
+        &self,
+        req: PasskeyLoginFinishRequest,
+    ) -> Result<LoginResponse, AuthError>;
+    /// Renames one of the caller's passkeys.
+    async fn passkey_rename(
+        &self,
+        req: PasskeyRenameRequest,
+    ) -> Result<PasskeyRenameResponse, AuthError>;
+    /// Removes one of the caller's passkeys: the last second factor only with a
+    /// recovery code, another only from a session opened with two factors.
+    async fn passkey_remove(
+        &self,
+        req: PasskeyRemoveRequest,
+    ) -> Result<PasskeyRemoveResponse, AuthError>;
 }
 
 #[async_trait]
@@ -153,5 +191,41 @@ impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
         req: RegenerateRecoveryCodesRequest,
     ) -> Result<RegenerateRecoveryCodesResponse, AuthError> {
         (**self).regenerate_recovery_codes(req).await
+    }
+    async fn passkey_register_start(
+        &self,
+        req: PasskeyRegisterStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError> {
+        (**self).passkey_register_start(req).await
+    }
+    async fn passkey_register_finish(
+        &self,
+        req: PasskeyRegisterFinishRequest,
+    ) -> Result<PasskeyRegisterFinishResponse, AuthError> {
+        (**self).passkey_register_finish(req).await
+    }
+    async fn passkey_login_start(
+        &self,
+        req: PasskeyLoginStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError> {
+        (**self).passkey_login_start(req).await
+    }
+    async fn passkey_login_finish(
+        &self,
+        req: PasskeyLoginFinishRequest,
+    ) -> Result<LoginResponse, AuthError> {
+        (**self).passkey_login_finish(req).await
+    }
+    async fn passkey_rename(
+        &self,
+        req: PasskeyRenameRequest,
+    ) -> Result<PasskeyRenameResponse, AuthError> {
+        (**self).passkey_rename(req).await
+    }
+    async fn passkey_remove(
+        &self,
+        req: PasskeyRemoveRequest,
+    ) -> Result<PasskeyRemoveResponse, AuthError> {
+        (**self).passkey_remove(req).await
     }
 }

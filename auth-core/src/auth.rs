@@ -61,6 +61,8 @@ pub(crate) struct Inner<S> {
     pub(crate) throttle: Throttle,
     /// Seals TOTP secrets (from `config.mfa.key`, else generated).
     pub(crate) mfa_key: crate::mfa::MfaKey,
+    /// The WebAuthn relying party, when passkeys are configured.
+    pub(crate) passkeys: Option<crate::passkeys::RelyingParty>,
     /// A hash of a random password, verified against for unknown users so that their
     /// logins take as long as real ones.
     dummy_hash: OnceCell<String>,
@@ -88,6 +90,12 @@ impl<S: Storage> Auth<S> {
             .key
             .clone()
             .unwrap_or_else(crate::mfa::MfaKey::generate);
+        let passkeys = config
+            .mfa
+            .passkeys
+            .as_ref()
+            .map(crate::passkeys::RelyingParty::new)
+            .transpose()?;
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -97,6 +105,7 @@ impl<S: Storage> Auth<S> {
                 hasher,
                 throttle,
                 mfa_key,
+                passkeys,
                 dummy_hash: OnceCell::new(),
                 state: AtomicU8::new(NEW),
                 stop_tx,

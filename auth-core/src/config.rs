@@ -165,6 +165,8 @@ pub struct MfaPolicy {
     /// Wrong codes one ticket survives before the password must be entered again
     /// (each also counts towards the account's lockout). Default 5.
     pub ticket_attempts: u32,
+    /// Passkeys (WebAuthn): the relying party. `None`: passkeys are not offered.
+    pub passkeys: Option<PasskeyConfig>,
     /// Sign-ins in progress (tickets, passkey ceremonies) one user may have; a new one
     /// beyond it ends the oldest. Default 8.
     pub max_pending_per_user: u32,
@@ -181,8 +183,35 @@ impl Default for MfaPolicy {
             totp_issuer: "auth-sdk".into(),
             ticket_ttl: Duration::from_secs(5 * 60),
             ticket_attempts: 5,
+            passkeys: None,
             max_pending_per_user: 8,
             max_pending_total: 100_000,
+        }
+    }
+}
+
+/// The WebAuthn relying party: who passkeys are registered with. Browsers bind each
+/// passkey to `rp_id` and accept ceremonies only from pages of `origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyConfig {
+    /// The relying party id: the site's domain (`example.com`, or `localhost` in
+    /// development). Passkeys work on this domain and its subdomains.
+    pub rp_id: String,
+    /// The origin pages run the ceremonies from (`https://login.example.com`); its host
+    /// must be `rp_id` or a subdomain of it.
+    pub origin: String,
+    /// The name authenticators show. Default: `rp_id`.
+    pub rp_name: String,
+}
+
+impl PasskeyConfig {
+    /// A relying party `rp_id` for pages of `origin`, named after `rp_id`.
+    pub fn new(rp_id: impl Into<String>, origin: impl Into<String>) -> Self {
+        let rp_id = rp_id.into();
+        Self {
+            rp_name: rp_id.clone(),
+            rp_id,
+            origin: origin.into(),
         }
     }
 }
@@ -201,6 +230,9 @@ impl MfaPolicy {
         }
         if self.max_pending_total == 0 {
             return bad("mfa.max_pending_total must not be zero");
+        }
+        if let Some(p) = &self.passkeys {
+            crate::passkeys::RelyingParty::new(p)?;
         }
         Ok(())
     }

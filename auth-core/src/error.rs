@@ -61,6 +61,10 @@ pub enum AuthError {
     /// to another user: log in with the password again.
     #[error("the sign-in has expired or is invalid; log in again")]
     InvalidMfaTicket,
+    /// A passkey ceremony is unknown, expired, used, or belongs to someone else: start
+    /// it again.
+    #[error("the passkey request has expired or is invalid; start again")]
+    CeremonyExpired,
     /// The request does not fit the account's second factors (enrolling one that is
     /// enrolled, confirming or removing one that is not); the text says which.
     #[error("{0}")]
@@ -114,6 +118,7 @@ impl AuthError {
             AuthError::InvalidCode => "invalid_code",
             AuthError::InvalidMfaTicket => "invalid_mfa_ticket",
             AuthError::MfaConflict(_) => "mfa_conflict",
+            AuthError::CeremonyExpired => "ceremony_expired",
             AuthError::NotFound => "not_found",
             AuthError::InvalidArgument(_) => "invalid_argument",
             AuthError::InvalidConfig(_) => "invalid_config",
@@ -143,6 +148,7 @@ impl AuthError {
             "invalid_code" => AuthError::InvalidCode,
             "invalid_mfa_ticket" => AuthError::InvalidMfaTicket,
             "mfa_conflict" => AuthError::MfaConflict(detail.into()),
+            "ceremony_expired" => AuthError::CeremonyExpired,
             "not_found" => AuthError::NotFound,
             "invalid_argument" => AuthError::InvalidArgument(detail.into()),
             "invalid_config" => AuthError::InvalidConfig(detail),
@@ -199,6 +205,7 @@ impl AuthError {
         "invalid_code",
         "invalid_mfa_ticket",
         "mfa_conflict",
+        "ceremony_expired",
         "not_found",
         "invalid_argument",
         "invalid_config",
@@ -252,6 +259,7 @@ mod tests {
             AuthError::InvalidCode,
             AuthError::InvalidMfaTicket,
             AuthError::MfaConflict("no second factor is enrolled".into()),
+            AuthError::CeremonyExpired,
             AuthError::NotFound,
             AuthError::InvalidArgument("session_id is required".into()),
             AuthError::InvalidConfig("bad".into()),

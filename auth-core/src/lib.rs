@@ -45,6 +45,7 @@ mod config;
 mod error;
 pub mod keys;
 pub mod mfa;
+mod passkeys;
 pub mod password;
 mod policy;
 mod second_factor;
@@ -58,8 +59,8 @@ pub use auth::Auth;
 pub use auth_storage::{Storage, StorageError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Config, HashParams, HashPriority, HashQueue, LockoutPolicy, MfaPolicy, PasswordPolicy,
-    SessionCheck, UsernamePolicy,
+    Config, HashParams, HashPriority, HashQueue, LockoutPolicy, MfaPolicy, PasskeyConfig,
+    PasswordPolicy, SessionCheck, UsernamePolicy,
 };
 pub use error::AuthError;
 pub use keys::{Algorithm, Jwk, Jwks, KeyRing, SigningKey};

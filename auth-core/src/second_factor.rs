@@ -133,7 +133,7 @@ impl<S: Storage> Inner<S> {
 
     /// Checks a second-factor code under lockout and stores what accepting it changes,
     /// plus `then` applied to the same record, in one compare-and-set.
-    async fn check_code_and<T>(
+    pub(crate) async fn check_code_and<T>(
         &self,
         user: User,
         code: &str,
@@ -248,9 +248,12 @@ impl<S: Storage> Inner<S> {
     /// After a failed second step: the ticket goes back for another try, unless the
     /// failure was its last allowed wrong code. A ticket that cannot be stored again
     /// is simply gone (the user logs in again).
-    async fn return_ticket(&self, mut ticket: Challenge, e: &AuthError, now: i64) {
+    pub(crate) async fn return_ticket(&self, mut ticket: Challenge, e: &AuthError, now: i64) {
         match e {
-            AuthError::InvalidCode => ticket.attempts = ticket.attempts.saturating_add(1),
+            // A wrong code, or a refused passkey assertion.
+            AuthError::InvalidCode | AuthError::InvalidCredentials => {
+                ticket.attempts = ticket.attempts.saturating_add(1)
+            }
             AuthError::RateLimited { .. }
             | AuthError::Locked { .. }
             | AuthError::Overloaded { .. }
@@ -290,6 +293,7 @@ impl<S: Storage> Inner<S> {
     pub(crate) async fn totp_enroll(
         &self,
         user: User,
+        acr: &str,
         now: i64,
     ) -> Result<TotpEnrollResponse, AuthError> {
         if !self.config.mfa.totp_enabled {
@@ -300,6 +304,7 @@ impl<S: Storage> Inner<S> {
         if user.totp_confirmed {
             return Err(conflict("TOTP is already enabled; disable it first"));
         }
+        self.require_multi_factor(&user, acr)?;
         let secret = TotpSecret::generate();
         let sealed = self.mfa_key.seal(&secret, &user.id)?;
         let uri = secret.otpauth_uri(&self.config.mfa.totp_issuer, &user.username)?;

@@ -457,7 +457,7 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.totp_enroll(user, now).await
+        me.totp_enroll(user, &claims.acr, now).await
     }
 
     async fn totp_confirm(
@@ -492,5 +492,63 @@ impl<S: Storage> AuthApi for Auth<S> {
         let user = me.current_user(&claims.sub).await?;
         me.regenerate_recovery_codes(user, &req.code, source(&req.client), now)
             .await
+    }
+
+    async fn passkey_register_start(
+        &self,
+        req: PasskeyRegisterStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.passkey_register_start(&user, &claims.acr, &req.name, now)
+            .await
+    }
+
+    async fn passkey_register_finish(
+        &self,
+        req: PasskeyRegisterFinishRequest,
+    ) -> Result<PasskeyRegisterFinishResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.passkey_register_finish(user, &req, now).await
+    }
+
+    async fn passkey_login_start(
+        &self,
+        req: PasskeyLoginStartRequest,
+    ) -> Result<PasskeyCeremony, AuthError> {
+        self.inner.passkey_login_start(&req).await
+    }
+
+    async fn passkey_login_finish(
+        &self,
+        req: PasskeyLoginFinishRequest,
+    ) -> Result<LoginResponse, AuthError> {
+        self.inner.passkey_login_finish(req).await
+    }
+
+    async fn passkey_rename(
+        &self,
+        req: PasskeyRenameRequest,
+    ) -> Result<PasskeyRenameResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.passkey_rename(user, &req.credential_id, &req.name, now)
+            .await?;
+        Ok(PasskeyRenameResponse {})
+    }
+
+    async fn passkey_remove(
+        &self,
+        req: PasskeyRemoveRequest,
+    ) -> Result<PasskeyRemoveResponse, AuthError> {
+        let me = &self.inner;
+        let (claims, now) = me.authenticate(&req.access_token).await?;
+        let user = me.current_user(&claims.sub).await?;
+        me.passkey_remove(user, &claims.acr, &req, now).await?;
+        Ok(PasskeyRemoveResponse {})
     }
 }

@@ -276,6 +276,7 @@ fn every_error_code_has_a_message_without_secrets() {
         AuthError::InvalidCode,
         AuthError::InvalidMfaTicket,
         AuthError::MfaConflict("no second factor is enrolled".into()),
+        AuthError::CeremonyExpired,
         AuthError::NotFound,
         AuthError::InvalidArgument("session_id is required".into()),
         AuthError::InvalidConfig("bad".into()),

@@ -250,6 +250,38 @@ redacted_debug!(RegenerateRecoveryCodesResponse {
     shown: [],
     hidden: [recovery_codes]
 });
+redacted_debug!(PasskeyCeremony {
+    shown: [options_json],
+    hidden: [ceremony_id]
+});
+redacted_debug!(PasskeyRegisterStartRequest {
+    shown: [name],
+    hidden: [access_token]
+});
+redacted_debug!(PasskeyRegisterFinishRequest {
+    shown: [credential_json],
+    hidden: [access_token, ceremony_id]
+});
+redacted_debug!(PasskeyRegisterFinishResponse {
+    shown: [passkey],
+    hidden: [recovery_codes]
+});
+redacted_debug!(PasskeyLoginStartRequest {
+    shown: [client],
+    hidden: [mfa_ticket]
+});
+redacted_debug!(PasskeyLoginFinishRequest {
+    shown: [credential_json, client],
+    hidden: [ceremony_id, mfa_ticket]
+});
+redacted_debug!(PasskeyRenameRequest {
+    shown: [credential_id, name],
+    hidden: [access_token]
+});
+redacted_debug!(PasskeyRemoveRequest {
+    shown: [credential_id, client],
+    hidden: [access_token, code]
+});
 
 #[cfg(test)]
 mod tests {

@@ -91,4 +91,10 @@ intercept! {
     totp_confirm(TotpConfirmRequest) -> TotpConfirmResponse, client;
     totp_disable(TotpDisableRequest) -> TotpDisableResponse, client;
     regenerate_recovery_codes(RegenerateRecoveryCodesRequest) -> RegenerateRecoveryCodesResponse, client;
+    passkey_register_start(PasskeyRegisterStartRequest) -> PasskeyCeremony;
+    passkey_register_finish(PasskeyRegisterFinishRequest) -> PasskeyRegisterFinishResponse;
+    passkey_login_start(PasskeyLoginStartRequest) -> PasskeyCeremony, client;
+    passkey_login_finish(PasskeyLoginFinishRequest) -> LoginResponse, client;
+    passkey_rename(PasskeyRenameRequest) -> PasskeyRenameResponse;
+    passkey_remove(PasskeyRemoveRequest) -> PasskeyRemoveResponse, client;
 }

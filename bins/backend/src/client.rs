@@ -426,4 +426,11 @@ remote_methods! {
     totp_disable(TotpDisableRequest) -> TotpDisableResponse, IfNotSent;
     regenerate_recovery_codes(RegenerateRecoveryCodesRequest)
         -> RegenerateRecoveryCodesResponse, IfNotSent;
+    passkey_register_start(PasskeyRegisterStartRequest) -> PasskeyCeremony, IfNotSent;
+    passkey_register_finish(PasskeyRegisterFinishRequest)
+        -> PasskeyRegisterFinishResponse, IfNotSent;
+    passkey_login_start(PasskeyLoginStartRequest) -> PasskeyCeremony, IfNotSent;
+    passkey_login_finish(PasskeyLoginFinishRequest) -> LoginResponse, IfNotSent;
+    passkey_rename(PasskeyRenameRequest) -> PasskeyRenameResponse, Safe;
+    passkey_remove(PasskeyRemoveRequest) -> PasskeyRemoveResponse, IfNotSent;
 }

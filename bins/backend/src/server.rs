@@ -241,7 +241,11 @@ with_access_token!(
     TotpEnrollRequest,
     TotpConfirmRequest,
     TotpDisableRequest,
-    RegenerateRecoveryCodesRequest
+    RegenerateRecoveryCodesRequest,
+    PasskeyRegisterStartRequest,
+    PasskeyRegisterFinishRequest,
+    PasskeyRenameRequest,
+    PasskeyRemoveRequest
 );
 
 /// The request, with an empty `access_token` filled from `authorization: Bearer` metadata.
@@ -371,6 +375,57 @@ impl AuthService for AuthGrpc {
         req.get_mut().client = self.frontends.client_info(&req, client);
         self.run(self.api.regenerate_recovery_codes(authed(req)))
             .await
+    }
+
+    async fn passkey_register_start(
+        &self,
+        req: Request<PasskeyRegisterStartRequest>,
+    ) -> Reply<PasskeyCeremony> {
+        self.run(self.api.passkey_register_start(authed(req))).await
+    }
+
+    async fn passkey_register_finish(
+        &self,
+        req: Request<PasskeyRegisterFinishRequest>,
+    ) -> Reply<PasskeyRegisterFinishResponse> {
+        self.run(self.api.passkey_register_finish(authed(req)))
+            .await
+    }
+
+    async fn passkey_login_start(
+        &self,
+        mut req: Request<PasskeyLoginStartRequest>,
+    ) -> Reply<PasskeyCeremony> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.passkey_login_start(req.into_inner()))
+            .await
+    }
+
+    async fn passkey_login_finish(
+        &self,
+        mut req: Request<PasskeyLoginFinishRequest>,
+    ) -> Reply<LoginResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.passkey_login_finish(req.into_inner()))
+            .await
+    }
+
+    async fn passkey_rename(
+        &self,
+        req: Request<PasskeyRenameRequest>,
+    ) -> Reply<PasskeyRenameResponse> {
+        self.run(self.api.passkey_rename(authed(req))).await
+    }
+
+    async fn passkey_remove(
+        &self,
+        mut req: Request<PasskeyRemoveRequest>,
+    ) -> Reply<PasskeyRemoveResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.passkey_remove(authed(req))).await
     }
 }
 

@@ -28,7 +28,8 @@ pub fn grpc_code(e: &AuthError) -> Code {
         | AuthError::SessionEnded
         | AuthError::RefreshTokenReused
         | AuthError::InvalidCode
-        | AuthError::InvalidMfaTicket => Code::Unauthenticated,
+        | AuthError::InvalidMfaTicket
+        | AuthError::CeremonyExpired => Code::Unauthenticated,
         AuthError::MfaConflict(_) => Code::FailedPrecondition,
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
@@ -124,6 +125,7 @@ mod tests {
             AuthError::InvalidCode,
             AuthError::InvalidMfaTicket,
             AuthError::MfaConflict("no second factor is enrolled".into()),
+            AuthError::CeremonyExpired,
             AuthError::NotFound,
             AuthError::Overloaded {
                 retry_after: Duration::from_millis(250),

@@ -323,9 +323,9 @@ fn config_file_and_environment_are_used_and_flags_win() {
 
     b.signal("TERM");
     assert!(b.wait().success());
-    // Logs are JSON lines on stderr; no warning about a random key.
+    // Logs are JSON lines on stderr; no warning about a random signing key.
     let stderr = b.stderr_after_exit();
-    assert!(!stderr.contains("random key"), "{stderr}");
+    assert!(!stderr.contains("no signing key configured"), "{stderr}");
     let mut lines = 0;
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value =

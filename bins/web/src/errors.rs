@@ -58,7 +58,9 @@ pub(crate) fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::InvalidPassword(_)
         | AuthError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         AuthError::UserExists | AuthError::MfaConflict(_) => StatusCode::CONFLICT,
-        AuthError::InvalidCode | AuthError::InvalidMfaTicket => StatusCode::UNAUTHORIZED,
+        AuthError::InvalidCode | AuthError::InvalidMfaTicket | AuthError::CeremonyExpired => {
+            StatusCode::UNAUTHORIZED
+        }
         AuthError::InvalidCredentials
         | AuthError::InvalidToken
         | AuthError::TokenExpired
@@ -324,6 +326,7 @@ mod tests {
             (AuthError::RefreshTokenReused, 401),
             (AuthError::InvalidCode, 401),
             (AuthError::InvalidMfaTicket, 401),
+            (AuthError::CeremonyExpired, 401),
             (AuthError::MfaConflict("x".into()), 409),
             (
                 AuthError::Locked {

@@ -42,6 +42,8 @@
 //! [mfa]
 //! mfa_key_file = "keys/mfa.key"     # seals TOTP secrets; the same on every node
 //! totp_issuer = "Example"           # shown in authenticator apps
+//! passkey_rp_id = "example.com"     # passkeys (WebAuthn): the relying party
+//! passkey_origin = "https://login.example.com"
 //!
 //! [argon2]
 //! memory_kib = 19456

@@ -195,6 +195,9 @@ impl Settings {
         set(&mut c.hash.parallelism, &a.parallelism);
         set(&mut c.lockout.max_failures, &self.lockout.max_failures);
         set(&mut c.mfa.totp_issuer, &self.mfa.totp_issuer);
+        if let (Some(rp_id), Some(origin)) = (&self.mfa.passkey_rp_id, &self.mfa.passkey_origin) {
+            c.mfa.passkeys = Some(auth_core::PasskeyConfig::new(rp_id, origin));
+        }
         if self.lockout.throttle == Some(false) {
             c.throttle = auth_core::ThrottlePolicy::disabled();
         }
@@ -381,6 +384,11 @@ impl Settings {
         if u32::try_from(max_request_bytes).is_err() {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be below 4 GiB".into(),
+            ));
+        }
+        if self.mfa.passkey_rp_id.is_some() != self.mfa.passkey_origin.is_some() {
+            return Err(ConfigError::Invalid(
+                "--passkey-rp-id and --passkey-origin go together".into(),
             ));
         }
         self.core_config_without_keys().validate()?;

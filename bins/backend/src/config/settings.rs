@@ -177,6 +177,16 @@ pub struct MfaSettings {
     /// The issuer authenticator apps show next to the account [default: auth-sdk].
     #[arg(long, env = "AUTH_BACKEND_TOTP_ISSUER", value_name = "NAME")]
     pub totp_issuer: Option<String>,
+
+    /// Passkeys: the WebAuthn relying party id, the site's domain (`example.com`;
+    /// `localhost` in development). With --passkey-origin; without both, no passkeys.
+    #[arg(long, env = "AUTH_BACKEND_PASSKEY_RP_ID", value_name = "DOMAIN")]
+    pub passkey_rp_id: Option<String>,
+
+    /// Passkeys: the origin of the pages that run the ceremonies
+    /// (`https://login.example.com`).
+    #[arg(long, env = "AUTH_BACKEND_PASSKEY_ORIGIN", value_name = "URL")]
+    pub passkey_origin: Option<String>,
 }
 
 /// argon2id parameters: the `[argon2]` table.
@@ -377,7 +387,7 @@ layer_fields! {
         max_concurrent_streams, log_format, shutdown_timeout,
         tokens, mfa, argon2, lockout, raft, tls,
     }
-    MfaSettings { mfa_key_file, totp_issuer }
+    MfaSettings { mfa_key_file, totp_issuer, passkey_rp_id, passkey_origin }
     TokenSettings {
         access_token_ttl, refresh_token_ttl, session_max_lifetime, issuer, audience,
         signing_key_file, signing_key_id, signing_key_dir, signing_alg,

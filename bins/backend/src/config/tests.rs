@@ -241,6 +241,7 @@ fn the_documented_file_parses() {
     assert_eq!(s.max_connections, Some(10_000));
     assert_eq!(s.tokens.signing_key_id.as_deref(), Some("2024-06"));
     assert_eq!(s.mfa.totp_issuer.as_deref(), Some("Example"));
+    assert_eq!(s.mfa.passkey_rp_id.as_deref(), Some("example.com"));
     assert_eq!(s.argon2, HashParams::default().into());
     assert_eq!(s.lockout.max_failures, Some(5));
     assert_eq!(s.raft.max_snapshot_bytes, Some(64 << 20));
@@ -784,6 +785,27 @@ fn the_mfa_key_is_loaded_from_its_file_and_a_cluster_without_one_offers_no_totp(
         assert!(e.contains("chmod 600") && e.contains("loose.key"), "{e}");
     }
     assert!(resolve(args(&["--totp-issuer", "a:b"])).is_err());
+    // Passkeys: both settings or neither; a relying party that does not fit its origin.
+    let core = resolve(args(&[
+        "--passkey-rp-id",
+        "localhost",
+        "--passkey-origin",
+        "http://localhost:8080",
+    ]))
+    .unwrap()
+    .auth_config()
+    .unwrap();
+    assert_eq!(core.mfa.passkeys.unwrap().rp_id, "localhost");
+    assert!(resolve(args(&["--passkey-rp-id", "example.com"])).is_err());
+    assert!(
+        resolve(args(&[
+            "--passkey-rp-id",
+            "example.com",
+            "--passkey-origin",
+            "https://evil.test"
+        ]))
+        .is_err()
+    );
 
     // A Raft node without a key refuses enrolment instead of sealing secrets only it
     // can open.
