@@ -5,7 +5,9 @@
 //! port with `cargo run --example web -- --port 3000` or `PORT=3000`. Access tokens are
 //! signed with a fresh Ed25519 key whose public half is served at
 //! <http://localhost:8080/.well-known/jwks.json>; `--signing-alg hs256` signs with a
-//! secret instead (and publishes nothing). Ctrl-C stops it.
+//! secret instead (and publishes nothing). Second factors are on: an authenticator app
+//! (TOTP) and passkeys, registered on the account's Security page (passkeys need the
+//! site opened as `localhost`, not `127.0.0.1`). Ctrl-C stops it.
 
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Algorithm::Hs256 => SigningKey::generate_hs256(),
         _ => SigningKey::generate_ed25519(),
     }));
+    // Passkeys (WebAuthn) for this origin: browsers allow them on http://localhost.
+    config.mfa.passkeys = Some(auth_sdk::web::localhost_passkeys(port));
     let auth = Auth::new(config, MemoryStorage::new())?;
     auth.start()?;
 

@@ -7,7 +7,9 @@
 
 use auth_core::api::{
     KeysRequest, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatusRequest,
-    RefreshRequest, RegenerateRecoveryCodesRequest, RegisterRequest, TokenPair, TotpConfirmRequest,
+    PasskeyLoginFinishRequest, PasskeyLoginStartRequest, PasskeyRegisterFinishRequest,
+    PasskeyRegisterStartRequest, PasskeyRemoveRequest, PasskeyRenameRequest, RefreshRequest,
+    RegenerateRecoveryCodesRequest, RegisterRequest, TokenPair, TotpConfirmRequest,
     TotpDisableRequest, TotpEnrollRequest, UserInfo, VerifyRequest,
 };
 use auth_core::{AuthError, Jwks};
@@ -35,6 +37,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/mfa/totp/confirm", post(totp_confirm))
         .route("/api/v1/mfa/totp/disable", post(totp_disable))
         .route("/api/v1/mfa/recovery-codes", post(recovery_codes))
+        .route(
+            "/api/v1/mfa/passkeys/register/start",
+            post(passkey_register_start),
+        )
+        .route(
+            "/api/v1/mfa/passkeys/register/finish",
+            post(passkey_register_finish),
+        )
+        .route("/api/v1/mfa/passkeys/rename", post(passkey_rename))
+        .route("/api/v1/mfa/passkeys/remove", post(passkey_remove))
+        .route("/api/v1/login/passkey/start", post(passkey_login_start))
+        .route("/api/v1/login/passkey/finish", post(passkey_login_finish))
         .route("/api/v1/refresh", post(refresh))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
@@ -65,6 +79,40 @@ struct LogoutBody {
 #[derive(Deserialize)]
 struct MfaBody {
     mfa_ticket: String,
+    code: String,
+}
+
+/// `{"name": …}` (optional).
+#[derive(Deserialize, Default)]
+struct NameBody {
+    #[serde(default)]
+    name: String,
+}
+
+/// `{"ceremony_id": …, "credential": {…}}`: the authenticator's answer as the browser
+/// gave it (binary fields base64url), plus the MFA ticket for a login's second step.
+#[derive(Deserialize)]
+struct FinishBody {
+    ceremony_id: String,
+    credential: serde_json::Value,
+    #[serde(default)]
+    mfa_ticket: String,
+}
+
+/// `{"mfa_ticket": …}` (optional: passwordless without it).
+#[derive(Deserialize, Default)]
+struct TicketBody {
+    #[serde(default)]
+    mfa_ticket: String,
+}
+
+/// `{"credential_id": …, "name": …}` or `{"credential_id": …, "code": …}`.
+#[derive(Deserialize)]
+struct PasskeyBody {
+    credential_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
     code: String,
 }
 
@@ -246,6 +294,18 @@ async fn login_mfa(
     login_reply(resp)
 }
 
+/// A ceremony as JSON: `{"ceremony_id", "options"}`, the options as the browser API
+/// takes them (under `publicKey`).
+pub(crate) fn ceremony_json(c: auth_core::api::PasskeyCeremony) -> Result<Response, ApiError> {
+    let options: serde_json::Value = serde_json::from_str(&c.options_json)
+        .map_err(|_| AuthError::Internal("ceremony options are not JSON".into()))?;
+    Ok(Json(serde_json::json!({
+        "ceremony_id": c.ceremony_id,
+        "options": options,
+    }))
+    .into_response())
+}
+
 /// The bearer token, or `invalid_token`.
 fn caller(headers: &HeaderMap) -> Result<String, AuthError> {
     bearer(headers).ok_or(AuthError::InvalidToken)
@@ -347,6 +407,113 @@ async fn recovery_codes(
         recovery_codes: r.recovery_codes,
     })
     .into_response())
+}
+
+async fn passkey_register_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<NameBody>,
+) -> ApiResult {
+    let started = state
+        .api
+        .passkey_register_start(PasskeyRegisterStartRequest {
+            access_token: caller(&headers)?,
+            name: body.unwrap_or_default().name,
+        })
+        .await?;
+    ceremony_json(started)
+}
+
+async fn passkey_register_finish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<FinishBody>,
+) -> ApiResult {
+    let r = state
+        .api
+        .passkey_register_finish(PasskeyRegisterFinishRequest {
+            access_token: caller(&headers)?,
+            ceremony_id: body.ceremony_id,
+            credential_json: body.credential.to_string(),
+        })
+        .await?;
+    let p = r.passkey.ok_or_else(|| missing("the passkey"))?;
+    Ok(Json(serde_json::json!({
+        "passkey": PasskeyJson {
+            credential_id: p.credential_id,
+            name: p.name,
+            created_at_ms: p.created_at_ms,
+            last_used_at_ms: p.last_used_at_ms,
+        },
+        "recovery_codes": r.recovery_codes,
+    }))
+    .into_response())
+}
+
+async fn passkey_rename(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PasskeyBody>,
+) -> ApiResult {
+    state
+        .api
+        .passkey_rename(PasskeyRenameRequest {
+            access_token: caller(&headers)?,
+            credential_id: body.credential_id,
+            name: body.name,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn passkey_remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<PasskeyBody>,
+) -> ApiResult {
+    state
+        .api
+        .passkey_remove(PasskeyRemoveRequest {
+            access_token: caller(&headers)?,
+            credential_id: body.credential_id,
+            code: body.code,
+            client: Some(client.info()),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn passkey_login_start(
+    State(state): State<AppState>,
+    client: ClientMeta,
+    OptionalJson(body): OptionalJson<TicketBody>,
+) -> ApiResult {
+    let started = state
+        .api
+        .passkey_login_start(PasskeyLoginStartRequest {
+            mfa_ticket: body.unwrap_or_default().mfa_ticket,
+            client: Some(client.info()),
+        })
+        .await?;
+    ceremony_json(started)
+}
+
+async fn passkey_login_finish(
+    State(state): State<AppState>,
+    client: ClientMeta,
+    JsonBody(body): JsonBody<FinishBody>,
+) -> ApiResult {
+    let resp = state
+        .api
+        .passkey_login_finish(PasskeyLoginFinishRequest {
+            ceremony_id: body.ceremony_id,
+            credential_json: body.credential.to_string(),
+            mfa_ticket: body.mfa_ticket,
+            client: Some(client.info()),
+        })
+        .await?;
+    login_reply(resp)
 }
 
 async fn refresh(

@@ -115,6 +115,23 @@ impl PublicUrl {
     pub fn origin(&self) -> &str {
         &self.origin
     }
+
+    /// The passkey relying party of a site at this URL: its host is the relying
+    /// party id. `None` for an IP address, which WebAuthn does not accept.
+    pub fn passkeys(&self) -> Option<auth_core::PasskeyConfig> {
+        let authority = self.origin.split_once("://").map_or("", |(_, a)| a);
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
+        Some(auth_core::PasskeyConfig::new(host, self.origin.clone()))
+    }
+}
+
+/// Passkeys for a development site at `http://localhost:PORT` (browsers treat
+/// `localhost` as a secure context, so WebAuthn works there without TLS).
+pub fn localhost_passkeys(port: u16) -> auth_core::PasskeyConfig {
+    auth_core::PasskeyConfig::new("localhost", format!("http://localhost:{port}"))
 }
 
 impl FromStr for PublicUrl {

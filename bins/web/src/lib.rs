@@ -96,7 +96,7 @@ use tracing::Level;
 
 pub use crate::config::{
     CsrfKey, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, PublicUrl, TrustedProxy,
-    WebConfig,
+    WebConfig, localhost_passkeys,
 };
 pub use crate::tls::{HSTS, TlsConfig};
 
@@ -158,8 +158,8 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .layer(header(header::REFERRER_POLICY, "same-origin"))
         .layer(header(
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ))
         .layer(
             TraceLayer::new_for_http()

@@ -265,6 +265,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let api: Arc<dyn AuthApi> = if args.embedded {
         let mut config = Config::default();
         config.keys = Some(embedded_keys(&args)?);
+        // Passkeys for the site's own origin: its public URL, else localhost.
+        config.mfa.passkeys = match &args.public_url {
+            Some(url) => url.passkeys(),
+            None => Some(auth_web::localhost_passkeys(args.listen.port())),
+        };
         let auth = Auth::new(config, MemoryStorage::new())?;
         auth.start()?;
         tracing::warn!("embedded mode: accounts are kept in memory and lost on exit");

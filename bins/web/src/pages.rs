@@ -3,7 +3,10 @@
 
 use askama::Template;
 use auth_core::AuthError;
-use auth_core::api::{LoginMfaRequest, LoginRequest, LogoutRequest, RegisterRequest};
+use auth_core::api::{
+    LoginMfaRequest, LoginRequest, LogoutRequest, PasskeyLoginFinishRequest,
+    PasskeyLoginStartRequest, RegisterRequest,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
@@ -33,9 +36,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/signup", get(signup_form).post(signup))
         .route("/login", get(login_form).post(login))
         .route("/login/mfa", get(mfa_form).post(mfa_submit))
+        .route("/login/passkey/start", post(passkey_start))
+        .route("/login/passkey", post(passkey_finish))
         .route("/logout", post(logout))
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(stylesheet))
+        .route("/static/passkeys.js", get(script))
 }
 
 /// Renders a template with a status.
@@ -302,6 +308,93 @@ async fn mfa_submit(State(state): State<AppState>, post: CsrfForm) -> PageResult
     }
 }
 
+/// `POST /login/passkey/start` (from the script): a passkey login ceremony, JSON. The
+/// second step of a password login when the MFA ticket cookie is there, passwordless
+/// otherwise.
+async fn passkey_start(
+    State(state): State<AppState>,
+    post: CsrfForm,
+) -> Result<Response, ApiError> {
+    let browser = post.browser;
+    let req = PasskeyLoginStartRequest {
+        mfa_ticket: browser.cookie(browser.names.mfa_ticket).unwrap_or_default(),
+        client: Some(browser.client.info()),
+    };
+    let started = state.api.passkey_login_start(req).await?;
+    Ok((post.cookies, crate::api::ceremony_json(started)?).into_response())
+}
+
+/// `POST /login/passkey`: the authenticator's assertion; signs in and goes to the
+/// account page. Refusals are shown on the form the visitor came from.
+async fn passkey_finish(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let CsrfForm {
+        form,
+        browser,
+        visitor,
+        mut cookies,
+    } = post;
+    if let Visitor::SignedIn(_) = visitor {
+        return Ok((cookies, redirect("/account")).into_response());
+    }
+    let ticket = browser.cookie(browser.names.mfa_ticket);
+    let req = PasskeyLoginFinishRequest {
+        ceremony_id: form.get("ceremony_id").unwrap_or_default().to_owned(),
+        credential_json: form.get("credential").unwrap_or_default().to_owned(),
+        mfa_ticket: ticket.clone().unwrap_or_default(),
+        client: Some(browser.client.info()),
+    };
+    if req.credential_json.is_empty() {
+        let e = AuthError::InvalidArgument("passkeys need JavaScript in this browser".into());
+        return passkey_refused(&state, &browser, cookies, ticket.is_some(), e);
+    }
+    match state.api.passkey_login_finish(req).await {
+        Ok(resp) => {
+            let tokens = resp
+                .tokens
+                .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?;
+            cookies.tokens(&browser.names, &tokens);
+            if ticket.is_some() {
+                cookies.mfa_ticket(&browser.names, "", 0);
+            }
+            csrf::end_pre_session(&browser, &mut cookies);
+            Ok((cookies, redirect("/account")).into_response())
+        }
+        Err(AuthError::InvalidMfaTicket) => {
+            cookies.mfa_ticket(&browser.names, "", 0);
+            Ok((cookies, redirect("/login?notice=mfa_expired")).into_response())
+        }
+        Err(e) => passkey_refused(&state, &browser, cookies, ticket.is_some(), e),
+    }
+}
+
+/// A refused passkey login, on the form it came from (the second step's, or the
+/// log-in form).
+fn passkey_refused(
+    state: &AppState,
+    browser: &Browser,
+    cookies: SetCookies,
+    second_step: bool,
+    e: AuthError,
+) -> PageResult {
+    if !auth_status(&e).is_client_error() {
+        return Err(e.into());
+    }
+    let (message, status, wait) = (auth_message(&e), auth_status(&e), e.retry_after());
+    let page = if second_step {
+        mfa_page(state, browser, cookies, Some(message), status)?
+    } else {
+        let view = Credentials {
+            signup: false,
+            username: "",
+            error: Some(message),
+            status,
+            notice: None,
+        };
+        credentials_page(state, browser, cookies, view)?
+    };
+    Ok(with_retry_after(page, wait))
+}
+
 async fn signup(State(state): State<AppState>, post: CsrfForm) -> PageResult {
     submit_credentials(state, post, true).await
 }
@@ -333,6 +426,19 @@ async fn logout(State(state): State<AppState>, post: CsrfForm) -> PageResult {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The passkey script, compiled in.
+const PASSKEYS_JS: &str = include_str!("../static/passkeys.js");
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        PASSKEYS_JS,
+    )
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -6,18 +6,19 @@
 use askama::Template;
 use auth_core::AuthError;
 use auth_core::api::{
-    MfaStatusRequest, RegenerateRecoveryCodesRequest, TotpConfirmRequest, TotpDisableRequest,
-    TotpEnrollRequest,
+    MfaStatusRequest, PasskeyRegisterFinishRequest, PasskeyRegisterStartRequest,
+    PasskeyRemoveRequest, PasskeyRenameRequest, RegenerateRecoveryCodesRequest, TotpConfirmRequest,
+    TotpDisableRequest, TotpEnrollRequest,
 };
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::csrf;
-use crate::errors::{WebError, auth_message, auth_status, with_retry_after};
+use crate::errors::{ApiError, WebError, auth_message, auth_status, with_retry_after};
 use crate::extract::CsrfForm;
 use crate::pages::{PageResult, html, notice};
 use crate::session::{Browser, SetCookies, SignedIn, require, signed_in};
@@ -33,10 +34,21 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/account/security/totp/confirm", post(confirm))
         .route("/account/security/totp/disable", post(disable))
         .route("/account/security/recovery-codes", post(recovery_codes))
+        .route("/account/security/passkeys/start", post(passkey_start))
+        .route("/account/security/passkeys", post(passkey_register))
+        .route(
+            "/account/security/passkeys/{id}/rename",
+            post(passkey_rename),
+        )
+        .route(
+            "/account/security/passkeys/{id}/remove",
+            post(passkey_remove),
+        )
 }
 
 /// One registered passkey, as listed.
 pub(crate) struct PasskeyRow {
+    pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) created: String,
     pub(crate) last_used: String,
@@ -149,6 +161,7 @@ async fn render(
             .passkeys
             .iter()
             .map(|p| PasskeyRow {
+                id: p.credential_id.clone(),
                 name: p.name.clone(),
                 created: format_time(p.created_at_ms),
                 last_used: format_time(p.last_used_at_ms),
@@ -294,6 +307,86 @@ async fn recovery_codes(State(state): State<AppState>, post: CsrfForm) -> PageRe
     };
     match state.api.regenerate_recovery_codes(req).await {
         Ok(r) => codes_page(cookies, &me, &state, r.recovery_codes),
+        Err(e) => failed(&state, cookies, &me, e).await,
+    }
+}
+
+/// `POST /account/security/passkeys/start` (from the script): a registration
+/// ceremony, JSON.
+async fn passkey_start(
+    State(state): State<AppState>,
+    post: CsrfForm,
+) -> Result<axum::response::Response, ApiError> {
+    let mut cookies = post.cookies;
+    let me = signed_in(post.visitor, &mut cookies)?;
+    let req = PasskeyRegisterStartRequest {
+        access_token: me.access_token.clone(),
+        name: post.form.get("name").unwrap_or_default().to_owned(),
+    };
+    let started = state.api.passkey_register_start(req).await?;
+    Ok((cookies, crate::api::ceremony_json(started)?).into_response())
+}
+
+/// `POST /account/security/passkeys`: the authenticator's answer. The first second
+/// factor's recovery codes are shown once; otherwise back to the security page.
+async fn passkey_register(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let mut cookies = post.cookies;
+    let me = signed_in(post.visitor, &mut cookies)?;
+    let credential = post.form.get("credential").unwrap_or_default();
+    if credential.is_empty() {
+        let e = AuthError::InvalidArgument("passkeys need JavaScript in this browser".into());
+        return failed(&state, cookies, &me, e).await;
+    }
+    let req = PasskeyRegisterFinishRequest {
+        access_token: me.access_token.clone(),
+        ceremony_id: post.form.get("ceremony_id").unwrap_or_default().to_owned(),
+        credential_json: credential.to_owned(),
+    };
+    match state.api.passkey_register_finish(req).await {
+        Ok(r) if !r.recovery_codes.is_empty() => codes_page(cookies, &me, &state, r.recovery_codes),
+        Ok(_) => Ok((cookies, redirect("/account/security?notice=passkey_added")).into_response()),
+        Err(e) => failed(&state, cookies, &me, e).await,
+    }
+}
+
+async fn passkey_rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    post: CsrfForm,
+) -> PageResult {
+    let mut cookies = post.cookies;
+    let me = signed_in(post.visitor, &mut cookies)?;
+    let req = PasskeyRenameRequest {
+        access_token: me.access_token.clone(),
+        credential_id: id,
+        name: post.form.get("name").unwrap_or_default().to_owned(),
+    };
+    match state.api.passkey_rename(req).await {
+        Ok(_) => Ok((cookies, redirect("/account/security")).into_response()),
+        Err(e) => failed(&state, cookies, &me, e).await,
+    }
+}
+
+async fn passkey_remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    post: CsrfForm,
+) -> PageResult {
+    let client = post.browser.client.info();
+    let mut cookies = post.cookies;
+    let me = signed_in(post.visitor, &mut cookies)?;
+    let req = PasskeyRemoveRequest {
+        access_token: me.access_token.clone(),
+        credential_id: id,
+        code: post.form.get("code").unwrap_or_default().to_owned(),
+        client: Some(client),
+    };
+    match state.api.passkey_remove(req).await {
+        Ok(_) => Ok((
+            cookies,
+            redirect("/account/security?notice=passkey_removed"),
+        )
+            .into_response()),
         Err(e) => failed(&state, cookies, &me, e).await,
     }
 }

@@ -162,6 +162,8 @@ pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
         "account_deleted" => "Your account has been deleted.",
         "mfa_expired" => "That sign-in has expired. Please log in again.",
         "totp_disabled" => "The authenticator app has been removed from your account.",
+        "passkey_added" => "Your passkey has been added.",
+        "passkey_removed" => "The passkey has been removed.",
         _ => return None,
     })
 }

@@ -3,6 +3,11 @@
 //! JavaScript of ours involved. A screenshot of the account page is saved to
 //! `target/browser-screenshot.png`.
 //!
+//! Then passkeys, with a virtual authenticator added over the Chrome DevTools Protocol
+//! (`WebAuthn.addVirtualAuthenticator`): register one on the security page, log out,
+//! log in without a password, then log in with the password and the passkey as the
+//! second step.
+//!
 //! Without `/usr/bin/chromedriver` the test prints "skipped: no chromium" and passes,
 //! unless `AUTH_WEB_BROWSER_TEST=required` (as in CI), where that is a failure.
 
@@ -200,6 +205,142 @@ async fn a_person_in_a_real_browser() {
     drop(driver);
     web.stop().await;
     auth.stop().await;
+}
+
+/// A Chrome DevTools Protocol command, sent through chromedriver's
+/// `goog/cdp/execute` endpoint.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn passkeys_in_a_real_browser() {
+    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+        if std::env::var("AUTH_WEB_BROWSER_TEST").as_deref() == Ok("required") {
+            panic!("AUTH_WEB_BROWSER_TEST=required but {CHROMEDRIVER} or {CHROMIUM} is missing");
+        }
+        println!("skipped: no chromium");
+        return;
+    }
+    // WebAuthn needs a domain: the site is opened as http://localhost:PORT, which
+    // browsers treat as secure, with the relying party `localhost`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let clock = Arc::new(auth_core::ManualClock::starting_now());
+    let mut config = test_config(&clock);
+    config.mfa.passkeys = Some(auth_web::localhost_passkeys(port));
+    let auth = auth_core::Auth::new(config, auth_storage::memory::MemoryStorage::new()).unwrap();
+    let web_config = WebConfig {
+        throttle: None,
+        max_connections_per_address: 0,
+        ..WebConfig::default()
+    };
+    let app = auth_web::router(Arc::new(auth.clone()), web_config.clone());
+    let web = WebServer::serve_on(listener, app, web_config).await;
+    let driver = start_driver().await;
+    let browser = open_browser(&driver).await;
+    let outcome = tokio::spawn(passkey_person(
+        browser.clone(),
+        format!("http://localhost:{port}"),
+    ))
+    .await;
+    let closed = browser.close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    closed.expect("close browser");
+    drop(driver);
+    web.stop().await;
+}
+
+/// Register a passkey, log in with it alone, then with the password and it.
+async fn passkey_person(browser: Client, base: String) {
+    let page = |path: &str| format!("{base}{path}");
+    browser.goto(&page("/signup")).await.expect("signup");
+    // A platform authenticator that verifies its user (as a fingerprint reader would).
+    for (cmd, params) in [
+        ("WebAuthn.enable", json!({})),
+        (
+            "WebAuthn.addVirtualAuthenticator",
+            json!({ "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+                "automaticPresenceSimulation": true,
+            }}),
+        ),
+    ] {
+        browser
+            .issue_cmd(Cdp { cmd, params })
+            .await
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    fill(&browser, "#username", "Pat").await;
+    fill(&browser, "#password", PW).await;
+    click(&browser, "form[action='/signup'] button[type=submit]").await;
+    wait_for_page(&browser, "/account?notice=welcome").await;
+
+    // Register on the security page: the first factor brings recovery codes.
+    click(&browser, "#security-link").await;
+    wait_for_page(&browser, "/account/security").await;
+    fill(&browser, "#passkey_name", "Virtual laptop").await;
+    click(&browser, "#passkey-add").await;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#recovery-codes"))
+        .await
+        .expect("recovery codes after the first passkey");
+    let codes = body_text(&browser).await;
+    assert!(codes.contains("Your recovery codes"), "{codes}");
+    browser
+        .goto(&page("/account/security"))
+        .await
+        .expect("security");
+    let text = body_text(&browser).await;
+    assert!(text.contains("Virtual laptop"), "{text}");
+
+    // Log out, then in with the passkey alone (no username, no password).
+    click(&browser, "header form[action='/logout'] button").await;
+    wait_for_page(&browser, "/?notice=signed_out").await;
+    browser.goto(&page("/login")).await.expect("login");
+    click(&browser, "#passkey-signin").await;
+    wait_for_page(&browser, "/account").await;
+    assert!(body_text(&browser).await.contains("Signed in as Pat"));
+
+    // Log out, then in with the password: the passkey is asked for as the second step.
+    click(&browser, "header form[action='/logout'] button").await;
+    wait_for_page(&browser, "/?notice=signed_out").await;
+    browser.goto(&page("/login")).await.expect("login");
+    fill(&browser, "#username", "pat").await;
+    fill(&browser, "#password", PW).await;
+    click(&browser, "form[action='/login'] button[type=submit]").await;
+    wait_for_page(&browser, "/login/mfa").await;
+    click(&browser, "#passkey-verify").await;
+    wait_for_page(&browser, "/account").await;
+    assert!(body_text(&browser).await.contains("Signed in as Pat"));
 }
 
 /// Sign up, log out, log in, change the password, sign out everywhere.

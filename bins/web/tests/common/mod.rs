@@ -65,6 +65,16 @@ impl WebServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve_on(listener, app, config).await
+    }
+
+    /// Serves `app` on a listener bound already (when the port must be known before the
+    /// application is built).
+    pub async fn serve_on(
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        config: WebConfig,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
