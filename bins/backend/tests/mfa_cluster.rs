@@ -1,7 +1,8 @@
 //! Second factors on a 3-node Raft cluster of real `auth-backend` processes: TOTP
 //! enrolled through one node, the password step on a second, the code on the third
 //! (the ticket, the sealed secret and the spent step are replicated), and a replay of
-//! that code refused on the first.
+//! that code refused on the first. Then passkey ceremonies whose second request is
+//! served by another node than their first.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,9 @@ use auth_core::AuthApi;
 use auth_core::api::*;
 use auth_core::mfa::TotpSecret;
 use auth_testing::ProcCluster;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
 const PW: &str = "password-1";
@@ -44,7 +48,16 @@ fn login_req() -> LoginRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn enrol_on_one_node_log_in_across_the_other_two() {
-    let c = ProcCluster::start(BIN, 3, &[]);
+    let c = ProcCluster::start(
+        BIN,
+        3,
+        &[
+            "--passkey-rp-id",
+            "localhost",
+            "--passkey-origin",
+            "http://localhost:8080",
+        ],
+    );
     let (a, b, d) = (node(&c, 0), node(&c, 1), node(&c, 2));
     // The first write waits (bounded) for the cluster to elect a leader.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -98,6 +111,7 @@ async fn enrol_on_one_node_log_in_across_the_other_two() {
         .unwrap()
         .into_tokens()
         .unwrap();
+    let pair_token = pair.access_token.clone();
     let me = b
         .verify(VerifyRequest {
             access_token: pair.access_token,
@@ -145,4 +159,68 @@ async fn enrol_on_one_node_log_in_across_the_other_two() {
         .await
         .unwrap_err();
     assert_eq!(spent.code(), "invalid_code");
+
+    // A passkey: the registration starts on node 1 and finishes on node 3 (from the
+    // multi-factor session opened above).
+    let origin = Url::parse("http://localhost:8080").unwrap();
+    let mut key = WebauthnAuthenticator::new(SoftPasskey::new(true));
+    let started = a
+        .passkey_register_start(PasskeyRegisterStartRequest {
+            access_token: pair_token.clone(),
+            name: "cluster key".into(),
+        })
+        .await
+        .unwrap();
+    let options: CreationChallengeResponse = serde_json::from_str(&started.options_json).unwrap();
+    let attestation = key.do_registration(origin.clone(), options).unwrap();
+    let done = d
+        .passkey_register_finish(PasskeyRegisterFinishRequest {
+            access_token: pair_token,
+            ceremony_id: started.ceremony_id,
+            credential_json: serde_json::to_string(&attestation).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.passkey.unwrap().name, "cluster key");
+    // The password on node 1, the passkey ceremony started on node 2, finished on 3.
+    let step = a.login(login_req()).await.unwrap();
+    assert!(step.mfa_methods.contains(&"webauthn".to_owned()));
+    let started = b
+        .passkey_login_start(PasskeyLoginStartRequest {
+            mfa_ticket: step.mfa_ticket.clone(),
+            client: None,
+        })
+        .await
+        .unwrap();
+    let options: RequestChallengeResponse = serde_json::from_str(&started.options_json).unwrap();
+    let assertion = key.do_authentication(origin, options).unwrap();
+    let pair = d
+        .passkey_login_finish(PasskeyLoginFinishRequest {
+            ceremony_id: started.ceremony_id.clone(),
+            credential_json: serde_json::to_string(&assertion).unwrap(),
+            mfa_ticket: step.mfa_ticket.clone(),
+            client: None,
+        })
+        .await
+        .unwrap()
+        .into_tokens()
+        .unwrap();
+    let me = a
+        .verify(VerifyRequest {
+            access_token: pair.access_token,
+        })
+        .await
+        .unwrap();
+    assert_eq!(me.amr, vec!["pwd", "hwk"]);
+    // The ceremony was taken on node 3: node 1 cannot finish it again.
+    let again = a
+        .passkey_login_finish(PasskeyLoginFinishRequest {
+            ceremony_id: started.ceremony_id,
+            credential_json: serde_json::to_string(&assertion).unwrap(),
+            mfa_ticket: step.mfa_ticket,
+            client: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "ceremony_expired");
 }
