@@ -25,6 +25,10 @@ pub enum MfaCmd {
     /// TOTP: codes from an authenticator app.
     #[command(subcommand)]
     Totp(TotpCmd),
+    /// Passkeys: list, rename, remove (registering one needs a browser or an
+    /// authenticator, not a terminal).
+    #[command(subcommand)]
+    Passkey(PasskeyCmd),
     /// Replace the recovery codes; a current TOTP or recovery code is asked for.
     RecoveryCodes {
         /// The caller's access token (`-` reads it from stdin).
@@ -53,6 +57,36 @@ pub enum TotpCmd {
         /// The caller's access token (`-` reads it from stdin).
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
+    },
+}
+
+/// `authctl mfa passkey …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum PasskeyCmd {
+    /// List the caller's passkeys: id, name, added, last used.
+    List {
+        /// The caller's access token (`-` reads it from stdin).
+        #[arg(long, value_name = "TOKEN")]
+        access_token: String,
+    },
+    /// Rename a passkey.
+    Rename {
+        /// The caller's access token (`-` reads it from stdin).
+        #[arg(long, value_name = "TOKEN")]
+        access_token: String,
+        /// The passkey's credential id (from `list`).
+        id: String,
+        /// The new name.
+        name: String,
+    },
+    /// Remove a passkey. The account's last second factor needs a recovery code,
+    /// asked for when the server wants one.
+    Remove {
+        /// The caller's access token (`-` reads it from stdin).
+        #[arg(long, value_name = "TOKEN")]
+        access_token: String,
+        /// The passkey's credential id (from `list`).
+        id: String,
     },
 }
 
@@ -167,6 +201,74 @@ pub(crate) async fn execute(
             .await?;
             emit(io, json, json!({"totp_enabled": false}), || {
                 "totp disabled\n".to_owned()
+            })
+        }
+        MfaCmd::Passkey(PasskeyCmd::List { access_token }) => {
+            let access_token = token_arg(io, access_token)?;
+            let s = api.mfa_status(MfaStatusRequest { access_token }).await?;
+            let list: Vec<_> = s
+                .passkeys
+                .iter()
+                .map(|p| {
+                    json!({
+                        "credential_id": p.credential_id,
+                        "name": p.name,
+                        "created_at_ms": p.created_at_ms,
+                        "last_used_at_ms": p.last_used_at_ms,
+                    })
+                })
+                .collect();
+            emit(io, json, json!({ "passkeys": list }), || {
+                let mut out = String::new();
+                for p in &s.passkeys {
+                    out.push_str(&format!(
+                        "{}  {}  added {}  last used {}\n",
+                        p.credential_id,
+                        p.name,
+                        crate::render::timestamp(p.created_at_ms),
+                        crate::render::timestamp(p.last_used_at_ms)
+                    ));
+                }
+                if out.is_empty() {
+                    out.push_str("no passkeys\n");
+                }
+                out
+            })
+        }
+        MfaCmd::Passkey(PasskeyCmd::Rename {
+            access_token,
+            id,
+            name,
+        }) => {
+            let access_token = token_arg(io, access_token)?;
+            api.passkey_rename(PasskeyRenameRequest {
+                access_token,
+                credential_id: id,
+                name,
+            })
+            .await?;
+            emit(io, json, json!({ "renamed": true }), || {
+                "passkey renamed\n".to_owned()
+            })
+        }
+        MfaCmd::Passkey(PasskeyCmd::Remove { access_token, id }) => {
+            let access_token = token_arg(io, access_token)?;
+            let mut req = PasskeyRemoveRequest {
+                access_token,
+                credential_id: id,
+                code: String::new(),
+                client: None,
+            };
+            if let Err(e) = api.passkey_remove(req.clone()).await {
+                if e.code() != "invalid_code" {
+                    return Err(e.into());
+                }
+                // The last factor: the server wants a recovery code.
+                req.code = read_code(io, "Recovery code (this is your last second factor)")?;
+                api.passkey_remove(req).await?;
+            }
+            emit(io, json, json!({ "removed": true }), || {
+                "passkey removed\n".to_owned()
             })
         }
         MfaCmd::RecoveryCodes { access_token } => {

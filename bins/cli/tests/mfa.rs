@@ -140,3 +140,119 @@ fn totp_enrol_confirm_login_and_disable() {
         out.stdout
     );
 }
+
+#[test]
+fn passkeys_are_listed_renamed_and_removed() {
+    use auth_backend::RemoteAuth;
+    use auth_core::AuthApi;
+    use auth_core::api::{PasskeyRegisterFinishRequest, PasskeyRegisterStartRequest};
+    use auth_testing::{GrpcServer, fast_config};
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    use webauthn_rs::prelude::{CreationChallengeResponse, Url};
+
+    const ORIGIN: &str = "http://localhost:8080";
+    let b = GrpcServer::builder().start_on_own_runtime(async {
+        let mut config = fast_config();
+        config.mfa.passkeys = Some(auth_core::PasskeyConfig::new("localhost", ORIGIN));
+        let auth =
+            auth_core::Auth::new(config, auth_storage::memory::MemoryStorage::new()).expect("auth");
+        auth.start().expect("start");
+        auth
+    });
+    let ep = b.endpoint();
+    ok(ctl(&ep, &["register", "vera"], &format!("{PW}\n")));
+    let v = ok(ctl(&ep, &["--json", "login", "vera"], &format!("{PW}\n"))).json();
+    let access = v["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let out = ok(ctl(
+        &ep,
+        &["mfa", "passkey", "list", "--access-token", &access],
+        "",
+    ));
+    assert_eq!(out.stdout, "no passkeys\n");
+
+    // A passkey registered by a (software) authenticator through the API.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codes: Vec<String> = rt.block_on(async {
+        let api = RemoteAuth::new([b.url()], Default::default()).unwrap();
+        let c = api
+            .passkey_register_start(PasskeyRegisterStartRequest {
+                access_token: access.clone(),
+                name: "yubikey".into(),
+            })
+            .await
+            .unwrap();
+        let options: CreationChallengeResponse = serde_json::from_str(&c.options_json).unwrap();
+        let mut key = WebauthnAuthenticator::new(SoftPasskey::new(true));
+        let att = key
+            .do_registration(Url::parse(ORIGIN).unwrap(), options)
+            .unwrap();
+        api.passkey_register_finish(PasskeyRegisterFinishRequest {
+            access_token: access.clone(),
+            ceremony_id: c.ceremony_id,
+            credential_json: serde_json::to_string(&att).unwrap(),
+        })
+        .await
+        .unwrap()
+        .recovery_codes
+    });
+    let v = ok(ctl(
+        &ep,
+        &[
+            "--json",
+            "mfa",
+            "passkey",
+            "list",
+            "--access-token",
+            &access,
+        ],
+        "",
+    ))
+    .json();
+    assert_eq!(v["passkeys"][0]["name"], "yubikey");
+    let id = v["passkeys"][0]["credential_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // This session was opened before the passkey, but renaming needs no second factor.
+    ok(ctl(
+        &ep,
+        &[
+            "mfa",
+            "passkey",
+            "rename",
+            "--access-token",
+            &access,
+            &id,
+            "old key",
+        ],
+        "",
+    ));
+    let out = ok(ctl(
+        &ep,
+        &["mfa", "passkey", "list", "--access-token", &access],
+        "",
+    ));
+    assert!(out.stdout.contains("old key"), "{}", out.stdout);
+    // The last factor: a recovery code is asked for (here, the next stdin line).
+    let out = ctl(
+        &ep,
+        &["mfa", "passkey", "remove", "--access-token", &access, &id],
+        "not-a-code\n",
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("invalid_code"), "{}", out.stderr);
+    let out = ok(ctl(
+        &ep,
+        &["mfa", "passkey", "remove", "--access-token", &access, &id],
+        &format!("{}\n", codes[0]),
+    ));
+    assert_eq!(out.stdout, "passkey removed\n");
+    let out = ok(ctl(
+        &ep,
+        &["mfa", "passkey", "list", "--access-token", &access],
+        "",
+    ));
+    assert_eq!(out.stdout, "no passkeys\n");
+}
