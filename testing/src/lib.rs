@@ -63,6 +63,15 @@ pub use grpc::{GrpcServer, GrpcServerBuilder};
 pub use intercept::{Hook, Intercepted};
 pub use procs::{ProcCluster, ProcNode, write_signing_key};
 
+/// The current TOTP step (unix seconds / 30) on the system clock, which servers under
+/// test read: the code of this step, or of the next, is accepted.
+pub fn totp_step_now() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs / 30
+}
+
 /// How long a fixture waits for a server to come up or shut down before it panics.
 pub const FIXTURE_DEADLINE: Duration = Duration::from_secs(30);
 

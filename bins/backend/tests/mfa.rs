@@ -14,15 +14,6 @@ use common::*;
 
 const PW: &str = "correct horse battery";
 
-/// The current 30-second step on the system clock (the backend's clock).
-fn step_now() -> u64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    secs / 30
-}
-
 fn code(result: Result<impl std::fmt::Debug, AuthError>) -> &'static str {
     match result {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -61,7 +52,7 @@ async fn totp_step_up_works_over_grpc() {
         })
     };
     assert_eq!(code(confirm("000000".into()).await), "invalid_code");
-    let recovery = confirm(secret.code_at_step(step_now()))
+    let recovery = confirm(secret.code_at_step(auth_testing::totp_step_now()))
         .await
         .unwrap()
         .recovery_codes;
@@ -86,11 +77,14 @@ async fn totp_step_up_works_over_grpc() {
         "invalid_code"
     );
     // The next step's code is inside the window and after the confirming one.
-    let pair = login_mfa(&step.mfa_ticket, &secret.code_at_step(step_now() + 1))
-        .await
-        .unwrap()
-        .into_tokens()
-        .unwrap();
+    let pair = login_mfa(
+        &step.mfa_ticket,
+        &secret.code_at_step(auth_testing::totp_step_now() + 1),
+    )
+    .await
+    .unwrap()
+    .into_tokens()
+    .unwrap();
     let me = remote
         .verify(VerifyRequest {
             access_token: pair.access_token.clone(),

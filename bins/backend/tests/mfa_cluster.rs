@@ -18,14 +18,6 @@ use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-backend");
 const PW: &str = "password-1";
 
-fn step_now() -> u64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    secs / 30
-}
-
 /// A client of one node only.
 fn node(c: &ProcCluster, i: usize) -> RemoteAuth {
     RemoteAuth::new(
@@ -89,7 +81,7 @@ async fn enrol_on_one_node_log_in_across_the_other_two() {
     let codes = a
         .totp_confirm(TotpConfirmRequest {
             access_token: first.access_token.clone(),
-            code: secret.code_at_step(step_now()),
+            code: secret.code_at_step(auth_testing::totp_step_now()),
             client: None,
         })
         .await
@@ -100,7 +92,7 @@ async fn enrol_on_one_node_log_in_across_the_other_two() {
     // The password step on node 2; its ticket completes on node 3.
     let step = b.login(login_req()).await.unwrap();
     assert!(step.mfa_required && step.tokens.is_none());
-    let code = secret.code_at_step(step_now() + 1);
+    let code = secret.code_at_step(auth_testing::totp_step_now() + 1);
     let pair = d
         .login_mfa(LoginMfaRequest {
             mfa_ticket: step.mfa_ticket.clone(),

@@ -6,14 +6,6 @@ mod common;
 use auth_core::mfa::TotpSecret;
 use common::*;
 
-fn step_now() -> u64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    secs / 30
-}
-
 #[test]
 fn totp_enrol_confirm_login_and_disable() {
     let b = backend();
@@ -71,7 +63,7 @@ fn totp_enrol_confirm_login_and_disable() {
             "--access-token",
             &access,
         ],
-        &format!("{}\n", totp.code_at_step(step_now())),
+        &format!("{}\n", totp.code_at_step(auth_testing::totp_step_now())),
     ))
     .json();
     let recovery: Vec<String> = v["recovery_codes"]
@@ -96,7 +88,10 @@ fn totp_enrol_confirm_login_and_disable() {
     let out = ok(ctl(
         &ep,
         &["--json", "login", "tess"],
-        &format!("{PW}\n{}\n", totp.code_at_step(step_now() + 1)),
+        &format!(
+            "{PW}\n{}\n",
+            totp.code_at_step(auth_testing::totp_step_now() + 1)
+        ),
     ));
     let access2 = out.json()["tokens"]["access_token"]
         .as_str()

@@ -14,14 +14,6 @@ use serde_json::{Value, json};
 
 const PW: &str = "correct horse battery";
 
-fn step_now() -> u64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    secs / 30
-}
-
 async fn post(v: &Visitor, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
     let mut req = v.client.post(v.url(path)).json(&body);
     if let Some(t) = token {
@@ -49,7 +41,7 @@ async fn guessing_totp_codes_is_throttled_and_never_signs_in() {
         &v,
         "/api/v1/mfa/totp/confirm",
         Some(&token),
-        json!({"code": secret.code_at_step(step_now())}),
+        json!({"code": secret.code_at_step(auth_testing::totp_step_now())}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -94,7 +86,7 @@ async fn guessing_totp_codes_is_throttled_and_never_signs_in() {
 
     // While throttled, not even the right code is checked.
     if let Some(t) = ticket {
-        let right = secret.code_at_step(step_now() + 1);
+        let right = secret.code_at_step(auth_testing::totp_step_now() + 1);
         let (status, body) = post(
             &v,
             "/api/v1/login/mfa",
