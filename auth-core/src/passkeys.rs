@@ -92,6 +92,15 @@ fn stored_passkey(record: &PasskeyRecord) -> Result<Passkey, AuthError> {
         .map_err(|_| AuthError::Internal("a stored passkey does not decode".into()))
 }
 
+/// The signature counter a stored passkey last saw (0: the authenticator keeps none).
+fn stored_counter(record: &PasskeyRecord) -> u32 {
+    serde_json::from_slice::<serde_json::Value>(&record.credential)
+        .ok()
+        .and_then(|v| v["cred"]["counter"].as_u64())
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(0)
+}
+
 fn credential_id(passkey: &Passkey) -> String {
     URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref())
 }
@@ -242,6 +251,7 @@ impl<S: Storage> Inner<S> {
     pub(crate) async fn passkey_register_finish(
         &self,
         user: User,
+        acr: &str,
         req: &PasskeyRegisterFinishRequest,
         now: i64,
     ) -> Result<PasskeyRegisterFinishResponse, AuthError> {
@@ -277,6 +287,9 @@ impl<S: Storage> Inner<S> {
         let codes = RecoveryCodes::generate();
         let (user, issued) = self
             .modify_user(user, now, |u| {
+                // Checked again on the record written: a factor added since the
+                // ceremony started makes this session too weak to add another.
+                self.require_multi_factor(u, acr)?;
                 if u.passkeys.len() >= MAX_PASSKEYS {
                     return Err(conflict("this account has as many passkeys as it may have"));
                 }
@@ -482,6 +495,13 @@ impl<S: Storage> Inner<S> {
                     .iter_mut()
                     .find(|p| p.credential_id == wanted)
                     .ok_or(AuthError::InvalidCredentials)?;
+                let counter = result.counter();
+                if counter > 0 && counter <= stored_counter(record) {
+                    // The authenticator's counter went back since the ceremony began:
+                    // two copies of one key are in use.
+                    tracing::warn!(target: "auth::audit", credential_id = %wanted, "passkey counter went back; possible cloned authenticator");
+                    return Err(AuthError::InvalidCredentials);
+                }
                 let mut passkey = stored_passkey(record)?;
                 passkey.update_credential(result);
                 record.credential = serde_json::to_vec(&passkey)
@@ -529,6 +549,7 @@ impl<S: Storage> Inner<S> {
         if !user.passkeys.iter().any(|p| p.credential_id == id) {
             return Err(AuthError::NotFound);
         }
+        let last = !user.totp_confirmed && user.passkeys.len() == 1;
         let remove = |u: &mut User| -> Result<(), AuthError> {
             let before = u.passkeys.len();
             u.passkeys.retain(|p| p.credential_id != id);
@@ -536,11 +557,17 @@ impl<S: Storage> Inner<S> {
                 return Err(AuthError::NotFound);
             }
             if !has_second_factor(u) {
+                if !last {
+                    // Another factor went meanwhile: this one is the last now, and
+                    // that takes a recovery code.
+                    return Err(conflict(
+                        "this is now your last second factor: removing it needs a recovery code",
+                    ));
+                }
                 u.recovery_code_hashes.clear();
             }
             Ok(())
         };
-        let last = !user.totp_confirmed && user.passkeys.len() == 1;
         let user_id = user.id.clone();
         if last {
             let from = crate::service::source(&req.client);

@@ -327,6 +327,7 @@ impl<S: Storage> Inner<S> {
     pub(crate) async fn totp_confirm(
         &self,
         user: User,
+        acr: &str,
         code: &str,
         from: Option<&str>,
         now: i64,
@@ -347,24 +348,36 @@ impl<S: Storage> Inner<S> {
         }
         let codes = RecoveryCodes::generate();
         let key = user.username_key.clone();
-        let (user, ()) = self
+        let (user, issued) = self
             .guarded_code(
                 &key,
                 from,
                 now,
                 self.modify_user(user, now, |u| {
                     pending(u)?;
+                    // Checked again on the record confirmed: a factor added since the
+                    // enrolment started makes this session too weak to add another.
+                    self.require_multi_factor(u, acr)?;
                     let secret = self.mfa_key.open(&u.totp_sealed, &u.id)?;
                     u.totp_last_step = secret.verify(code, now, None)?;
                     u.totp_confirmed = true;
-                    u.recovery_code_hashes = codes.hashes.clone();
-                    Ok(())
+                    // The first factor brings recovery codes; codes the user holds
+                    // already (from a passkey) stay valid.
+                    let issue = u.recovery_code_hashes.is_empty();
+                    if issue {
+                        u.recovery_code_hashes = codes.hashes.clone();
+                    }
+                    Ok(issue)
                 }),
             )
             .await?;
         tracing::info!(target: "auth::audit", user_id = %user.id, "TOTP enabled");
         Ok(TotpConfirmResponse {
-            recovery_codes: codes.codes.iter().map(|c| c.to_string()).collect(),
+            recovery_codes: if issued {
+                codes.codes.iter().map(|c| c.to_string()).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 

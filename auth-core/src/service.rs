@@ -467,7 +467,7 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.totp_confirm(user, &req.code, source(&req.client), now)
+        me.totp_confirm(user, &claims.acr, &req.code, source(&req.client), now)
             .await
     }
 
@@ -512,7 +512,8 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.passkey_register_finish(user, &req, now).await
+        me.passkey_register_finish(user, &claims.acr, &req, now)
+            .await
     }
 
     async fn passkey_login_start(

@@ -459,3 +459,107 @@ async fn without_a_relying_party_passkeys_are_refused() {
     config.mfa.passkeys = Some(PasskeyConfig::new("example.com", "https://evil.test"));
     assert_eq!(config.validate().unwrap_err().code(), "invalid_config");
 }
+
+#[tokio::test]
+async fn a_factor_started_before_another_was_added_cannot_be_finished_from_that_session() {
+    let h = passkey_harness();
+    // A password-only session of an account without factors (an attacker's, say).
+    let (_, weak) = h.signup("wade").await;
+    let started = h
+        .auth
+        .totp_enroll(TotpEnrollRequest {
+            access_token: weak.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    let mut key = authenticator();
+    let c = register_start(&h, &weak.access_token, "early").await;
+    let early = attest(&mut key, &c);
+    // The owner adds a passkey (allowed: the account had no factor yet)...
+    let mut owners = authenticator();
+    let c2 = register_start(&h, &weak.access_token, "owner").await;
+    let done = register_finish(
+        &h,
+        &weak.access_token,
+        &c2.ceremony_id,
+        attest(&mut owners, &c2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.recovery_codes.len(), 10);
+    // ...and then neither the stale TOTP enrolment nor the stale passkey ceremony can be
+    // completed from the password-only session.
+    let secret = auth_core::mfa::TotpSecret::from_base32(&started.secret).unwrap();
+    let step = u64::try_from(h.now_ms() / 1000).unwrap() / 30;
+    let e = h
+        .auth
+        .totp_confirm(TotpConfirmRequest {
+            access_token: weak.access_token.clone(),
+            code: secret.code_at_step(step),
+            client: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "mfa_conflict");
+    let e = register_finish(&h, &weak.access_token, &c.ceremony_id, early)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "mfa_conflict");
+    let stored = h.stored_user("wade").await;
+    assert_eq!(stored.passkeys.len(), 1);
+    assert!(!stored.totp_confirmed);
+
+    // From a session opened with the passkey, TOTP can be added; the recovery codes the
+    // owner holds stay valid (none are reissued).
+    let step_up = h.login("wade", PASSWORD).await.unwrap();
+    let lc = login_start(&h, &step_up.mfa_ticket).await.unwrap();
+    let strong = login_finish(
+        &h,
+        &lc.ceremony_id,
+        assert_with(&mut owners, &lc),
+        &step_up.mfa_ticket,
+    )
+    .await
+    .unwrap()
+    .into_tokens()
+    .unwrap();
+    let again = h
+        .auth
+        .totp_enroll(TotpEnrollRequest {
+            access_token: strong.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    let secret = auth_core::mfa::TotpSecret::from_base32(&again.secret).unwrap();
+    let step = u64::try_from(h.now_ms() / 1000).unwrap() / 30;
+    let confirmed = h
+        .auth
+        .totp_confirm(TotpConfirmRequest {
+            access_token: strong.access_token,
+            code: secret.code_at_step(step),
+            client: None,
+        })
+        .await
+        .unwrap();
+    assert!(confirmed.recovery_codes.is_empty());
+    assert_eq!(h.stored_user("wade").await.recovery_code_hashes.len(), 10);
+}
+
+#[tokio::test]
+async fn an_assertion_whose_counter_went_back_is_refused() {
+    let h = passkey_harness();
+    let (_, mut key, _) = with_passkey(&h, "xavi").await;
+    // Two ceremonies, both answered (counters n+1 then n+2), finished in reverse order:
+    // the older assertion comes after the newer one, as from a cloned key.
+    let t1 = h.login("xavi", PASSWORD).await.unwrap().mfa_ticket;
+    let t2 = h.login("xavi", PASSWORD).await.unwrap().mfa_ticket;
+    let c1 = login_start(&h, &t1).await.unwrap();
+    let c2 = login_start(&h, &t2).await.unwrap();
+    let older = assert_with(&mut key, &c1);
+    let newer = assert_with(&mut key, &c2);
+    login_finish(&h, &c2.ceremony_id, newer, &t2).await.unwrap();
+    let e = login_finish(&h, &c1.ceremony_id, older, &t1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_credentials");
+}

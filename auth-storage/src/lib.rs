@@ -234,6 +234,8 @@ pub struct PutChallenge {
     pub max_per_user: u32,
     /// Stored challenges in total (expired ones count until swept by
     /// [`Storage::delete_expired_sessions`]); beyond it, [`StorageError::Unavailable`].
+    /// A challenge without a user is refused once half of this is reached, so that
+    /// anonymous ones cannot crowd out those of users.
     pub max_total: u64,
 }
 

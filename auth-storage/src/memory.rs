@@ -319,6 +319,19 @@ impl Tables {
         if self.challenges.contains_key(&c.id) {
             return Err(StorageError::ChallengeExists);
         }
+        // Challenges without a user (anyone may start a passwordless login) may fill
+        // only half the room, so they can never crowd out the tickets of users who
+        // gave their password.
+        let cap = if c.user_id.is_empty() {
+            req.max_total / 2
+        } else {
+            req.max_total
+        };
+        if self.challenges.len() as u64 >= cap {
+            return Err(StorageError::Unavailable(
+                "too many sign-ins in progress; retry shortly".into(),
+            ));
+        }
         if !c.user_id.is_empty() {
             let max = usize::try_from(req.max_per_user.max(1)).unwrap_or(usize::MAX);
             let mine = self.user_challenges.get(&c.user_id);
@@ -332,11 +345,6 @@ impl Tables {
             for id in oldest {
                 self.remove_challenge(&id);
             }
-        }
-        if self.challenges.len() as u64 >= req.max_total {
-            return Err(StorageError::Unavailable(
-                "too many sign-ins in progress; retry shortly".into(),
-            ));
         }
         self.insert_challenge(c);
         Ok(())

@@ -107,7 +107,8 @@ pub async fn take_challenge_checks_kind_and_expiry<S: Storage>(s: &S) {
 }
 
 /// `put_challenge` refuses malformed records (`Invalid`), a user that does not exist
-/// (`NotFound`) and anything beyond `max_total` (`Unavailable`); beyond `max_per_user`
+/// (`NotFound`) and anything beyond `max_total` (`Unavailable`; without a user, beyond
+/// half of it); beyond `max_per_user`
 /// it drops that user's oldest challenge, and never one of another user or without one.
 pub async fn put_challenge_validates_and_bounds<S: Storage>(s: &S) {
     let user = stored_user(s).await;
@@ -159,6 +160,15 @@ pub async fn put_challenge_validates_and_bounds<S: Storage>(s: &S) {
     match s.put_challenge(full).await {
         Err(StorageError::Unavailable(_)) => {}
         other => panic!("put_challenge beyond max_total must be Unavailable, got {other:?}"),
+    }
+    // Without a user, half of max_total is the bound (here 0 of 1).
+    let mut anonymous_full = put_req(new_challenge("passkey_login", "", MINUTE));
+    anonymous_full.max_total = 1;
+    match s.put_challenge(anonymous_full).await {
+        Err(StorageError::Unavailable(_)) => {}
+        other => {
+            panic!("an anonymous challenge beyond max_total / 2 must be Unavailable, got {other:?}")
+        }
     }
 
     let other = stored_user(s).await;

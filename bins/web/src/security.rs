@@ -273,6 +273,10 @@ async fn confirm(State(state): State<AppState>, post: CsrfForm) -> PageResult {
         client: Some(client),
     };
     match state.api.totp_confirm(req).await {
+        // Recovery codes come with the first factor only.
+        Ok(r) if r.recovery_codes.is_empty() => {
+            Ok((cookies, redirect("/account/security?notice=totp_enabled")).into_response())
+        }
         Ok(r) => codes_page(cookies, &me, &state, r.recovery_codes),
         Err(
             e @ (AuthError::InvalidCode | AuthError::Locked { .. } | AuthError::RateLimited { .. }),

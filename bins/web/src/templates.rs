@@ -163,6 +163,9 @@ pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
         "mfa_expired" => "That sign-in has expired. Please log in again.",
         "totp_disabled" => "The authenticator app has been removed from your account.",
         "passkey_added" => "Your passkey has been added.",
+        "totp_enabled" => {
+            "Your authenticator app is set up. Your recovery codes stay as they were."
+        }
         "passkey_removed" => "The passkey has been removed.",
         _ => return None,
     })
