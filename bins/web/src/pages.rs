@@ -254,7 +254,7 @@ async fn mfa_submit(State(state): State<AppState>, post: CsrfForm) -> PageResult
         form,
         browser,
         visitor,
-        mut cookies,
+        cookies,
     } = post;
     if let Visitor::SignedIn(_) = visitor {
         return Ok((cookies, redirect("/account")).into_response());
@@ -280,19 +280,8 @@ async fn mfa_submit(State(state): State<AppState>, post: CsrfForm) -> PageResult
         client: Some(browser.client.info()),
     };
     match state.api.login_mfa(req).await {
-        Ok(resp) => {
-            let tokens = resp
-                .tokens
-                .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?;
-            cookies.tokens(&browser.names, &tokens);
-            cookies.mfa_ticket(&browser.names, "", 0);
-            csrf::end_pre_session(&browser, &mut cookies);
-            Ok((cookies, redirect("/account")).into_response())
-        }
-        Err(AuthError::InvalidMfaTicket) => {
-            cookies.mfa_ticket(&browser.names, "", 0);
-            Ok((cookies, redirect("/login?notice=mfa_expired")).into_response())
-        }
+        Ok(resp) => signed_in_now(&browser, cookies, resp, true),
+        Err(AuthError::InvalidMfaTicket) => ticket_expired(&browser, cookies),
         Err(e) if auth_status(&e).is_client_error() => {
             let wait = e.retry_after();
             let page = mfa_page(
@@ -331,7 +320,7 @@ async fn passkey_finish(State(state): State<AppState>, post: CsrfForm) -> PageRe
         form,
         browser,
         visitor,
-        mut cookies,
+        cookies,
     } = post;
     if let Visitor::SignedIn(_) = visitor {
         return Ok((cookies, redirect("/account")).into_response());
@@ -348,23 +337,35 @@ async fn passkey_finish(State(state): State<AppState>, post: CsrfForm) -> PageRe
         return passkey_refused(&state, &browser, cookies, ticket.is_some(), e);
     }
     match state.api.passkey_login_finish(req).await {
-        Ok(resp) => {
-            let tokens = resp
-                .tokens
-                .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?;
-            cookies.tokens(&browser.names, &tokens);
-            if ticket.is_some() {
-                cookies.mfa_ticket(&browser.names, "", 0);
-            }
-            csrf::end_pre_session(&browser, &mut cookies);
-            Ok((cookies, redirect("/account")).into_response())
-        }
-        Err(AuthError::InvalidMfaTicket) => {
-            cookies.mfa_ticket(&browser.names, "", 0);
-            Ok((cookies, redirect("/login?notice=mfa_expired")).into_response())
-        }
+        Ok(resp) => signed_in_now(&browser, cookies, resp, ticket.is_some()),
+        Err(AuthError::InvalidMfaTicket) => ticket_expired(&browser, cookies),
         Err(e) => passkey_refused(&state, &browser, cookies, ticket.is_some(), e),
     }
+}
+
+/// A completed login: the token cookies set, the MFA ticket cookie (if `had_ticket`)
+/// and the pre-session ended, on to the account page.
+fn signed_in_now(
+    browser: &Browser,
+    mut cookies: SetCookies,
+    resp: auth_core::api::LoginResponse,
+    had_ticket: bool,
+) -> PageResult {
+    let tokens = resp
+        .tokens
+        .ok_or_else(|| AuthError::Internal("login answered without tokens".into()))?;
+    cookies.tokens(&browser.names, &tokens);
+    if had_ticket {
+        cookies.mfa_ticket(&browser.names, "", 0);
+    }
+    csrf::end_pre_session(browser, &mut cookies);
+    Ok((cookies, redirect("/account")).into_response())
+}
+
+/// The login's ticket is gone (expired, used up): its cookie cleared, back to `/login`.
+fn ticket_expired(browser: &Browser, mut cookies: SetCookies) -> PageResult {
+    cookies.mfa_ticket(&browser.names, "", 0);
+    Ok((cookies, redirect("/login?notice=mfa_expired")).into_response())
 }
 
 /// A refused passkey login, on the form it came from (the second step's, or the
