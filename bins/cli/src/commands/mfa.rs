@@ -11,7 +11,8 @@ use auth_core::api::*;
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::{Failure, Io, emit, read_line, token_arg};
+use crate::Failure;
+use crate::io::{Io, emit, read_line, token_arg};
 
 /// `authctl mfa …`
 #[derive(Debug, Clone, Subcommand)]

@@ -9,8 +9,9 @@ use auth_raft::{AdminError, ClusterAdmin, NodeStatus};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use crate::io::Io;
 use crate::tls::TlsArgs;
-use crate::{EXIT_OK, EXIT_UNREACHABLE, Failure, Io};
+use crate::{EXIT_OK, EXIT_UNREACHABLE, Failure};
 
 /// Cluster administration (Raft storage only).
 #[derive(Debug, Clone, Subcommand)]
@@ -118,7 +119,7 @@ pub async fn execute(
             let value = json!({
                 "nodes": rows.iter().map(|(e, r)| status_json(e, r)).collect::<Vec<_>>(),
             });
-            crate::emit(io, json, value, || status_text(&rows))?;
+            crate::io::emit(io, json, value, || status_text(&rows))?;
             return Ok(if all { EXIT_OK } else { EXIT_UNREACHABLE });
         }
         ClusterCmd::AddLearner { id, addr } => {
@@ -143,5 +144,5 @@ pub async fn execute(
             )
         }
     };
-    crate::emit(io, json, value, || text)
+    crate::io::emit(io, json, value, || text)
 }
