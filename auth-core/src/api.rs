@@ -3,16 +3,18 @@
 use async_trait::async_trait;
 
 pub use auth_proto::v1::{
-    ChangePasswordRequest, ChangePasswordResponse, ClientInfo, DeleteUserRequest,
-    DeleteUserResponse, KeysRequest, KeysResponse, ListSessionsRequest, ListSessionsResponse,
-    LoginMfaRequest, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
-    LogoutRequest, LogoutResponse, MfaStatusRequest, MfaStatusResponse, PasskeyCeremony,
-    PasskeyInfo, PasskeyLoginFinishRequest, PasskeyLoginStartRequest, PasskeyRegisterFinishRequest,
-    PasskeyRegisterFinishResponse, PasskeyRegisterStartRequest, PasskeyRemoveRequest,
-    PasskeyRemoveResponse, PasskeyRenameRequest, PasskeyRenameResponse, PublicKey, RefreshRequest,
-    RefreshResponse, RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse,
-    RegisterRequest, RegisterResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo,
-    TokenPair, TotpConfirmRequest, TotpConfirmResponse, TotpDisableRequest, TotpDisableResponse,
+    AdminGetUserResponse, AdminListUsersRequest, AdminListUsersResponse, AdminRoleRequest,
+    AdminUserActionResponse, AdminUserInfo, AdminUserRequest, ChangePasswordRequest,
+    ChangePasswordResponse, ClientInfo, DeleteUserRequest, DeleteUserResponse, KeysRequest,
+    KeysResponse, ListSessionsRequest, ListSessionsResponse, LoginMfaRequest, LoginRequest,
+    LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
+    MfaStatusRequest, MfaStatusResponse, PasskeyCeremony, PasskeyInfo, PasskeyLoginFinishRequest,
+    PasskeyLoginStartRequest, PasskeyRegisterFinishRequest, PasskeyRegisterFinishResponse,
+    PasskeyRegisterStartRequest, PasskeyRemoveRequest, PasskeyRemoveResponse, PasskeyRenameRequest,
+    PasskeyRenameResponse, PublicKey, RefreshRequest, RefreshResponse,
+    RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RegisterRequest,
+    RegisterResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo, TokenPair,
+    TotpConfirmRequest, TotpConfirmResponse, TotpDisableRequest, TotpDisableResponse,
     TotpEnrollRequest, TotpEnrollResponse, UserInfo, VerifyRequest, VerifyResponse,
 };
 
@@ -119,6 +121,49 @@ pub trait AuthApi: Send + Sync + 'static {
         &self,
         req: PasskeyRemoveRequest,
     ) -> Result<PasskeyRemoveResponse, AuthError>;
+    /// Administration (the caller needs the `admin` role): a page of users by
+    /// username, optionally filtered by text or id.
+    async fn admin_list_users(
+        &self,
+        req: AdminListUsersRequest,
+    ) -> Result<AdminListUsersResponse, AuthError>;
+    /// Administration: one user with their live sessions.
+    async fn admin_get_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminGetUserResponse, AuthError>;
+    /// Administration: locks an account (no sign-in or refresh until unlocked) and
+    /// ends its sessions.
+    async fn admin_lock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: unlocks an account.
+    async fn admin_unlock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: ends every session of a user.
+    async fn admin_logout_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: deletes an account with its sessions.
+    async fn admin_delete_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: grants a role (in tokens from the user's next sign-in).
+    async fn admin_grant_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: revokes a role and ends the user's sessions, so no token
+    /// carries it any more.
+    async fn admin_revoke_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError>;
 }
 
 #[async_trait]
@@ -227,5 +272,53 @@ impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
         req: PasskeyRemoveRequest,
     ) -> Result<PasskeyRemoveResponse, AuthError> {
         (**self).passkey_remove(req).await
+    }
+    async fn admin_list_users(
+        &self,
+        req: AdminListUsersRequest,
+    ) -> Result<AdminListUsersResponse, AuthError> {
+        (**self).admin_list_users(req).await
+    }
+    async fn admin_get_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminGetUserResponse, AuthError> {
+        (**self).admin_get_user(req).await
+    }
+    async fn admin_lock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_lock_user(req).await
+    }
+    async fn admin_unlock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_unlock_user(req).await
+    }
+    async fn admin_logout_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_logout_user(req).await
+    }
+    async fn admin_delete_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_delete_user(req).await
+    }
+    async fn admin_grant_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_grant_role(req).await
+    }
+    async fn admin_revoke_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        (**self).admin_revoke_role(req).await
     }
 }

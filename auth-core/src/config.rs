@@ -64,6 +64,9 @@ pub struct Config {
     pub audience: String,
     /// Signing keys. `None` generates an HS256 key at start-up (see the type docs).
     pub keys: Option<KeyRing>,
+    /// Most sessions one user may have; opening one more ends their oldest (in the
+    /// same storage step). Default 100; 0 means no bound.
+    pub max_sessions_per_user: u32,
     /// Whether `verify` also checks that the session is live. Default
     /// [`SessionCheck::Always`]: logout takes effect at once, at the cost of one storage
     /// read per verification.
@@ -95,6 +98,7 @@ impl Default for Config {
             issuer: "auth-sdk".into(),
             audience: "auth-sdk".into(),
             keys: None,
+            max_sessions_per_user: 100,
             session_check: SessionCheck::Always,
             clock_skew: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(60),

@@ -69,6 +69,14 @@ pub enum AuthError {
     /// enrolled, confirming or removing one that is not); the text says which.
     #[error("{0}")]
     MfaConflict(Cow<'static, str>),
+    /// The caller is signed in but lacks the role the operation needs (an admin
+    /// operation without `admin`), or an administrator tried it on their own account.
+    #[error("permission denied: {0}")]
+    PermissionDenied(Cow<'static, str>),
+    /// An administrator locked this account: it cannot sign in or refresh until one
+    /// unlocks it. Only answered to a caller who proved the password (or a factor).
+    #[error("this account has been locked by an administrator")]
+    AccountDisabled,
     /// The named resource (e.g. a session to revoke) does not exist.
     #[error("not found")]
     NotFound,
@@ -119,6 +127,8 @@ impl AuthError {
             AuthError::InvalidMfaTicket => "invalid_mfa_ticket",
             AuthError::MfaConflict(_) => "mfa_conflict",
             AuthError::CeremonyExpired => "ceremony_expired",
+            AuthError::PermissionDenied(_) => "permission_denied",
+            AuthError::AccountDisabled => "account_disabled",
             AuthError::NotFound => "not_found",
             AuthError::InvalidArgument(_) => "invalid_argument",
             AuthError::InvalidConfig(_) => "invalid_config",
@@ -149,6 +159,8 @@ impl AuthError {
             "invalid_mfa_ticket" => AuthError::InvalidMfaTicket,
             "mfa_conflict" => AuthError::MfaConflict(detail.into()),
             "ceremony_expired" => AuthError::CeremonyExpired,
+            "permission_denied" => AuthError::PermissionDenied(detail.into()),
+            "account_disabled" => AuthError::AccountDisabled,
             "not_found" => AuthError::NotFound,
             "invalid_argument" => AuthError::InvalidArgument(detail.into()),
             "invalid_config" => AuthError::InvalidConfig(detail),
@@ -206,6 +218,8 @@ impl AuthError {
         "invalid_mfa_ticket",
         "mfa_conflict",
         "ceremony_expired",
+        "permission_denied",
+        "account_disabled",
         "not_found",
         "invalid_argument",
         "invalid_config",
@@ -234,6 +248,7 @@ impl From<StorageError> for AuthError {
         match e {
             StorageError::UserExists => AuthError::UserExists,
             StorageError::NotFound => AuthError::NotFound,
+            StorageError::UserLocked => AuthError::AccountDisabled,
             StorageError::Unavailable(m) => AuthError::Unavailable(m),
             other => AuthError::Internal(other.to_string()),
         }
@@ -260,6 +275,8 @@ mod tests {
             AuthError::InvalidMfaTicket,
             AuthError::MfaConflict("no second factor is enrolled".into()),
             AuthError::CeremonyExpired,
+            AuthError::PermissionDenied("the admin role is required".into()),
+            AuthError::AccountDisabled,
             AuthError::NotFound,
             AuthError::InvalidArgument("session_id is required".into()),
             AuthError::InvalidConfig("bad".into()),
@@ -281,7 +298,8 @@ mod tests {
                 AuthError::InvalidUsername(d)
                 | AuthError::InvalidPassword(d)
                 | AuthError::InvalidArgument(d)
-                | AuthError::MfaConflict(d) => d.to_string(),
+                | AuthError::MfaConflict(d)
+                | AuthError::PermissionDenied(d) => d.to_string(),
                 AuthError::InvalidConfig(d)
                 | AuthError::Unavailable(d)
                 | AuthError::Internal(d) => d.clone(),

@@ -38,6 +38,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api;
 mod auth;
 pub mod clock;

@@ -89,6 +89,16 @@ impl UsernamePolicy {
     }
 }
 
+impl UsernamePolicy {
+    /// The text to look for in uniqueness keys when searching for usernames
+    /// containing `query`: the query through the same pipeline as a key, so that
+    /// `Adam` finds `adam` (whose key is `adarn`). Lowercased as is when the pipeline
+    /// does not settle.
+    pub fn search_key(&self, query: &str) -> String {
+        uniqueness_key(query).unwrap_or_else(|| query.to_lowercase())
+    }
+}
+
 /// One round of the key pipeline: NFKC, lowercase, TR39 skeleton, NFC.
 fn key_round(s: &str) -> String {
     let lower = s.nfkc().collect::<String>().to_lowercase();

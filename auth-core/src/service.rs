@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use auth_storage::{RotateOutcome, RotateRefresh, Session, Storage, StorageError, User};
 
+use crate::admin::session_info;
 use crate::api::*;
 use crate::auth::{Auth, CAS_RETRIES, Inner};
 use crate::clock::duration_ms;
@@ -49,14 +50,7 @@ impl<S: Storage> Inner<S> {
         now: i64,
     ) -> Result<TokenPair, AuthError> {
         let ttl = i64::try_from(self.config.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
-        let (access, claims) = self.codec.issue(
-            &session.user_id,
-            &session.username,
-            &session.id,
-            &session.amr,
-            now,
-            ttl,
-        )?;
+        let (access, claims) = self.codec.issue(session, now, ttl)?;
         Ok(TokenPair {
             access_token: access,
             access_expires_at_ms: claims.exp.saturating_mul(1000),
@@ -92,7 +86,11 @@ impl<S: Storage> Inner<S> {
             amr,
             ..Session::default()
         };
-        let session = match self.storage.create_session(session).await {
+        let session = match self
+            .storage
+            .create_session(session, self.config.max_sessions_per_user)
+            .await
+        {
             Ok(s) => s,
             // The user was deleted between the password check and now.
             Err(StorageError::NotFound) => return Err(AuthError::InvalidCredentials),
@@ -195,6 +193,10 @@ impl<S: Storage> AuthApi for Auth<S> {
                 Err(e) => return Err(e),
             }
         }
+        if user.admin_locked_at_ms != 0 {
+            // Only after the password proved who is asking.
+            return Err(AuthError::AccountDisabled);
+        }
         if has_second_factor(&user) {
             return me.mfa_step(&user, now).await;
         }
@@ -220,6 +222,7 @@ impl<S: Storage> AuthApi for Auth<S> {
             token_id: claims.jti,
             amr: claims.amr,
             acr: claims.acr,
+            roles: claims.roles,
         })
     }
 
@@ -402,15 +405,7 @@ impl<S: Storage> AuthApi for Auth<S> {
             .list_user_sessions(&claims.sub, now)
             .await?
             .into_iter()
-            .map(|s| SessionInfo {
-                current: s.id == claims.sid,
-                id: s.id,
-                created_at_ms: s.created_at_ms,
-                last_used_at_ms: s.last_used_at_ms,
-                expires_at_ms: s.expires_at_ms,
-                user_agent: s.user_agent,
-                ip: s.ip,
-            })
+            .map(|s| session_info(s, &claims.sid))
             .collect();
         Ok(ListSessionsResponse {
             user: Some(user_info(&user)),
@@ -551,5 +546,61 @@ impl<S: Storage> AuthApi for Auth<S> {
         let user = me.current_user(&claims.sub).await?;
         me.passkey_remove(user, &claims.acr, &req, now).await?;
         Ok(PasskeyRemoveResponse {})
+    }
+
+    async fn admin_list_users(
+        &self,
+        req: AdminListUsersRequest,
+    ) -> Result<AdminListUsersResponse, AuthError> {
+        self.admin_list_users_impl(req).await
+    }
+
+    async fn admin_get_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminGetUserResponse, AuthError> {
+        self.admin_get_user_impl(req).await
+    }
+
+    async fn admin_lock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_lock_user_impl(req).await
+    }
+
+    async fn admin_unlock_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_unlock_user_impl(req).await
+    }
+
+    async fn admin_logout_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_logout_user_impl(req).await
+    }
+
+    async fn admin_delete_user(
+        &self,
+        req: AdminUserRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_delete_user_impl(req).await
+    }
+
+    async fn admin_grant_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_grant_role_impl(req).await
+    }
+
+    async fn admin_revoke_role(
+        &self,
+        req: AdminRoleRequest,
+    ) -> Result<AdminUserActionResponse, AuthError> {
+        self.admin_revoke_role_impl(req).await
     }
 }

@@ -10,6 +10,7 @@
 //! from the token it replaces, so the holder of that token (and nobody who merely reads
 //! storage) can recover the successor inside the grace window.
 
+use auth_storage::Session;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Header, Validation};
@@ -57,6 +58,12 @@ pub struct Claims {
     /// [`ACR_SINGLE_FACTOR`] otherwise (after NIST SP 800-63B's AAL1/AAL2).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub acr: String,
+    /// The user's roles when the session opened (`admin`, or an application's own).
+    /// Absent when there are none. An application checks them with
+    /// [`Claims::has_role`]; revoking a role ends the user's sessions, so a token
+    /// carrying a revoked role lives at most until it expires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// `acr` of a single-factor sign-in (a password alone).
@@ -66,6 +73,11 @@ pub const ACR_SINGLE_FACTOR: &str = "aal1";
 pub const ACR_MULTI_FACTOR: &str = "aal2";
 
 impl Claims {
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
     /// True when the token's sign-in used two factors (`acr` is
     /// [`ACR_MULTI_FACTOR`]).
     pub fn is_multi_factor(&self) -> bool {
@@ -118,10 +130,7 @@ impl TokenCodec {
     /// Signs an access token for this session, valid from `now_ms` for `ttl_s` seconds.
     pub(crate) fn issue(
         &self,
-        user_id: &str,
-        username: &str,
-        session_id: &str,
-        amr: &[String],
+        session: &Session,
         now_ms: i64,
         ttl_s: i64,
     ) -> Result<(String, Claims), AuthError> {
@@ -130,15 +139,16 @@ impl TokenCodec {
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            sub: user_id.to_owned(),
-            sid: session_id.to_owned(),
-            name: username.to_owned(),
+            sub: session.user_id.clone(),
+            sid: session.id.clone(),
+            name: session.username.clone(),
             iat,
             nbf: iat,
             exp: iat.saturating_add(ttl_s),
             jti: random_id(),
-            amr: amr.to_vec(),
-            acr: acr_for(amr).to_owned(),
+            amr: session.amr.clone(),
+            acr: acr_for(&session.amr).to_owned(),
+            roles: session.roles.clone(),
         };
         let mut header = Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());

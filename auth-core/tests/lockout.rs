@@ -12,8 +12,8 @@ use auth_core::api::{ClientInfo, LoginRequest};
 use auth_core::{Auth, AuthApi, AuthError, LockoutPolicy, ThrottlePolicy};
 use auth_storage::memory::MemoryStorage;
 use auth_storage::{
-    LoginAttempts, Reservation, ReserveLogin, RotateOutcome, RotateRefresh, Session, SettleLogin,
-    Storage, User,
+    ListUsers, LoginAttempts, Reservation, ReserveLogin, RotateOutcome, RotateRefresh, Session,
+    SettleLogin, Storage, User, UserPage,
 };
 use common::*;
 use tokio::sync::Notify;
@@ -320,8 +320,11 @@ impl Storage for GatedStorage {
     async fn delete_user(&self, id: &str) -> auth_storage::Result<u64> {
         self.inner.delete_user(id).await
     }
-    async fn create_session(&self, s: Session) -> auth_storage::Result<Session> {
-        self.inner.create_session(s).await
+    async fn list_users(&self, req: ListUsers) -> auth_storage::Result<UserPage> {
+        self.inner.list_users(req).await
+    }
+    async fn create_session(&self, s: Session, max: u32) -> auth_storage::Result<Session> {
+        self.inner.create_session(s, max).await
     }
     async fn get_session(&self, id: &str) -> auth_storage::Result<Option<Session>> {
         self.inner.get_session(id).await

@@ -277,6 +277,8 @@ fn every_error_code_has_a_message_without_secrets() {
         AuthError::InvalidMfaTicket,
         AuthError::MfaConflict("no second factor is enrolled".into()),
         AuthError::CeremonyExpired,
+        AuthError::PermissionDenied("the admin role is required".into()),
+        AuthError::AccountDisabled,
         AuthError::NotFound,
         AuthError::InvalidArgument("session_id is required".into()),
         AuthError::InvalidConfig("bad".into()),

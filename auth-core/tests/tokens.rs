@@ -72,6 +72,7 @@ async fn claims_carry_issuer_audience_subject_session_and_times() {
             token_id: jti.to_owned(),
             amr: vec!["pwd".into()],
             acr: "aal1".into(),
+            roles: vec![],
         }
     );
     let claims = h.auth.verify_token(&tokens.access_token).await.unwrap();

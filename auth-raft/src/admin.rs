@@ -28,6 +28,9 @@ pub enum AdminError {
     /// The node refused the caller's credentials.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The record to create exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// The client is misconfigured (bad endpoint, bad TLS files).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -40,6 +43,7 @@ impl AdminError {
             AdminError::Unavailable(_) => "unavailable",
             AdminError::InvalidArgument(_) => "invalid_argument",
             AdminError::PermissionDenied(_) => "permission_denied",
+            AdminError::AlreadyExists(_) => "already_exists",
             AdminError::InvalidConfig(_) => "invalid_config",
         }
     }
@@ -47,6 +51,7 @@ impl AdminError {
     fn from_status(addr: &str, s: &tonic::Status) -> Self {
         match s.code() {
             tonic::Code::InvalidArgument => AdminError::InvalidArgument(s.message().to_owned()),
+            tonic::Code::AlreadyExists => AdminError::AlreadyExists(s.message().to_owned()),
             tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
                 AdminError::PermissionDenied(format!("{addr}: {}", s.message()))
             }
@@ -133,12 +138,10 @@ impl ClusterAdmin {
     }
 
     /// Runs `call` on the leader: tries each endpoint, following leader hints.
-    async fn on_leader<F, Fut>(&self, call: F) -> Result<pb::MembershipResponse, AdminError>
+    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, AdminError>
     where
         F: Fn(ClusterAdminClient<Channel>) -> Fut,
-        Fut: std::future::Future<
-                Output = Result<tonic::Response<pb::MembershipResponse>, tonic::Status>,
-            >,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut candidates: Vec<String> = self.endpoints.clone();
         let mut tried = BTreeSet::new();
@@ -216,6 +219,22 @@ impl ClusterAdmin {
             })
             .await?;
         Ok(r.log_id.map_or(0, |l| l.index))
+    }
+
+    /// Creates `user` (a complete record, password already hashed) if its id and
+    /// username are free: [`AdminError::AlreadyExists`] otherwise.
+    pub async fn create_user(&self, user: pb::User) -> Result<pb::User, AdminError> {
+        let r = self
+            .on_leader(|mut c| {
+                let user = user.clone();
+                async move {
+                    c.create_user(pb::CreateUserRequest { user: Some(user) })
+                        .await
+                }
+            })
+            .await?;
+        r.user
+            .ok_or_else(|| unavailable("create_user answered without the user"))
     }
 
     /// Removes a node from the cluster.

@@ -110,6 +110,11 @@ fn command_time(op: &mut Op) -> Option<(&mut i64, TimeRule)> {
         Op::DeleteExpired(d) => Some((&mut d.now_ms, TimeRule::CutOff)),
         Op::RotateRefresh(r) => Some((&mut r.now_ms, TimeRule::Now)),
         Op::CreateSession(s) => Some((&mut s.created_at_ms, TimeRule::Now)),
+        // Also the time sessions are judged expired by when making room.
+        Op::CreateBoundedSession(c) => c
+            .session
+            .as_mut()
+            .map(|s| (&mut s.created_at_ms, TimeRule::Now)),
         // A time ahead would end locks early (a bypass); behind would lengthen them.
         Op::ReserveLogin(r) => Some((&mut r.now_ms, TimeRule::Now)),
         // A time behind would admit expired challenges; ahead would refuse good ones.

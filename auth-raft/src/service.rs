@@ -9,6 +9,7 @@ use std::sync::Arc;
 use auth_proto::v1 as pb;
 use auth_proto::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use auth_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+use auth_storage::StorageError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Snapshot};
 use tonic::{Request, Response, Status};
@@ -436,5 +437,25 @@ impl ClusterAdmin for AdminGrpc {
         // retain = false: the node leaves the cluster entirely (not kept as a learner).
         let r = self.shared.raft.change_membership(voters, false).await;
         self.shared.membership_reply(r)
+    }
+
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        self.shared.require_admin(&req)?;
+        let user = req
+            .into_inner()
+            .user
+            .ok_or_else(|| Status::invalid_argument("create_user without a user"))?;
+        let storage = crate::RaftStorage {
+            shared: Arc::clone(&self.shared),
+        };
+        match auth_storage::Storage::create_user(&storage, user).await {
+            Ok(user) => Ok(Response::new(pb::CreateUserResponse { user: Some(user) })),
+            Err(StorageError::UserExists) => Err(Status::already_exists("the user exists")),
+            Err(StorageError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

@@ -106,7 +106,10 @@ impl SmState {
                 .delete_user(id)
                 .map_or_else(failure, |n| ok(Res::Count(n))),
             Op::CreateSession(s) => t
-                .create_session(s.clone())
+                .create_session(s.clone(), 0)
+                .map_or_else(failure, |s| ok(Res::Session(s))),
+            Op::CreateBoundedSession(c) => t
+                .create_session(c.session.clone().unwrap_or_default(), c.max_per_user)
                 .map_or_else(failure, |s| ok(Res::Session(s))),
             Op::RotateRefresh(r) => {
                 let outcome = t.rotate_refresh(RotateRefresh {

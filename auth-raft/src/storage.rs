@@ -15,8 +15,8 @@ use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
 use auth_storage::{
-    Challenge, LoginAttempts, PutChallenge, Reservation, ReserveLogin, Result, RotateOutcome,
-    RotateRefresh, Session, SettleLogin, Storage, StorageError, User,
+    Challenge, ListUsers, LoginAttempts, PutChallenge, Reservation, ReserveLogin, Result,
+    RotateOutcome, RotateRefresh, Session, SettleLogin, Storage, StorageError, User, UserPage,
 };
 
 use crate::node::NodeShared;
@@ -107,8 +107,20 @@ impl Storage for RaftStorage {
         self.write_count(Op::DeleteUser(id.to_owned())).await
     }
 
-    async fn create_session(&self, session: Session) -> Result<Session> {
-        match self.write(Op::CreateSession(session)).await? {
+    async fn list_users(&self, req: ListUsers) -> Result<UserPage> {
+        self.read(|t| t.list_users(&req)).await
+    }
+
+    async fn create_session(&self, session: Session, max_per_user: u32) -> Result<Session> {
+        let op = if max_per_user == 0 {
+            Op::CreateSession(session)
+        } else {
+            Op::CreateBoundedSession(pb::CreateSessionCommand {
+                session: Some(session),
+                max_per_user,
+            })
+        };
+        match self.write(op).await? {
             Res::Session(s) => Ok(s),
             other => Err(unexpected(Some(other))),
         }

@@ -155,7 +155,7 @@ async fn a_follower_an_hour_ahead_cannot_sweep_sessions_on_any_node() {
     let soon = session("soon", &owner.id, t, t + 30 * MINUTE);
     let later = session("later", &owner.id, t, t + 2 * HOUR);
     for s in [&soon, &later] {
-        c.leader().create_session(s.clone()).await.unwrap();
+        c.leader().create_session(s.clone(), 0).await.unwrap();
     }
 
     // The follower's clock jumps an hour ahead; its sweeper asks for its "now".
@@ -184,7 +184,7 @@ async fn a_follower_an_hour_ahead_cannot_sweep_sessions_on_any_node() {
     let due = session("due", &owner.id, t, t - 1);
     let not_yet = session("not-yet", &owner.id, t, t + 1_000);
     for s in [&due, &not_yet] {
-        c.leader().create_session(s.clone()).await.unwrap();
+        c.leader().create_session(s.clone(), 0).await.unwrap();
     }
     assert_eq!(
         c.follower()
@@ -209,14 +209,22 @@ async fn writes_carrying_a_skewed_time_are_refused_and_writes_within_the_skew_pa
     let live = session("live", &owner.id, t, t + 30 * MINUTE);
     let ended = session("ended", &owner.id, t, t - 10 * MINUTE);
     for s in [&live, &ended] {
-        c.leader().create_session(s.clone()).await.unwrap();
+        c.leader().create_session(s.clone(), 0).await.unwrap();
     }
 
     // An hour ahead: a new session and a rotation (which would push the expiry an hour
     // out) are refused; nothing changes anywhere.
     c.skew_follower(HOUR);
     let ahead = session("ahead", &owner.id, t + HOUR, t + HOUR + 30 * MINUTE);
-    assert_skew_refusal(c.follower().create_session(ahead.clone()).await, &c.cluster);
+    assert_skew_refusal(
+        c.follower().create_session(ahead.clone(), 0).await,
+        &c.cluster,
+    );
+    // The bounded form too: its time also decides which sessions count as expired.
+    assert_skew_refusal(
+        c.follower().create_session(ahead.clone(), 5).await,
+        &c.cluster,
+    );
     assert_eq!(c.session_everywhere(&ahead.id).await, vec![None; 3]);
     assert_skew_refusal(
         c.follower().rotate_refresh(rotation(&live, t + HOUR)).await,
@@ -250,7 +258,7 @@ async fn writes_carrying_a_skewed_time_are_refused_and_writes_within_the_skew_pa
     c.skew_follower(1_000);
     let near = session("near", &owner.id, t + 1_000, t + 1_000 + 30 * MINUTE);
     assert_eq!(
-        c.follower().create_session(near.clone()).await.unwrap(),
+        c.follower().create_session(near.clone(), 0).await.unwrap(),
         near
     );
     assert_eq!(

@@ -58,6 +58,10 @@ pub enum StorageError {
     /// The record the operation names does not exist.
     #[error("record not found")]
     NotFound,
+    /// The user is locked by an administrator (`User::admin_locked_at_ms`): no new
+    /// session may open for them.
+    #[error("the user is locked")]
+    UserLocked,
     /// A compare-and-set failed: the record changed since it was read.
     #[error("version conflict: the record changed since it was read")]
     Conflict,
@@ -81,6 +85,7 @@ impl StorageError {
             StorageError::SessionExists => "session_exists",
             StorageError::ChallengeExists => "challenge_exists",
             StorageError::NotFound => "not_found",
+            StorageError::UserLocked => "user_locked",
             StorageError::Conflict => "conflict",
             StorageError::Invalid(_) => "invalid",
             StorageError::Unavailable(_) => "unavailable",
@@ -96,6 +101,7 @@ impl StorageError {
             "session_exists" => StorageError::SessionExists,
             "challenge_exists" => StorageError::ChallengeExists,
             "not_found" => StorageError::NotFound,
+            "user_locked" => StorageError::UserLocked,
             "conflict" => StorageError::Conflict,
             "invalid" => StorageError::Invalid(detail),
             "unavailable" => StorageError::Unavailable(detail),
@@ -239,6 +245,36 @@ pub struct PutChallenge {
     pub max_total: u64,
 }
 
+/// Most user keys [`Storage::list_users`] examines in one call, matching or not: a
+/// search over a large store answers a page at a time instead of holding the store.
+pub const LIST_USERS_SCAN: usize = 10_000;
+
+/// Largest page [`Storage::list_users`] returns.
+pub const MAX_USERS_PAGE: usize = 1_000;
+
+/// A page of users in `username_key` order ([`Storage::list_users`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListUsers {
+    /// Start after this `username_key` (empty: from the first).
+    pub after: String,
+    /// Only users whose `username_key` contains this (already lowercased) text, or
+    /// whose id equals it; empty matches every user.
+    pub contains: String,
+    /// Most users to return (at most [`MAX_USERS_PAGE`]; 0 means that).
+    pub limit: usize,
+}
+
+/// What [`Storage::list_users`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPage {
+    /// The matching users, in `username_key` order.
+    pub users: Vec<User>,
+    /// Where the next page starts (its [`ListUsers::after`]), or `None` when every key
+    /// was examined. A page may be short, even empty, and still have a next one: the
+    /// scan stops after [`LIST_USERS_SCAN`] keys.
+    pub next: Option<String>,
+}
+
 /// The backend seam of auth-sdk. See the crate docs for the atomicity contract.
 ///
 /// Every method is cancel-safe in the sense that an operation either happened entirely
@@ -270,13 +306,25 @@ pub trait Storage: Send + Sync + 'static {
     /// are immutable ([`StorageError::Invalid`]).
     async fn update_user(&self, user: User) -> Result<User>;
 
+    /// A page of users in `username_key` order; see [`ListUsers`] and [`UserPage`].
+    /// For administration, not for hot paths: it examines up to [`LIST_USERS_SCAN`]
+    /// keys.
+    async fn list_users(&self, req: ListUsers) -> Result<UserPage>;
+
     /// Deletes the user, every session and every challenge of theirs in one step.
     /// Returns how many sessions went with them; [`StorageError::NotFound`] if there was no such user.
     async fn delete_user(&self, id: &str) -> Result<u64>;
 
     /// Creates a session for an existing user ([`StorageError::NotFound`] if the user
-    /// does not exist, [`StorageError::SessionExists`] if the id is taken).
-    async fn create_session(&self, session: Session) -> Result<Session>;
+    /// does not exist, [`StorageError::UserLocked`] if an administrator locked them,
+    /// [`StorageError::SessionExists`] if the id is taken). The stored session's
+    /// `roles` are the user's roles at that moment, whatever the caller sent, so a
+    /// role revoked before the session opened cannot ride on it. When
+    /// `max_per_user` is not 0 and the user already has that many sessions, the ones
+    /// that expired by `session.created_at_ms` and then the oldest (by
+    /// `created_at_ms`, then id) are deleted in the same step, so the user ends with
+    /// at most `max_per_user`.
+    async fn create_session(&self, session: Session, max_per_user: u32) -> Result<Session>;
 
     /// The session with this id, expired or not.
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
@@ -358,11 +406,14 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     async fn update_user(&self, user: User) -> Result<User> {
         (**self).update_user(user).await
     }
+    async fn list_users(&self, req: ListUsers) -> Result<UserPage> {
+        (**self).list_users(req).await
+    }
     async fn delete_user(&self, id: &str) -> Result<u64> {
         (**self).delete_user(id).await
     }
-    async fn create_session(&self, session: Session) -> Result<Session> {
-        (**self).create_session(session).await
+    async fn create_session(&self, session: Session, max_per_user: u32) -> Result<Session> {
+        (**self).create_session(session, max_per_user).await
     }
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
         (**self).get_session(id).await
@@ -411,7 +462,9 @@ mod error_code_tests {
         for e in [
             StorageError::UserExists,
             StorageError::SessionExists,
+            StorageError::ChallengeExists,
             StorageError::NotFound,
+            StorageError::UserLocked,
             StorageError::Conflict,
             StorageError::Invalid("x".into()),
             StorageError::Unavailable("no quorum".into()),

@@ -6,15 +6,16 @@
 //! replicated backend can apply its log entries to the same `Tables`, so it gives exactly
 //! the answers `MemoryStorage` gives.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::{
-    Challenge, LoginAttempts, MAX_CHALLENGE_STATE, PutChallenge, RETIRED_HASHES_KEPT, Reservation,
-    ReserveLogin, Result, RotateOutcome, RotateRefresh, Session, SettleLogin, Storage,
-    StorageError, User, lock_delay_ms,
+    Challenge, LIST_USERS_SCAN, ListUsers, LoginAttempts, MAX_CHALLENGE_STATE, MAX_USERS_PAGE,
+    PutChallenge, RETIRED_HASHES_KEPT, Reservation, ReserveLogin, Result, RotateOutcome,
+    RotateRefresh, Session, SettleLogin, Storage, StorageError, User, UserPage, lock_delay_ms,
 };
 
 /// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
@@ -22,8 +23,8 @@ use crate::{
 #[derive(Debug, Default, Clone)]
 pub struct Tables {
     users: HashMap<String, User>,
-    /// `username_key` → user id.
-    usernames: HashMap<String, String>,
+    /// `username_key` → user id, ordered for [`Tables::list_users`].
+    usernames: BTreeMap<String, String>,
     sessions: HashMap<String, Session>,
     /// user id → that user's session ids.
     user_sessions: HashMap<String, BTreeSet<String>>,
@@ -124,6 +125,32 @@ impl Tables {
             .and_then(|id| self.users.get(id))
     }
 
+    /// See [`Storage::list_users`].
+    pub fn list_users(&self, req: &ListUsers) -> UserPage {
+        let limit = match req.limit {
+            0 => MAX_USERS_PAGE,
+            n => n.min(MAX_USERS_PAGE),
+        };
+        let mut page = UserPage::default();
+        let mut last = None;
+        let keys = self
+            .usernames
+            .range::<str, _>((Bound::Excluded(req.after.as_str()), Bound::Unbounded));
+        for (examined, (key, id)) in keys.enumerate() {
+            if examined == LIST_USERS_SCAN || page.users.len() == limit {
+                page.next = last;
+                return page;
+            }
+            last = Some(key.clone());
+            let matches =
+                req.contains.is_empty() || key.contains(&req.contains) || *id == req.contains;
+            if matches && let Some(u) = self.users.get(id) {
+                page.users.push(u.clone());
+            }
+        }
+        page
+    }
+
     /// See [`Storage::update_user`].
     pub fn update_user(&mut self, mut user: User) -> Result<User> {
         let stored = self.users.get_mut(&user.id).ok_or(StorageError::NotFound)?;
@@ -158,15 +185,27 @@ impl Tables {
     }
 
     /// See [`Storage::create_session`].
-    pub fn create_session(&mut self, session: Session) -> Result<Session> {
+    pub fn create_session(&mut self, mut session: Session, max_per_user: u32) -> Result<Session> {
         if session.id.is_empty() {
             return Err(StorageError::Invalid("session id is required".into()));
         }
-        if !self.users.contains_key(&session.user_id) {
-            return Err(StorageError::NotFound);
+        let user = self
+            .users
+            .get(&session.user_id)
+            .ok_or(StorageError::NotFound)?;
+        if user.admin_locked_at_ms != 0 {
+            return Err(StorageError::UserLocked);
         }
+        session.roles.clone_from(&user.roles);
         if self.sessions.contains_key(&session.id) {
             return Err(StorageError::SessionExists);
+        }
+        if max_per_user > 0 {
+            self.make_room(
+                &session.user_id,
+                session.created_at_ms,
+                max_per_user as usize,
+            );
         }
         self.user_sessions
             .entry(session.user_id.clone())
@@ -473,6 +512,27 @@ impl Tables {
         true
     }
 
+    /// Deletes sessions of `user_id` until fewer than `max` remain: the ones expired
+    /// at `now_ms` first, then the oldest.
+    fn make_room(&mut self, user_id: &str, now_ms: i64, max: usize) {
+        let Some(ids) = self.user_sessions.get(user_id) else {
+            return;
+        };
+        if ids.len() < max {
+            return;
+        }
+        let mut order: Vec<(bool, i64, String)> = ids
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+            .map(|s| (s.expires_at_ms > now_ms, s.created_at_ms, s.id.clone()))
+            .collect();
+        order.sort_unstable();
+        let excess = order.len() + 1 - max;
+        for (_, _, id) in order.into_iter().take(excess) {
+            self.remove_session(&id);
+        }
+    }
+
     fn remove_session(&mut self, id: &str) -> bool {
         let Some(s) = self.sessions.remove(id) else {
             return false;
@@ -552,8 +612,12 @@ impl Storage for MemoryStorage {
         self.tables.write().delete_user(id)
     }
 
-    async fn create_session(&self, session: Session) -> Result<Session> {
-        self.tables.write().create_session(session)
+    async fn create_session(&self, session: Session, max_per_user: u32) -> Result<Session> {
+        self.tables.write().create_session(session, max_per_user)
+    }
+
+    async fn list_users(&self, req: ListUsers) -> Result<UserPage> {
+        Ok(self.tables.read().list_users(&req))
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {

@@ -97,4 +97,12 @@ intercept! {
     passkey_login_finish(PasskeyLoginFinishRequest) -> LoginResponse, client;
     passkey_rename(PasskeyRenameRequest) -> PasskeyRenameResponse;
     passkey_remove(PasskeyRemoveRequest) -> PasskeyRemoveResponse, client;
+    admin_list_users(AdminListUsersRequest) -> AdminListUsersResponse;
+    admin_get_user(AdminUserRequest) -> AdminGetUserResponse;
+    admin_lock_user(AdminUserRequest) -> AdminUserActionResponse, client;
+    admin_unlock_user(AdminUserRequest) -> AdminUserActionResponse, client;
+    admin_logout_user(AdminUserRequest) -> AdminUserActionResponse, client;
+    admin_delete_user(AdminUserRequest) -> AdminUserActionResponse, client;
+    admin_grant_role(AdminRoleRequest) -> AdminUserActionResponse, client;
+    admin_revoke_role(AdminRoleRequest) -> AdminUserActionResponse, client;
 }

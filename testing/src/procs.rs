@@ -175,6 +175,19 @@ impl ProcCluster {
         }
     }
 
+    /// A client of node `i`'s client listener only (0-based, in node order), no
+    /// failover, with a 5-second request timeout.
+    pub fn node_client(&self, i: usize) -> auth_backend::RemoteAuth {
+        auth_backend::RemoteAuth::new(
+            [self.endpoints()[i].clone()],
+            RemoteOptions {
+                request_timeout: Duration::from_secs(5),
+                ..self.remote_options()
+            },
+        )
+        .expect("a client of one node")
+    }
+
     /// A lazily connecting TLS channel to a client listener.
     pub fn client_channel(&self, addr: &str, connect_timeout: Duration) -> Channel {
         self.ca.channel(addr, connect_timeout)

@@ -61,8 +61,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use crate::{
-    Challenge, MAX_CHALLENGE_STATE, PutChallenge, RETIRED_HASHES_KEPT, Reservation, ReserveLogin,
-    RotateOutcome, RotateRefresh, Session, SettleLogin, Storage, StorageError, User,
+    Challenge, ListUsers, MAX_CHALLENGE_STATE, PutChallenge, RETIRED_HASHES_KEPT, Reservation,
+    ReserveLogin, RotateOutcome, RotateRefresh, Session, SettleLogin, Storage, StorageError, User,
 };
 
 #[doc(hidden)]
@@ -156,7 +156,7 @@ fn new_session(user_id: &str, created_at_ms: i64, expires_at_ms: i64) -> Session
 /// Creates a session and checks the store returned it unchanged.
 async fn stored_session<S: Storage>(s: &S, session: Session) -> Session {
     let stored = s
-        .create_session(session.clone())
+        .create_session(session.clone(), 0)
         .await
         .unwrap_or_else(|e| panic!("create_session {:?} failed: {e}", session.id));
     assert_eq!(

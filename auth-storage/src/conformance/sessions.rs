@@ -11,7 +11,7 @@ pub async fn create_session_for_missing_user_not_found<S: Storage>(s: &S) {
     let ghost = new_user();
     let session = new_session(&ghost.id, NOW - HOUR, NOW + HOUR);
     assert_eq!(
-        s.create_session(session.clone()).await,
+        s.create_session(session.clone(), 0).await,
         Err(StorageError::NotFound),
         "create_session for an unknown user must fail with NotFound"
     );
@@ -32,13 +32,13 @@ pub async fn create_session_rejects_duplicate_id<S: Storage>(s: &S) {
     let mut dup = new_session(&user.id, NOW - MINUTE, NOW + 2 * HOUR);
     dup.id = first.id.clone();
     assert_eq!(
-        s.create_session(dup.clone()).await,
+        s.create_session(dup.clone(), 0).await,
         Err(StorageError::SessionExists),
         "create_session with a taken id must fail with SessionExists"
     );
     dup.user_id = other.id.clone();
     assert_eq!(
-        s.create_session(dup).await,
+        s.create_session(dup, 0).await,
         Err(StorageError::SessionExists),
         "create_session with a taken id for another user must fail with SessionExists"
     );
@@ -118,6 +118,103 @@ pub async fn is_session_live_cases<S: Storage>(s: &S) {
         !is_live(s, &session.id, &user.id, NOW).await,
         "a deleted session must not be live"
     );
+}
+
+/// `create_session` with a bound makes room in the same step: a user at the bound
+/// loses first the sessions expired by the new one's `created_at_ms`, then the oldest
+/// (by `created_at_ms`), and ends with the bound; other users keep theirs; 0 means no
+/// bound.
+pub async fn create_session_bounded_ends_expired_then_oldest<S: Storage>(s: &S) {
+    let user = stored_user(s).await;
+    let other = stored_user(s).await;
+    let theirs = live_session(s, &other.id).await;
+    let older = stored_session(s, new_session(&user.id, NOW - 3 * HOUR, NOW + HOUR)).await;
+    let old = stored_session(s, new_session(&user.id, NOW - 2 * HOUR, NOW + HOUR)).await;
+    let expired = stored_session(s, new_session(&user.id, NOW - 4 * HOUR, NOW)).await;
+    async fn bounded<S: Storage>(s: &S, user_id: &str, created: i64) -> Session {
+        let session = new_session(user_id, created, created + HOUR);
+        let stored = s
+            .create_session(session.clone(), 3)
+            .await
+            .expect("create_session with a bound");
+        assert_eq!(stored, session, "the new session is stored as given");
+        stored
+    }
+    let first = bounded(s, &user.id, NOW).await;
+    assert!(
+        get_session(s, &expired.id).await.is_none(),
+        "the expired session goes first"
+    );
+    let ids = |v: &[&Session]| {
+        let mut v: Vec<String> = v.iter().map(|s| s.id.clone()).collect();
+        v.sort();
+        v
+    };
+    let mut stored_ids: Vec<String> = list_ids(s, &user.id, NOW - 1).await;
+    stored_ids.sort();
+    assert_eq!(stored_ids, ids(&[&older, &old, &first]));
+    let second = bounded(s, &user.id, NOW + 1).await;
+    assert!(
+        get_session(s, &older.id).await.is_none(),
+        "then the oldest live one"
+    );
+    let mut stored_ids: Vec<String> = list_ids(s, &user.id, NOW - 1).await;
+    stored_ids.sort();
+    assert_eq!(stored_ids, ids(&[&old, &first, &second]));
+    let only = new_session(&user.id, NOW + 2, NOW + HOUR);
+    s.create_session(only.clone(), 1)
+        .await
+        .expect("create_session with a bound of 1");
+    assert_eq!(list_ids(s, &user.id, NOW).await, vec![only.id.clone()]);
+    for _ in 0..3 {
+        live_session(s, &user.id).await;
+    }
+    assert_eq!(
+        list_ids(s, &user.id, NOW).await.len(),
+        4,
+        "0 means no bound"
+    );
+    assert!(
+        get_session(s, &theirs.id).await.is_some(),
+        "another user's session is untouched"
+    );
+}
+
+/// A session takes its user's roles at creation, whatever the caller sent, and a user
+/// an administrator locked gets no new session (`UserLocked`) until unlocked.
+pub async fn create_session_takes_roles_and_refuses_locked_user<S: Storage>(s: &S) {
+    let user = stored_user(s).await;
+    let mut admin = user.clone();
+    admin.roles = vec!["admin".into()];
+    let admin = s.update_user(admin).await.expect("grant a role");
+    let mut forged = new_session(&user.id, NOW - HOUR, NOW + HOUR);
+    forged.roles = vec!["root".into()];
+    let stored = s
+        .create_session(forged.clone(), 0)
+        .await
+        .expect("create_session");
+    assert_eq!(stored.roles, vec!["admin".to_owned()]);
+    assert_eq!(
+        get_session(s, &forged.id).await.map(|s| s.roles),
+        Some(stored.roles)
+    );
+
+    let mut locked = admin.clone();
+    locked.admin_locked_at_ms = NOW;
+    let locked = s.update_user(locked).await.expect("lock");
+    let refused = new_session(&user.id, NOW - HOUR, NOW + HOUR);
+    assert_eq!(
+        s.create_session(refused.clone(), 0).await,
+        Err(StorageError::UserLocked),
+        "a locked user gets no session"
+    );
+    assert!(get_session(s, &refused.id).await.is_none());
+    let mut unlocked = locked;
+    unlocked.admin_locked_at_ms = 0;
+    s.update_user(unlocked).await.expect("unlock");
+    s.create_session(refused, 0)
+        .await
+        .expect("an unlocked user gets sessions again");
 }
 
 /// `list_user_sessions` lists only that user's sessions that are live at `now`, oldest

@@ -434,3 +434,101 @@ pub async fn delete_user_missing_not_found<S: Storage>(s: &S) {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/// Roles and an administrator's lock are stored by a compare-and-set update, read back
+/// as written, and cleared the same way.
+pub async fn update_user_keeps_roles_and_admin_lock<S: Storage>(s: &S) {
+    let user = stored_user(s).await;
+    let mut admin = user.clone();
+    admin.roles = vec!["admin".into(), "support".into()];
+    admin.admin_locked_at_ms = NOW;
+    let stored = s.update_user(admin.clone()).await.expect("update_user");
+    let read = get_user(s, &user.id)
+        .await
+        .expect("the user is still there");
+    assert_eq!(read, stored);
+    assert_eq!(read.roles, admin.roles);
+    assert_eq!(read.admin_locked_at_ms, NOW);
+    let mut cleared = read.clone();
+    cleared.roles.clear();
+    cleared.admin_locked_at_ms = 0;
+    s.update_user(cleared).await.expect("second update");
+    let read = get_user(s, &user.id)
+        .await
+        .expect("the user is still there");
+    assert!(read.roles.is_empty() && read.admin_locked_at_ms == 0);
+}
+
+/// `list_users` returns users in `username_key` order, a page at a time: `after`
+/// starts past a key, `limit` bounds the page, `next` says where the following page
+/// starts (`None` at the end), and `contains` keeps users whose key contains the text
+/// or whose id equals it. Pages may be short (the scan is bounded), so the walk
+/// follows `next` until it is `None`.
+pub async fn list_users_pages_in_key_order_and_filters<S: Storage>(s: &S) {
+    let tag = unique_hex();
+    let mut users = Vec::new();
+    // Created out of key order on purpose.
+    for i in [3, 0, 4, 1, 2] {
+        let mut u = new_user();
+        u.username = format!("Listed-{tag}-{i}");
+        u.username_key = format!("listed-{tag}-{i}");
+        users.push(s.create_user(u).await.expect("create_user"));
+    }
+    users.sort_by(|a, b| a.username_key.cmp(&b.username_key));
+
+    async fn walk<S: Storage>(s: &S, contains: &str, after: &str, limit: usize) -> Vec<User> {
+        let mut req = ListUsers {
+            after: after.to_owned(),
+            contains: contains.to_owned(),
+            limit,
+        };
+        let mut found = Vec::new();
+        for _ in 0..100_000 {
+            let page = s.list_users(req.clone()).await.expect("list_users");
+            assert!(page.users.len() <= limit, "a page must respect the limit");
+            if let (Some(next), Some(last)) = (&page.next, page.users.last()) {
+                assert!(
+                    next.as_str() >= last.username_key.as_str(),
+                    "next must not go back before the page's last user"
+                );
+            }
+            found.extend(page.users);
+            match page.next {
+                Some(next) => req.after = next,
+                None => return found,
+            }
+        }
+        panic!("list_users never reached the end");
+    }
+
+    assert_eq!(
+        walk(s, &tag, "", 2).await,
+        users,
+        "every user whose key contains the text, in key order, across pages"
+    );
+    assert_eq!(
+        walk(s, &tag, &users[2].username_key, 1000).await,
+        users[3..].to_vec(),
+        "after skips the key it names and everything before it"
+    );
+    assert_eq!(
+        walk(s, &users[1].id, "", 10).await,
+        vec![users[1].clone()],
+        "an id finds its user"
+    );
+    assert!(
+        walk(s, &format!("nobody-{}", unique_hex()), "", 10)
+            .await
+            .is_empty(),
+        "text nobody's key contains finds nobody"
+    );
+    let everyone = walk(s, "", "", 1000).await;
+    let keys: Vec<&str> = everyone.iter().map(|u| u.username_key.as_str()).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "without a filter every user comes once, in key order"
+    );
+    for u in &users {
+        assert!(everyone.contains(u), "{} is listed", u.username_key);
+    }
+}

@@ -7,10 +7,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use auth_core::{Auth, AuthApi};
+use std::time::Duration;
+
+use auth_core::{Auth, AuthApi, AuthError};
 use auth_storage::memory::MemoryStorage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zeroize::Zeroizing;
 
 use auth_raft::RaftNode;
 
@@ -122,11 +125,13 @@ pub async fn run(
              cross the network in clear"
         );
     }
+    let first_admin = settings.bootstrap_admin()?;
     let listener = bind(settings.listen()).await?;
     let result = match raft {
         None => {
             let auth = Auth::new(core, MemoryStorage::new()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
+            let bootstrap = spawn_bootstrap(&auth, first_admin);
             let api = Arc::new(auth.clone());
             let r = serve_on(
                 listener,
@@ -138,6 +143,7 @@ pub async fn run(
                 on_listening,
             )
             .await;
+            bootstrap.abort();
             auth.stop().await;
             r
         }
@@ -155,6 +161,7 @@ pub async fn run(
             let node = RaftNode::start(raft).await.map_err(RunError::Raft)?;
             let auth = Auth::new(core, node.storage()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
+            let bootstrap = spawn_bootstrap(&auth, first_admin);
             let api = Arc::new(auth.clone());
             let peer = Some((node.clone(), peer_listener));
             let r = serve_on(
@@ -167,6 +174,7 @@ pub async fn run(
                 on_listening,
             )
             .await;
+            bootstrap.abort();
             auth.stop().await;
             node.shutdown().await;
             r
@@ -174,6 +182,65 @@ pub async fn run(
     };
     tracing::info!("stopped");
     result
+}
+
+/// Creates the `--bootstrap-admin` account in the background once storage takes
+/// writes (a cluster may still be electing its leader): retried for up to a minute,
+/// then given up with an error in the log. Idempotent (see `Auth::bootstrap_admin`).
+fn spawn_bootstrap<S: auth_storage::Storage>(
+    auth: &Auth<S>,
+    admin: Option<(String, Zeroizing<String>)>,
+) -> AbortOnDrop {
+    let Some((name, password)) = admin else {
+        return AbortOnDrop(None);
+    };
+    let auth = auth.clone();
+    AbortOnDrop(Some(tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match auth.bootstrap_admin(&name, &password).await {
+                Ok((user, created)) => {
+                    tracing::info!(
+                        target: "auth::audit",
+                        user_id = %user.id,
+                        created,
+                        "bootstrap administrator ready"
+                    );
+                    return;
+                }
+                Err(e @ (AuthError::Unavailable(_) | AuthError::Overloaded { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(code = e.code(), "bootstrap administrator: retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        code = e.code(),
+                        "cannot create the bootstrap administrator {name:?}: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    })))
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn abort(&self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.abort();
+    }
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, RunError> {

@@ -433,4 +433,14 @@ remote_methods! {
     passkey_login_finish(PasskeyLoginFinishRequest) -> LoginResponse, IfNotSent;
     passkey_rename(PasskeyRenameRequest) -> PasskeyRenameResponse, Safe;
     passkey_remove(PasskeyRemoveRequest) -> PasskeyRemoveResponse, IfNotSent;
+    admin_list_users(AdminListUsersRequest) -> AdminListUsersResponse, Safe;
+    admin_get_user(AdminUserRequest) -> AdminGetUserResponse, Safe;
+    // Lock, unlock, logout and role changes converge: a repeat finds them done.
+    admin_lock_user(AdminUserRequest) -> AdminUserActionResponse, Safe;
+    admin_unlock_user(AdminUserRequest) -> AdminUserActionResponse, Safe;
+    admin_logout_user(AdminUserRequest) -> AdminUserActionResponse, Safe;
+    // A repeat would answer not_found for a delete that happened.
+    admin_delete_user(AdminUserRequest) -> AdminUserActionResponse, IfNotSent;
+    admin_grant_role(AdminRoleRequest) -> AdminUserActionResponse, Safe;
+    admin_revoke_role(AdminRoleRequest) -> AdminUserActionResponse, Safe;
 }

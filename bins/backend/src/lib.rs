@@ -19,6 +19,8 @@
 #[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "server")]
+pub mod bootstrap;
+#[cfg(feature = "server")]
 pub mod certs;
 #[cfg(feature = "client")]
 pub mod client;

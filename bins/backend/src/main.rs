@@ -11,5 +11,6 @@ fn main() -> ExitCode {
         Command::Cluster(args) => auth_backend::cluster::main_cluster(&args),
         Command::Certs(cmd) => auth_backend::certs::main_certs(&cmd),
         Command::Keys(cmd) => auth_backend::keys::main_keys(&cmd),
+        Command::BootstrapAdmin(args) => auth_backend::bootstrap::main_bootstrap(&args),
     }
 }

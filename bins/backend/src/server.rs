@@ -245,7 +245,10 @@ with_access_token!(
     PasskeyRegisterStartRequest,
     PasskeyRegisterFinishRequest,
     PasskeyRenameRequest,
-    PasskeyRemoveRequest
+    PasskeyRemoveRequest,
+    AdminListUsersRequest,
+    AdminUserRequest,
+    AdminRoleRequest
 );
 
 /// The request, with an empty `access_token` filled from `authorization: Bearer` metadata.
@@ -426,6 +429,71 @@ impl AuthService for AuthGrpc {
         let client = req.get_mut().client.take();
         req.get_mut().client = self.frontends.client_info(&req, client);
         self.run(self.api.passkey_remove(authed(req))).await
+    }
+
+    async fn admin_list_users(
+        &self,
+        req: Request<AdminListUsersRequest>,
+    ) -> Reply<AdminListUsersResponse> {
+        self.run(self.api.admin_list_users(authed(req))).await
+    }
+
+    async fn admin_get_user(&self, req: Request<AdminUserRequest>) -> Reply<AdminGetUserResponse> {
+        self.run(self.api.admin_get_user(authed(req))).await
+    }
+
+    async fn admin_lock_user(
+        &self,
+        mut req: Request<AdminUserRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_lock_user(authed(req))).await
+    }
+
+    async fn admin_unlock_user(
+        &self,
+        mut req: Request<AdminUserRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_unlock_user(authed(req))).await
+    }
+
+    async fn admin_logout_user(
+        &self,
+        mut req: Request<AdminUserRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_logout_user(authed(req))).await
+    }
+
+    async fn admin_delete_user(
+        &self,
+        mut req: Request<AdminUserRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_delete_user(authed(req))).await
+    }
+
+    async fn admin_grant_role(
+        &self,
+        mut req: Request<AdminRoleRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_grant_role(authed(req))).await
+    }
+
+    async fn admin_revoke_role(
+        &self,
+        mut req: Request<AdminRoleRequest>,
+    ) -> Reply<AdminUserActionResponse> {
+        let client = req.get_mut().client.take();
+        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.run(self.api.admin_revoke_role(authed(req))).await
     }
 }
 

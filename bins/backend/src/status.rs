@@ -31,6 +31,7 @@ pub fn grpc_code(e: &AuthError) -> Code {
         | AuthError::InvalidMfaTicket
         | AuthError::CeremonyExpired => Code::Unauthenticated,
         AuthError::MfaConflict(_) => Code::FailedPrecondition,
+        AuthError::PermissionDenied(_) | AuthError::AccountDisabled => Code::PermissionDenied,
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
         | AuthError::InvalidArgument(_) => Code::InvalidArgument,
@@ -126,6 +127,8 @@ mod tests {
             AuthError::InvalidMfaTicket,
             AuthError::MfaConflict("no second factor is enrolled".into()),
             AuthError::CeremonyExpired,
+            AuthError::PermissionDenied("the admin role is required".into()),
+            AuthError::AccountDisabled,
             AuthError::NotFound,
             AuthError::Overloaded {
                 retry_after: Duration::from_millis(250),

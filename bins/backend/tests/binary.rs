@@ -566,3 +566,78 @@ fn signing_keys_rotate_through_a_key_directory() {
     assert!(published_keys(&hs.url()).keys.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_bootstraps_the_first_administrator_from_a_private_password_file() {
+    let dir = temp_dir("bootstrap");
+    let pw_file = write(&dir, "admin.pw", &format!("{PW}\nignored second line\n"));
+    let b = Backend::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap-admin",
+        "root",
+        "--bootstrap-admin-password-file",
+        pw_file.to_str().unwrap(),
+    ]);
+    let url = b.url();
+    // The account is created in the background as soon as storage takes writes:
+    // wait (bounded) for the login to work.
+    let roles = runtime().block_on(async {
+        let mut c = AuthServiceClient::connect(url).await.expect("connect");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let tokens = loop {
+            let r = c
+                .login(LoginRequest {
+                    username: "root".into(),
+                    password: PW.into(),
+                    client: None,
+                })
+                .await;
+            match r {
+                Ok(r) => break r.into_inner().tokens.expect("tokens"),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the administrator never appeared: {e:?}"),
+            }
+        };
+        c.verify(VerifyRequest {
+            access_token: tokens.access_token,
+        })
+        .await
+        .expect("verify")
+        .into_inner()
+        .roles
+    });
+    assert_eq!(roles, vec!["admin".to_owned()]);
+    drop(b);
+
+    // A password file others can read is refused at start, like a key file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (status, _, stderr) = run_to_exit(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap-admin",
+            "root",
+            "--bootstrap-admin-password-file",
+            pw_file.to_str().unwrap(),
+        ]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("admin.pw"), "{stderr}");
+    }
+    // One without the other is a usage error.
+    let (status, _, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap-admin",
+        "root",
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("go together"), "{stderr}");
+}

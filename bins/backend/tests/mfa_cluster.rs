@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use auth_backend::{RemoteAuth, RemoteOptions};
+use auth_backend::RemoteAuth;
 use auth_core::AuthApi;
 use auth_core::api::*;
 use auth_core::mfa::TotpSecret;
@@ -20,14 +20,7 @@ const PW: &str = "password-1";
 
 /// A client of one node only.
 fn node(c: &ProcCluster, i: usize) -> RemoteAuth {
-    RemoteAuth::new(
-        [c.endpoints()[i].clone()],
-        RemoteOptions {
-            request_timeout: Duration::from_secs(5),
-            ..c.remote_options()
-        },
-    )
-    .unwrap()
+    c.node_client(i)
 }
 
 fn login_req() -> LoginRequest {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use auth_backend::duration::parse_duration;
 use clap::{ArgGroup, Parser, Subcommand};
 
-use crate::commands::{cluster, mfa};
+use crate::commands::{admin, cluster, mfa};
 use crate::tls;
 
 /// Command-line client for auth-sdk backends.
@@ -116,6 +116,9 @@ pub enum Cmd {
     /// Second factors: status, TOTP enrolment and removal, recovery codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// User administration with an administrator's access token: `users`, `show`,
+    /// `lock`, `unlock`, `logout`, `delete`, `grant`, `revoke`.
+    Admin(admin::AdminArgs),
     /// Ask every endpoint whether it is serving.
     Health,
     /// Raft cluster status and membership (`status`, `add-learner`, `promote`,

@@ -10,6 +10,8 @@
 //!   refresh TOKEN [--save FILE]       rotate a refresh token into a new pair
 //!   logout --refresh-token T | --access-token T
 //!   sessions --access-token T         list the caller's sessions
+//!   mfa status|totp …|passkey …|recovery-codes   the caller's second factors
+//!   admin --access-token T users|show|lock|unlock|logout|delete|grant|revoke
 //!   health                            is every endpoint serving?
 //!   cluster status|add-learner|promote|remove   (needs --peer-endpoints)
 //! ```
@@ -53,7 +55,7 @@ use serde_json::{Value, json};
 pub use cli::{Cli, Cmd};
 pub use io::Io;
 
-use commands::{account, cluster, mfa};
+use commands::{account, admin, cluster, mfa};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -238,6 +240,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
         } => account::logout(&api, refresh_token, access_token, json, io).await,
         Cmd::Sessions { access_token } => account::sessions(&api, access_token, json, io).await,
         Cmd::Mfa(cmd) => mfa::execute(cmd, &api, json, io).await,
+        Cmd::Admin(args) => admin::execute(args, &api, json, io).await,
         Cmd::Health => account::health(&api, json, io).await,
         Cmd::Cluster(_) => Err(Failure::Usage("cluster commands are handled above".into())),
     }

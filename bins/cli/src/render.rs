@@ -69,10 +69,14 @@ pub fn verify_json(v: &VerifyResponse) -> Value {
         "issued_at_ms": v.issued_at_ms,
         "expires_at_ms": v.expires_at_ms,
         "token_id": v.token_id,
+        "amr": v.amr,
+        "acr": v.acr,
+        "roles": v.roles,
     })
 }
 
-fn session_json(s: &SessionInfo) -> Value {
+/// A session as JSON.
+pub fn session_json(s: &SessionInfo) -> Value {
     json!({
         "id": s.id,
         "current": s.current,
@@ -114,14 +118,18 @@ pub fn tokens_text(t: &TokenPair, show_secrets: bool) -> String {
 
 /// A verified token for people.
 pub fn verify_text(v: &VerifyResponse) -> String {
-    format!(
+    let mut s = format!(
         "valid token for {} (user {})\nsession: {}\nissued:  {}\nexpires: {}\n",
         v.username,
         v.user_id,
         v.session_id,
         timestamp(v.issued_at_ms),
         timestamp(v.expires_at_ms)
-    )
+    );
+    if !v.roles.is_empty() {
+        s.push_str(&format!("roles:   {}\n", v.roles.join(", ")));
+    }
+    s
 }
 
 /// A session list for people: one line per session, `*` marks the caller's.
@@ -136,7 +144,14 @@ pub fn sessions_text(r: &ListSessionsResponse) -> String {
             if r.sessions.len() == 1 { "" } else { "s" }
         ));
     }
-    for x in &r.sessions {
+    s.push_str(&sessions_table(&r.sessions));
+    s
+}
+
+/// One line per session, `*` marks the caller's.
+pub fn sessions_table(sessions: &[SessionInfo]) -> String {
+    let mut s = String::new();
+    for x in sessions {
         s.push_str(&format!(
             "{} {}  created {}  last used {}  expires {}  ip {}  agent {}\n",
             if x.current { "*" } else { " " },

@@ -282,6 +282,13 @@ impl ClusterAdmin for FakeNode {
             ))),
         }
     }
+
+    async fn create_user(
+        &self,
+        _: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// [`FakeNode`] served on 127.0.0.1:0 on its own runtime, stopped on drop.

@@ -67,6 +67,7 @@ pub(crate) fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::SessionEnded
         | AuthError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         AuthError::Locked { .. } | AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::PermissionDenied(_) | AuthError::AccountDisabled => StatusCode::FORBIDDEN,
         AuthError::NotFound => StatusCode::NOT_FOUND,
         AuthError::Stopped | AuthError::Unavailable(_) | AuthError::Overloaded { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -328,6 +329,8 @@ mod tests {
             (AuthError::InvalidMfaTicket, 401),
             (AuthError::CeremonyExpired, 401),
             (AuthError::MfaConflict("x".into()), 409),
+            (AuthError::PermissionDenied("x".into()), 403),
+            (AuthError::AccountDisabled, 403),
             (
                 AuthError::Locked {
                     retry_after: Duration::from_secs(3),

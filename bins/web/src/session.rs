@@ -246,8 +246,8 @@ impl std::fmt::Debug for SignedIn {
 /// Who is asking.
 #[derive(Debug)]
 pub(crate) enum Visitor {
-    /// A valid session.
-    SignedIn(SignedIn),
+    /// A valid session (boxed: the verified claims are large beside `Anonymous`).
+    SignedIn(Box<SignedIn>),
     /// Nobody. Token cookies that no longer work have been queued for clearing.
     Anonymous,
 }
@@ -280,7 +280,7 @@ pub(crate) async fn resolve_with(
             access_token: access_token.clone(),
         };
         match api.verify(req).await {
-            Ok(me) => return Ok(Visitor::SignedIn(SignedIn { me, access_token })),
+            Ok(me) => return Ok(Visitor::SignedIn(Box::new(SignedIn { me, access_token }))),
             Err(e) if is_session_error(&e) => {}
             Err(e) => return Err(e),
         }
@@ -302,10 +302,10 @@ pub(crate) async fn resolve_with(
                     };
                     match api.verify(req).await {
                         Ok(me) => {
-                            return Ok(Visitor::SignedIn(SignedIn {
+                            return Ok(Visitor::SignedIn(Box::new(SignedIn {
                                 me,
                                 access_token: tokens.access_token,
-                            }));
+                            })));
                         }
                         Err(e) if is_session_error(&e) => {}
                         Err(e) => return Err(e),
@@ -326,7 +326,7 @@ pub(crate) async fn resolve_with(
 /// which clear stale ones).
 pub(crate) fn signed_in(visitor: Visitor, cookies: &mut SetCookies) -> Result<SignedIn, WebError> {
     match visitor {
-        Visitor::SignedIn(s) => Ok(s),
+        Visitor::SignedIn(s) => Ok(*s),
         Visitor::Anonymous => Err(WebError::SignIn(std::mem::take(cookies))),
     }
 }
@@ -410,7 +410,7 @@ mod tests {
             },
             access_token: secret.into(),
         };
-        let shown = format!("{:?}", Visitor::SignedIn(signed_in));
+        let shown = format!("{:?}", Visitor::SignedIn(Box::new(signed_in)));
         assert!(shown.contains("amy") && !shown.contains(secret), "{shown}");
     }
 

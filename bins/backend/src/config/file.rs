@@ -48,9 +48,10 @@ impl Settings {
 
     /// Makes every relative path relative to `dir`.
     fn rebase(&mut self, dir: &Path) {
-        let paths: [&mut Option<PathBuf>; 9] = [
+        let paths: [&mut Option<PathBuf>; 10] = [
             &mut self.tokens.signing_key_file,
             &mut self.mfa.mfa_key_file,
+            &mut self.admin.bootstrap_admin_password_file,
             &mut self.tokens.signing_key_dir,
             &mut self.raft.data_dir,
             &mut self.tls.cert,

@@ -34,6 +34,7 @@
 //! access_token_ttl = "15m"          # or an integer number of seconds: 900
 //! refresh_token_ttl = "30d"
 //! session_max_lifetime = "90d"
+//! max_sessions_per_user = 100       # one more sign-in ends the oldest; 0: no bound
 //! issuer = "example.com"
 //! audience = "example.com"
 //! signing_key_file = "keys/current.pem"   # relative to this file
@@ -44,6 +45,10 @@
 //! totp_issuer = "Example"           # shown in authenticator apps
 //! passkey_rp_id = "example.com"     # passkeys (WebAuthn): the relying party
 //! passkey_origin = "https://login.example.com"
+//!
+//! [admin]
+//! bootstrap_admin = "root"          # created at start-up if the name is free
+//! bootstrap_admin_password_file = "keys/root.pw"   # first line; mode 0600
 //!
 //! [argon2]
 //! memory_kib = 19456
@@ -128,6 +133,10 @@ pub enum Command {
     /// Create the cluster CA and node, client and admin certificates.
     #[command(subcommand)]
     Certs(crate::certs::CertsCmd),
+    /// Create the first administrator of a running cluster: a new account with the
+    /// `admin` role, through the nodes' peer listeners with an admin certificate. The
+    /// password is prompted for on a terminal, else read as one line of stdin.
+    BootstrapAdmin(crate::bootstrap::BootstrapArgs),
     /// Generate and list the signing keys of a key directory (`--signing-key-dir`).
     #[command(subcommand)]
     Keys(crate::keys::KeysCmd),

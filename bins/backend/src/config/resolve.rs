@@ -9,6 +9,7 @@ use auth_core::{Config, KeyRing, SigningKey};
 use auth_raft::RaftConfig;
 use auth_raft::net::ListenerLimits;
 use auth_raft::tls::{PeerIdentity, PeerTls, TlsFiles, check_private_file};
+use zeroize::Zeroizing;
 
 use super::{
     ConfigError, DEFAULT_KEY_ID, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, LogFormat, Settings,
@@ -187,6 +188,7 @@ impl Settings {
         set(&mut c.access_token_ttl, &t.access_token_ttl);
         set(&mut c.refresh_token_ttl, &t.refresh_token_ttl);
         set(&mut c.session_max_lifetime, &t.session_max_lifetime);
+        set(&mut c.max_sessions_per_user, &t.max_sessions_per_user);
         set(&mut c.issuer, &t.issuer);
         set(&mut c.audience, &t.audience);
         let a = &self.argon2;
@@ -244,6 +246,33 @@ impl Settings {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The administrator to create at start-up (`--bootstrap-admin`), with the first
+    /// line of its password file (which must be private, like a key file).
+    pub fn bootstrap_admin(&self) -> Result<Option<(String, Zeroizing<String>)>, ConfigError> {
+        let (Some(name), Some(path)) = (
+            &self.admin.bootstrap_admin,
+            &self.admin.bootstrap_admin_password_file,
+        ) else {
+            return Ok(None);
+        };
+        check_private_file(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
+        let password = text.lines().next().unwrap_or_default();
+        if password.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: the first line (the password) is empty",
+                path.display()
+            )));
+        }
+        Ok(Some((name.clone(), Zeroizing::new(password.to_owned()))))
     }
 
     /// The Raft node configuration with `--storage raft` ([`RaftConfig::new`] with these
@@ -384,6 +413,13 @@ impl Settings {
         if u32::try_from(max_request_bytes).is_err() {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be below 4 GiB".into(),
+            ));
+        }
+        if self.admin.bootstrap_admin.is_some()
+            != self.admin.bootstrap_admin_password_file.is_some()
+        {
+            return Err(ConfigError::Invalid(
+                "--bootstrap-admin and --bootstrap-admin-password-file go together".into(),
             ));
         }
         if self.mfa.passkey_rp_id.is_some() != self.mfa.passkey_origin.is_some() {

@@ -17,7 +17,7 @@ use super::{LogFormat, ReadMode, StorageKind};
 /// from the libraries' defaults (see the methods in [`crate::config`]).
 ///
 /// The fields of this struct are the server settings (top-level keys in the file); the
-/// other groups are tables of the file (`[tokens]`, `[mfa]`, `[argon2]`, `[lockout]`,
+/// other groups are tables of the file (`[tokens]`, `[mfa]`, `[admin]`, `[argon2]`, `[lockout]`,
 /// `[raft]`, `[tls]`). `Settings { listen: Some(..), ..Settings::default() }` is a valid value.
 #[derive(Debug, Clone, Default, PartialEq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +66,11 @@ pub struct Settings {
     #[serde(default)]
     pub mfa: MfaSettings,
 
+    /// Administration: the first administrator (`[admin]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub admin: AdminSettings,
+
     /// Password hashing (`[argon2]`).
     #[command(flatten)]
     #[serde(default)]
@@ -106,6 +111,11 @@ pub struct TokenSettings {
     #[arg(long, env = "AUTH_BACKEND_SESSION_MAX_LIFETIME", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub session_max_lifetime: Option<Duration>,
+
+    /// Most sessions one user may have; signing in once more ends their oldest
+    /// (0: no bound) [default: 100].
+    #[arg(long, env = "AUTH_BACKEND_MAX_SESSIONS_PER_USER", value_name = "N")]
+    pub max_sessions_per_user: Option<u32>,
 
     /// `iss` claim of issued tokens [default: auth-sdk].
     #[arg(long, env = "AUTH_BACKEND_ISSUER")]
@@ -160,6 +170,27 @@ impl From<SigningAlg> for auth_core::Algorithm {
             SigningAlg::Hs256 => auth_core::Algorithm::Hs256,
         }
     }
+}
+
+/// Administration: the `[admin]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Administration")]
+pub struct AdminSettings {
+    /// Create this administrator at start-up if the name is free (with
+    /// --bootstrap-admin-password-file). Harmless on a restart or on every node of a
+    /// cluster: an existing account with that password only gains the `admin` role,
+    /// one with another password is left alone (and the start-up logs say so).
+    #[arg(long, env = "AUTH_BACKEND_BOOTSTRAP_ADMIN", value_name = "NAME")]
+    pub bootstrap_admin: Option<String>,
+
+    /// The first administrator's password: the first line of this file, mode 0600.
+    #[arg(
+        long,
+        env = "AUTH_BACKEND_BOOTSTRAP_ADMIN_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub bootstrap_admin_password_file: Option<PathBuf>,
 }
 
 /// Second factors: the `[mfa]` table.
@@ -385,12 +416,13 @@ layer_fields! {
     Settings {
         config, listen, storage, max_request_bytes, max_connections,
         max_concurrent_streams, log_format, shutdown_timeout,
-        tokens, mfa, argon2, lockout, raft, tls,
+        tokens, mfa, admin, argon2, lockout, raft, tls,
     }
     MfaSettings { mfa_key_file, totp_issuer, passkey_rp_id, passkey_origin }
+    AdminSettings { bootstrap_admin, bootstrap_admin_password_file }
     TokenSettings {
-        access_token_ttl, refresh_token_ttl, session_max_lifetime, issuer, audience,
-        signing_key_file, signing_key_id, signing_key_dir, signing_alg,
+        access_token_ttl, refresh_token_ttl, session_max_lifetime, max_sessions_per_user,
+        issuer, audience, signing_key_file, signing_key_id, signing_key_dir, signing_alg,
     }
     Argon2Settings { memory_kib, iterations, parallelism }
     LockoutSettings { max_failures, throttle, trusted_frontends }

@@ -16,7 +16,7 @@ fn args(list: &[&str]) -> Settings {
     argv.extend_from_slice(list);
     match Cli::try_parse_from(argv).unwrap().command {
         Command::Serve(a) => a,
-        Command::Cluster(_) | Command::Certs(_) | Command::Keys(_) => {
+        Command::Cluster(_) | Command::Certs(_) | Command::Keys(_) | Command::BootstrapAdmin(_) => {
             unreachable!("serve was parsed")
         }
     }

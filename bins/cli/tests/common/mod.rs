@@ -17,7 +17,8 @@ pub const PW: &str = "correct horse battery";
 
 /// Every variable authctl reads, removed so that the caller's environment cannot leak
 /// into a test.
-pub const AUTHCTL_ENV: [&str; 6] = [
+pub const AUTHCTL_ENV: [&str; 7] = [
+    "AUTHCTL_ACCESS_TOKEN",
     "AUTHCTL_ENDPOINTS",
     "AUTHCTL_TIMEOUT",
     "AUTHCTL_CACERT",
@@ -30,6 +31,15 @@ pub const AUTHCTL_ENV: [&str; 6] = [
 /// dropping it stops it and checks that it stopped cleanly.
 pub fn backend() -> GrpcServer {
     GrpcServer::builder().start_on_own_runtime(async { fast_auth() })
+}
+
+/// [`backend`] with an administrator `root` (password [`PW`]).
+pub fn admin_backend() -> GrpcServer {
+    GrpcServer::builder().start_on_own_runtime(async {
+        let auth = fast_auth();
+        auth.bootstrap_admin("root", PW).await.expect("bootstrap");
+        auth
+    })
 }
 
 /// [`backend`] over TLS, with a server certificate from `ca`.
