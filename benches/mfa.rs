@@ -131,6 +131,7 @@ fn setup() -> Fixture {
             access_token: passkey_tokens.access_token,
             ceremony_id: c.ceremony_id,
             credential_json: serde_json::to_string(&att).expect("json"),
+            client: None,
         })
         .await
         .expect("finish");

@@ -203,6 +203,7 @@ async fn huge_passwords_are_bad_credentials_on_login() {
         .delete_user(DeleteUserRequest {
             access_token: t.access_token.clone(),
             password: mib.clone(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -598,6 +599,7 @@ async fn account_calls_with_bad_tokens_are_typed_errors() {
     let results = vec![
         a.logout_all(LogoutAllRequest {
             access_token: bad.clone(),
+            client: None,
         })
         .await
         .map(drop),
@@ -609,6 +611,7 @@ async fn account_calls_with_bad_tokens_are_typed_errors() {
         a.revoke_session(RevokeSessionRequest {
             access_token: bad.clone(),
             session_id: t.session_id.clone(),
+            client: None,
         })
         .await
         .map(drop),
@@ -623,12 +626,14 @@ async fn account_calls_with_bad_tokens_are_typed_errors() {
         a.delete_user(DeleteUserRequest {
             access_token: bad.clone(),
             password: PASSWORD.into(),
+            client: None,
         })
         .await
         .map(drop),
         a.delete_user(DeleteUserRequest {
             access_token: String::new(),
             password: PASSWORD.into(),
+            client: None,
         })
         .await
         .map(drop),

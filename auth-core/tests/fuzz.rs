@@ -631,6 +631,7 @@ fn fuzz_refresh_tokens() {
                 .logout(LogoutRequest {
                     access_token: String::new(),
                     refresh_token: candidate.clone(),
+                    client: None,
                 })
                 .await;
             (r, l)

@@ -101,6 +101,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             a.logout(LogoutRequest {
                 access_token: at(),
                 refresh_token: String::new(),
+                client: None,
             })
             .await
             .map(drop),
@@ -110,15 +111,19 @@ async fn every_call_after_stop_fails_with_stopped() {
             a.logout(LogoutRequest {
                 access_token: String::new(),
                 refresh_token: tokens.refresh_token.clone(),
+                client: None,
             })
             .await
             .map(drop),
         ),
         (
             "logout_all",
-            a.logout_all(LogoutAllRequest { access_token: at() })
-                .await
-                .map(drop),
+            a.logout_all(LogoutAllRequest {
+                access_token: at(),
+                client: None,
+            })
+            .await
+            .map(drop),
         ),
         (
             "change_password",
@@ -136,6 +141,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             a.delete_user(DeleteUserRequest {
                 access_token: at(),
                 password: PASSWORD.into(),
+                client: None,
             })
             .await
             .map(drop),
@@ -151,6 +157,7 @@ async fn every_call_after_stop_fails_with_stopped() {
             a.revoke_session(RevokeSessionRequest {
                 access_token: at(),
                 session_id: other.session_id.clone(),
+                client: None,
             })
             .await
             .map(drop),

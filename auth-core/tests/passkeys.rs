@@ -69,6 +69,7 @@ async fn register_finish(
             access_token: access_token.into(),
             ceremony_id: ceremony_id.into(),
             credential_json,
+            client: None,
         })
         .await
 }

@@ -234,6 +234,7 @@ async fn logout_refresh(auth: &TestAuth, refresh_token: &str) -> Result<(), Auth
     auth.logout(auth_core::api::LogoutRequest {
         access_token: String::new(),
         refresh_token: refresh_token.into(),
+        client: None,
     })
     .await
     .map(|_| ())

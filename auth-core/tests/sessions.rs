@@ -17,6 +17,7 @@ async fn logout_access(h: &Harness, access_token: &str) -> Result<(), AuthError>
         .logout(LogoutRequest {
             access_token: access_token.into(),
             refresh_token: String::new(),
+            client: None,
         })
         .await
         .map(|_| ())
@@ -27,6 +28,7 @@ async fn logout_refresh(h: &Harness, refresh_token: &str) -> Result<(), AuthErro
         .logout(LogoutRequest {
             access_token: String::new(),
             refresh_token: refresh_token.into(),
+            client: None,
         })
         .await
         .map(|_| ())
@@ -46,6 +48,7 @@ async fn revoke(h: &Harness, access_token: &str, session_id: &str) -> Result<(),
         .revoke_session(RevokeSessionRequest {
             access_token: access_token.into(),
             session_id: session_id.into(),
+            client: None,
         })
         .await
         .map(|_| ())
@@ -241,6 +244,7 @@ async fn logout_all_ends_every_session_of_the_caller_only() {
         .auth
         .logout_all(LogoutAllRequest {
             access_token: b.access_token.clone(),
+            client: None,
         })
         .await
         .unwrap();
@@ -256,6 +260,7 @@ async fn logout_all_ends_every_session_of_the_caller_only() {
             h.auth
                 .logout_all(LogoutAllRequest {
                     access_token: b.access_token.clone(),
+                    client: None,
                 })
                 .await
         ),
@@ -362,6 +367,7 @@ async fn delete_user_removes_the_account() {
         .delete_user(DeleteUserRequest {
             access_token: tokens.access_token.clone(),
             password: "not my password".into(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -372,6 +378,7 @@ async fn delete_user_removes_the_account() {
         .delete_user(DeleteUserRequest {
             access_token: tokens.access_token.clone(),
             password: PASSWORD.into(),
+            client: None,
         })
         .await
         .unwrap();

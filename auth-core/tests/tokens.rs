@@ -274,6 +274,7 @@ async fn verify_token_and_verify_agree() {
         .logout(auth_core::api::LogoutRequest {
             access_token: tokens.access_token.clone(),
             refresh_token: String::new(),
+            client: None,
         })
         .await
         .unwrap();

@@ -259,8 +259,20 @@ redacted_debug!(PasskeyRegisterStartRequest {
     hidden: [access_token]
 });
 redacted_debug!(PasskeyRegisterFinishRequest {
-    shown: [credential_json],
+    shown: [credential_json, client],
     hidden: [access_token, ceremony_id]
+});
+redacted_debug!(AdminListUsersRequest {
+    shown: [query, page_token, page_size],
+    hidden: [access_token]
+});
+redacted_debug!(AdminUserRequest {
+    shown: [user, client],
+    hidden: [access_token]
+});
+redacted_debug!(AdminRoleRequest {
+    shown: [user, role, client],
+    hidden: [access_token]
 });
 redacted_debug!(PasskeyRegisterFinishResponse {
     shown: [passkey],
@@ -380,7 +392,8 @@ mod tests {
                 "{:?}",
                 DeleteUserRequest {
                     access_token: secret.into(),
-                    password: secret.into()
+                    password: secret.into(),
+                    client: None,
                 }
             ),
         ];
@@ -396,5 +409,50 @@ mod tests {
             }
         );
         assert!(!s.contains("171"), "hash bytes leaked in {s}");
+    }
+
+    /// Fields whose values are secrets (or let someone act as the user).
+    const SECRET_FIELDS: &[&str] = &[
+        "access_token",
+        "refresh_token",
+        "password",
+        "current_password",
+        "new_password",
+        "password_hash",
+        "mfa_ticket",
+        "code",
+        "secret",
+        "totp_sealed",
+        "recovery_codes",
+        "recovery_code_hashes",
+        "refresh_hash",
+        "state",
+    ];
+
+    #[test]
+    fn every_message_with_a_secret_field_has_a_redacting_debug() {
+        use prost::Message as _;
+        let redacted: &[&str] = include!(concat!(env!("OUT_DIR"), "/redacted_list.rs"));
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        let mut missing = Vec::new();
+        for file in &set.file {
+            for msg in &file.message_type {
+                let name = format!("{}.{}", file.package(), msg.name());
+                // `StorageFailure.code` is an error code, not a second-factor code.
+                let secret = msg.field.iter().any(|f| {
+                    SECRET_FIELDS.contains(&f.name())
+                        && !(name == "auth.v1.StorageFailure" && f.name() == "code")
+                });
+                if secret && !redacted.contains(&name.as_str()) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "messages with secret fields but a derived Debug (add them to build.rs \
+             REDACTED and src/redact.rs): {missing:?}"
+        );
     }
 }

@@ -81,6 +81,12 @@ impl FrontendTrust {
     /// `client` as the handler may use it: kept from a trusted front end that stated an
     /// address, otherwise with the connection's address (the user agent is kept: it is
     /// only shown to the user).
+    /// Sets the request's `client` to [`FrontendTrust::client_info`] of it.
+    fn source<T: WithClient>(&self, req: &mut Request<T>) {
+        let client = req.get_mut().client_mut().take();
+        *req.get_mut().client_mut() = self.client_info(req, client);
+    }
+
     fn client_info<T>(&self, req: &Request<T>, client: Option<ClientInfo>) -> Option<ClientInfo> {
         let mut client = client.unwrap_or_default();
         if client.ip.is_empty() || !self.trusts(req) {
@@ -214,6 +220,42 @@ impl AuthGrpc {
     }
 }
 
+/// Requests that name their client (for sessions, throttling and the audit trail).
+trait WithClient {
+    fn client_mut(&mut self) -> &mut Option<ClientInfo>;
+}
+
+macro_rules! with_client {
+    ($($t:ty),*) => {$(
+        impl WithClient for $t {
+            fn client_mut(&mut self) -> &mut Option<ClientInfo> {
+                &mut self.client
+            }
+        }
+    )*};
+}
+
+with_client!(
+    RegisterRequest,
+    LoginRequest,
+    RefreshRequest,
+    LogoutRequest,
+    LogoutAllRequest,
+    ChangePasswordRequest,
+    DeleteUserRequest,
+    RevokeSessionRequest,
+    LoginMfaRequest,
+    TotpConfirmRequest,
+    TotpDisableRequest,
+    RegenerateRecoveryCodesRequest,
+    PasskeyRegisterFinishRequest,
+    PasskeyLoginStartRequest,
+    PasskeyLoginFinishRequest,
+    PasskeyRemoveRequest,
+    AdminUserRequest,
+    AdminRoleRequest
+);
+
 /// Requests that act for a signed-in user.
 trait WithAccessToken {
     fn access_token_mut(&mut self) -> &mut String;
@@ -278,14 +320,12 @@ fn reply<T>(r: Result<T, auth_core::AuthError>) -> Reply<T> {
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     async fn register(&self, mut req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.register(req.into_inner())).await
     }
 
     async fn login(&self, mut req: Request<LoginRequest>) -> Reply<LoginResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.login(req.into_inner())).await
     }
 
@@ -294,16 +334,17 @@ impl AuthService for AuthGrpc {
     }
 
     async fn refresh(&self, mut req: Request<RefreshRequest>) -> Reply<RefreshResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.refresh(req.into_inner())).await
     }
 
-    async fn logout(&self, req: Request<LogoutRequest>) -> Reply<LogoutResponse> {
+    async fn logout(&self, mut req: Request<LogoutRequest>) -> Reply<LogoutResponse> {
+        self.frontends.source(&mut req);
         self.run(self.api.logout(authed(req))).await
     }
 
-    async fn logout_all(&self, req: Request<LogoutAllRequest>) -> Reply<LogoutAllResponse> {
+    async fn logout_all(&self, mut req: Request<LogoutAllRequest>) -> Reply<LogoutAllResponse> {
+        self.frontends.source(&mut req);
         self.run(self.api.logout_all(authed(req))).await
     }
 
@@ -311,12 +352,12 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<ChangePasswordRequest>,
     ) -> Reply<ChangePasswordResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.change_password(authed(req))).await
     }
 
-    async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
+    async fn delete_user(&self, mut req: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
+        self.frontends.source(&mut req);
         self.run(self.api.delete_user(authed(req))).await
     }
 
@@ -329,8 +370,9 @@ impl AuthService for AuthGrpc {
 
     async fn revoke_session(
         &self,
-        req: Request<RevokeSessionRequest>,
+        mut req: Request<RevokeSessionRequest>,
     ) -> Reply<RevokeSessionResponse> {
+        self.frontends.source(&mut req);
         self.run(self.api.revoke_session(authed(req))).await
     }
 
@@ -339,8 +381,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn login_mfa(&self, mut req: Request<LoginMfaRequest>) -> Reply<LoginResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.login_mfa(req.into_inner())).await
     }
 
@@ -356,8 +397,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<TotpConfirmRequest>,
     ) -> Reply<TotpConfirmResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.totp_confirm(authed(req))).await
     }
 
@@ -365,8 +405,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<TotpDisableRequest>,
     ) -> Reply<TotpDisableResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.totp_disable(authed(req))).await
     }
 
@@ -374,8 +413,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<RegenerateRecoveryCodesRequest>,
     ) -> Reply<RegenerateRecoveryCodesResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.regenerate_recovery_codes(authed(req)))
             .await
     }
@@ -389,8 +427,9 @@ impl AuthService for AuthGrpc {
 
     async fn passkey_register_finish(
         &self,
-        req: Request<PasskeyRegisterFinishRequest>,
+        mut req: Request<PasskeyRegisterFinishRequest>,
     ) -> Reply<PasskeyRegisterFinishResponse> {
+        self.frontends.source(&mut req);
         self.run(self.api.passkey_register_finish(authed(req)))
             .await
     }
@@ -399,8 +438,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<PasskeyLoginStartRequest>,
     ) -> Reply<PasskeyCeremony> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.passkey_login_start(req.into_inner()))
             .await
     }
@@ -409,8 +447,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<PasskeyLoginFinishRequest>,
     ) -> Reply<LoginResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.passkey_login_finish(req.into_inner()))
             .await
     }
@@ -426,8 +463,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<PasskeyRemoveRequest>,
     ) -> Reply<PasskeyRemoveResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.passkey_remove(authed(req))).await
     }
 
@@ -446,8 +482,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminUserRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_lock_user(authed(req))).await
     }
 
@@ -455,8 +490,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminUserRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_unlock_user(authed(req))).await
     }
 
@@ -464,8 +498,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminUserRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_logout_user(authed(req))).await
     }
 
@@ -473,8 +506,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminUserRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_delete_user(authed(req))).await
     }
 
@@ -482,8 +514,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminRoleRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_grant_role(authed(req))).await
     }
 
@@ -491,8 +522,7 @@ impl AuthService for AuthGrpc {
         &self,
         mut req: Request<AdminRoleRequest>,
     ) -> Reply<AdminUserActionResponse> {
-        let client = req.get_mut().client.take();
-        req.get_mut().client = self.frontends.client_info(&req, client);
+        self.frontends.source(&mut req);
         self.run(self.api.admin_revoke_role(authed(req))).await
     }
 }

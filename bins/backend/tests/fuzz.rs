@@ -429,9 +429,16 @@ impl Backend {
                 pb::LogoutRequest {
                     access_token: t(a),
                     refresh_token: t(r),
+                    client: None,
                 }
             ),
-            Rpc::LogoutAll(a) => send!(logout_all, pb::LogoutAllRequest { access_token: t(a) }),
+            Rpc::LogoutAll(a) => send!(
+                logout_all,
+                pb::LogoutAllRequest {
+                    access_token: t(a),
+                    client: None,
+                }
+            ),
             Rpc::ChangePassword(a, c, n, i) => send!(
                 change_password,
                 pb::ChangePasswordRequest {
@@ -446,6 +453,7 @@ impl Backend {
                 pb::DeleteUserRequest {
                     access_token: t(a),
                     password: t(p),
+                    client: None,
                 }
             ),
             Rpc::ListSessions(a) => {
@@ -459,6 +467,7 @@ impl Backend {
                 pb::RevokeSessionRequest {
                     access_token: t(a),
                     session_id: t(s),
+                    client: None,
                 }
             ),
         };
@@ -683,6 +692,7 @@ fn encode(backend: &Backend, rpc: &Rpc) -> Vec<u8> {
         Rpc::Logout(a, r) => pb::LogoutRequest {
             access_token: t(a),
             refresh_token: t(r),
+            client: None,
         }
         .encode_to_vec(),
         Rpc::ChangePassword(a, c, n, i) => pb::ChangePasswordRequest {
@@ -695,6 +705,7 @@ fn encode(backend: &Backend, rpc: &Rpc) -> Vec<u8> {
         Rpc::DeleteUser(a, p) | Rpc::RevokeSession(a, p) => pb::DeleteUserRequest {
             access_token: t(a),
             password: t(p),
+            client: None,
         }
         .encode_to_vec(),
     }

@@ -165,6 +165,7 @@ async fn every_rpc_round_trips() {
     c.revoke_session(RevokeSessionRequest {
         access_token: t2.access_token.clone(),
         session_id: t1.session_id.clone(),
+        client: None,
     })
     .await
     .unwrap();
@@ -206,6 +207,7 @@ async fn every_rpc_round_trips() {
     c.logout(LogoutRequest {
         access_token: String::new(),
         refresh_token: t2.refresh_token.clone(),
+        client: None,
     })
     .await
     .unwrap();
@@ -224,6 +226,7 @@ async fn every_rpc_round_trips() {
     let all = c
         .logout_all(LogoutAllRequest {
             access_token: t4.access_token.clone(),
+            client: None,
         })
         .await
         .unwrap()
@@ -235,6 +238,7 @@ async fn every_rpc_round_trips() {
     c.logout(LogoutRequest {
         access_token: t6.access_token.clone(),
         refresh_token: String::new(),
+        client: None,
     })
     .await
     .unwrap();
@@ -244,6 +248,7 @@ async fn every_rpc_round_trips() {
     c.delete_user(DeleteUserRequest {
         access_token: t7.access_token,
         password: pw2.into(),
+        client: None,
     })
     .await
     .unwrap();
@@ -323,6 +328,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
         .revoke_session(RevokeSessionRequest {
             access_token: t.access_token.clone(),
             session_id: String::new(),
+            client: None,
         })
         .await
         .unwrap_err();
@@ -333,6 +339,7 @@ async fn every_error_maps_to_its_status_with_the_stable_code() {
         .revoke_session(RevokeSessionRequest {
             access_token: t.access_token.clone(),
             session_id: "no-such-session".into(),
+            client: None,
         })
         .await
         .unwrap_err();

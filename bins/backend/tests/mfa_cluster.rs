@@ -163,6 +163,7 @@ async fn enrol_on_one_node_log_in_across_the_other_two() {
             access_token: pair_token,
             ceremony_id: started.ceremony_id,
             credential_json: serde_json::to_string(&attestation).unwrap(),
+            client: None,
         })
         .await
         .unwrap();

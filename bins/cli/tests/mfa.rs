@@ -186,6 +186,7 @@ fn passkeys_are_listed_renamed_and_removed() {
             access_token: access.clone(),
             ceremony_id: c.ceremony_id,
             credential_json: serde_json::to_string(&att).unwrap(),
+            client: None,
         })
         .await
         .unwrap()

@@ -193,10 +193,12 @@ async fn revoke_session(
     Path(id): Path<String>,
     post: CsrfForm,
 ) -> PageResult {
+    let client = post.browser.client.info();
     let (me, _, names, mut cookies) = signed_in_post(post)?;
     let req = RevokeSessionRequest {
         access_token: me.access_token.clone(),
         session_id: id.clone(),
+        client: Some(client),
     };
     match state.api.revoke_session(req).await {
         Ok(_) if id == me.me.session_id => {
@@ -219,9 +221,11 @@ async fn revoke_session(
 }
 
 async fn logout_all(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let client = post.browser.client.info();
     let (me, _, names, mut cookies) = signed_in_post(post)?;
     let req = LogoutAllRequest {
         access_token: me.access_token.clone(),
+        client: Some(client),
     };
     match state.api.logout_all(req).await {
         Ok(_) => {
@@ -234,6 +238,7 @@ async fn logout_all(State(state): State<AppState>, post: CsrfForm) -> PageResult
 }
 
 async fn delete_account(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let client = post.browser.client.info();
     let (me, form, names, mut cookies) = signed_in_post(post)?;
     let password = match form.required("password", "Password") {
         Ok(p) => p.to_owned(),
@@ -245,6 +250,7 @@ async fn delete_account(State(state): State<AppState>, post: CsrfForm) -> PageRe
     let req = DeleteUserRequest {
         access_token: me.access_token.clone(),
         password,
+        client: Some(client),
     };
     match state.api.delete_user(req).await {
         Ok(_) => {

@@ -427,6 +427,7 @@ async fn passkey_register_start(
 async fn passkey_register_finish(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: ClientMeta,
     JsonBody(body): JsonBody<FinishBody>,
 ) -> ApiResult {
     let r = state
@@ -435,6 +436,7 @@ async fn passkey_register_finish(
             access_token: caller(&headers)?,
             ceremony_id: body.ceremony_id,
             credential_json: body.credential.to_string(),
+            client: Some(client.info()),
         })
         .await?;
     let p = r.passkey.ok_or_else(|| missing("the passkey"))?;
@@ -538,11 +540,13 @@ async fn refresh(
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: ClientMeta,
     OptionalJson(body): OptionalJson<LogoutBody>,
 ) -> ApiResult {
     let req = LogoutRequest {
         refresh_token: body.map(|b| b.refresh_token).unwrap_or_default(),
         access_token: bearer(&headers).unwrap_or_default(),
+        client: Some(client.info()),
     };
     if req.refresh_token.is_empty() && req.access_token.is_empty() {
         let e = AuthError::InvalidArgument("send a refresh_token or a bearer token".into());

@@ -411,6 +411,7 @@ async fn logout(State(state): State<AppState>, post: CsrfForm) -> PageResult {
     if let Visitor::SignedIn(me) = &post.visitor {
         let req = LogoutRequest {
             access_token: me.access_token.clone(),
+            client: Some(post.browser.client.info()),
             ..LogoutRequest::default()
         };
         match state.api.logout(req).await {

@@ -334,6 +334,7 @@ async fn passkey_start(
 /// `POST /account/security/passkeys`: the authenticator's answer. The first second
 /// factor's recovery codes are shown once; otherwise back to the security page.
 async fn passkey_register(State(state): State<AppState>, post: CsrfForm) -> PageResult {
+    let client = post.browser.client.info();
     let mut cookies = post.cookies;
     let me = signed_in(post.visitor, &mut cookies)?;
     let credential = post.form.get("credential").unwrap_or_default();
@@ -345,6 +346,7 @@ async fn passkey_register(State(state): State<AppState>, post: CsrfForm) -> Page
         access_token: me.access_token.clone(),
         ceremony_id: post.form.get("ceremony_id").unwrap_or_default().to_owned(),
         credential_json: credential.to_owned(),
+        client: Some(client),
     };
     match state.api.passkey_register_finish(req).await {
         Ok(r) if !r.recovery_codes.is_empty() => codes_page(cookies, &me, &state, r.recovery_codes),

@@ -167,10 +167,12 @@ pub(crate) async fn logout(
         (Some(t), _) => LogoutRequest {
             refresh_token: token_arg(io, t)?,
             access_token: String::new(),
+            client: None,
         },
         (None, Some(t)) => LogoutRequest {
             refresh_token: String::new(),
             access_token: token_arg(io, t)?,
+            client: None,
         },
         (None, None) => {
             return Err(Failure::Usage(
