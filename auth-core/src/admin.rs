@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::api::*;
+use crate::audit::AuditKind;
 use crate::auth::{Auth, Inner};
 use crate::config::Config;
 use crate::error::AuthError;
@@ -154,6 +155,24 @@ impl<S: Storage> Inner<S> {
         }
     }
 
+    /// The event of an administrator's action on `user_id`.
+    fn audit_admin(
+        &self,
+        kind: AuditKind,
+        admin: &User,
+        user_id: &str,
+        client: &Option<ClientInfo>,
+        detail: String,
+    ) {
+        self.audit(
+            self.event(kind)
+                .user(user_id)
+                .actor(&admin.id)
+                .source(client.as_ref())
+                .detail(detail),
+        );
+    }
+
     /// Refuses an action on the administrator's own account.
     fn not_self(me: &User, target: &User, what: &'static str) -> Result<(), AuthError> {
         if me.id == target.id {
@@ -188,7 +207,11 @@ impl<S: Storage> Auth<S> {
                 return Ok((user, false));
             }
             let user = me.change_target(user, grant(ADMIN_ROLE)).await?;
-            tracing::info!(target: "auth::audit", user_id = %user.id, "admin role granted by bootstrap");
+            me.audit(
+                me.event(AuditKind::AdminBootstrapped)
+                    .user(&user.id)
+                    .detail("role granted"),
+            );
             return Ok((user, false));
         }
         let password_hash = me.hasher.hash(password).await?;
@@ -196,7 +219,11 @@ impl<S: Storage> Auth<S> {
             .storage
             .create_user(admin_record(name, password_hash, me.now_ms()))
             .await?;
-        tracing::info!(target: "auth::audit", user_id = %user.id, "first administrator created");
+        me.audit(
+            me.event(AuditKind::AdminBootstrapped)
+                .user(&user.id)
+                .detail("created"),
+        );
         Ok((user, true))
     }
 
@@ -290,7 +317,13 @@ impl<S: Storage> Auth<S> {
         // The lock is stored first: from now on no session can open (storage refuses
         // it atomically), so deleting the existing ones leaves none.
         let ended = me.storage.delete_user_sessions(&user.id, None).await?;
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %user.id, sessions_ended = ended, "user locked");
+        me.audit_admin(
+            AuditKind::Locked,
+            &admin,
+            &user.id,
+            &req.client,
+            "admin".into(),
+        );
         Ok(action(Some(&user), ended))
     }
 
@@ -306,7 +339,13 @@ impl<S: Storage> Auth<S> {
                 Ok(())
             })
             .await?;
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %user.id, "user unlocked");
+        me.audit_admin(
+            AuditKind::Unlocked,
+            &admin,
+            &user.id,
+            &req.client,
+            String::new(),
+        );
         Ok(action(Some(&user), 0))
     }
 
@@ -317,7 +356,13 @@ impl<S: Storage> Auth<S> {
         let me = &self.inner;
         let (admin, user) = me.admin_on(&req.access_token, &req.user).await?;
         let ended = me.storage.delete_user_sessions(&user.id, None).await?;
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %user.id, sessions_ended = ended, "user logged out by an administrator");
+        me.audit_admin(
+            AuditKind::LogoutAll,
+            &admin,
+            &user.id,
+            &req.client,
+            format!("{ended} sessions"),
+        );
         Ok(action(Some(&user), ended))
     }
 
@@ -337,7 +382,13 @@ impl<S: Storage> Auth<S> {
             Err(StorageError::NotFound) => return Err(AuthError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %target.id, sessions_ended = ended, "user deleted by an administrator");
+        me.audit_admin(
+            AuditKind::AccountDeleted,
+            &admin,
+            &target.id,
+            &req.client,
+            String::new(),
+        );
         Ok(action(None, ended))
     }
 
@@ -349,7 +400,13 @@ impl<S: Storage> Auth<S> {
         check_role(&req.role)?;
         let (admin, target) = me.admin_on(&req.access_token, &req.user).await?;
         let user = me.change_target(target, grant(&req.role)).await?;
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %user.id, role = %req.role, "role granted");
+        me.audit_admin(
+            AuditKind::RoleGranted,
+            &admin,
+            &user.id,
+            &req.client,
+            req.role.clone(),
+        );
         Ok(action(Some(&user), 0))
     }
 
@@ -381,7 +438,13 @@ impl<S: Storage> Auth<S> {
         } else {
             0
         };
-        tracing::info!(target: "auth::audit", admin_id = %admin.id, user_id = %user.id, role = %req.role, sessions_ended = ended, "role revoked");
+        me.audit_admin(
+            AuditKind::RoleRevoked,
+            &admin,
+            &user.id,
+            &req.client,
+            req.role.clone(),
+        );
         Ok(action(Some(&user), ended))
     }
 }

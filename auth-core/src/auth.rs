@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
 use crate::error::AuthError;
 use crate::keys::{KeyRing, SigningKey};
@@ -219,6 +220,35 @@ impl<S: Storage> Inner<S> {
         self.config.clock.now_ms()
     }
 
+    /// A new audit event of `kind` now, stamped with this node's name.
+    pub(crate) fn event(&self, kind: AuditKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, self.now_ms());
+        e.node.clone_from(&self.config.audit.node);
+        e
+    }
+
+    /// Hands `event` to the audit sink.
+    pub(crate) fn audit(&self, event: AuditEvent) {
+        self.config.audit.sink.record(&event);
+    }
+
+    /// Whether the failure charged as `ticket` started a lock: the `locked` event.
+    fn audit_lock(&self, ticket: Option<u32>, user_id: &str, source: Option<&str>, now: i64) {
+        let Some(ticket) = ticket else {
+            return;
+        };
+        let r = self.config.lockout.reservation("", now);
+        if auth_storage::lock_delay_ms(ticket, r.max_failures, r.base_delay_ms, r.max_delay_ms) > 0
+        {
+            let mut e = self
+                .event(AuditKind::Locked)
+                .user(user_id)
+                .detail("lockout");
+            e.source = source.unwrap_or_default().to_owned();
+            self.audit(e);
+        }
+    }
+
     pub(crate) fn ensure_open(&self) -> Result<(), AuthError> {
         if self.state.load(Ordering::SeqCst) == STOPPED {
             Err(AuthError::Stopped)
@@ -296,9 +326,12 @@ impl<S: Storage> Inner<S> {
     ///    which never lifts a lock set meanwhile.
     ///
     /// Returns the check (always `matches`) or `InvalidCredentials`.
+    /// A failure that starts a lock is audited (`locked`, with `user_id` when the
+    /// account exists).
     pub(crate) async fn guarded_check(
         &self,
         username_key: &str,
+        user_id: &str,
         source: Option<&str>,
         password: &str,
         stored: Option<&str>,
@@ -312,10 +345,17 @@ impl<S: Storage> Inner<S> {
         self.refuse_if_locked(username_key, now).await?;
         let slot = self.hasher.slot().await?;
         let ticket = self.charge(username_key, now).await?;
-        let check = slot.verify(password, phc).await?;
-        if !check.matches || stored.is_none() {
-            return Err(AuthError::InvalidCredentials);
-        }
+        let check = match slot.verify(password, phc).await {
+            Ok(c) if c.matches && stored.is_some() => c,
+            Ok(_) => {
+                self.audit_lock(ticket, user_id, source, now);
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(e) => {
+                self.audit_lock(ticket, user_id, source, now);
+                return Err(e);
+            }
+        };
         self.refund(username_key, ticket).await?;
         Ok(check)
     }
@@ -326,6 +366,7 @@ impl<S: Storage> Inner<S> {
     pub(crate) async fn guarded_code<T>(
         &self,
         username_key: &str,
+        user_id: &str,
         source: Option<&str>,
         now: i64,
         check: impl std::future::Future<Output = Result<T, AuthError>>,
@@ -333,7 +374,13 @@ impl<S: Storage> Inner<S> {
         self.throttle.check_account(username_key, source)?;
         self.refuse_if_locked(username_key, now).await?;
         let ticket = self.charge(username_key, now).await?;
-        let out = check.await?;
+        let out = match check.await {
+            Ok(out) => out,
+            Err(e) => {
+                self.audit_lock(ticket, user_id, source, now);
+                return Err(e);
+            }
+        };
         self.refund(username_key, ticket).await?;
         Ok(out)
     }

@@ -64,6 +64,9 @@ pub struct Config {
     pub audience: String,
     /// Signing keys. `None` generates an HS256 key at start-up (see the type docs).
     pub keys: Option<KeyRing>,
+    /// The audit trail: where events go, and this node's name on them. Default: the
+    /// `auth::audit` tracing target.
+    pub audit: crate::audit::Audit,
     /// Most sessions one user may have; opening one more ends their oldest (in the
     /// same storage step). Default 100; 0 means no bound.
     pub max_sessions_per_user: u32,
@@ -98,6 +101,7 @@ impl Default for Config {
             issuer: "auth-sdk".into(),
             audience: "auth-sdk".into(),
             keys: None,
+            audit: crate::audit::Audit::default(),
             max_sessions_per_user: 100,
             session_check: SessionCheck::Always,
             clock_skew: Duration::from_secs(30),

@@ -40,6 +40,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 mod auth;
 pub mod clock;
 mod config;

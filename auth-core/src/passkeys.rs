@@ -388,6 +388,7 @@ impl<S: Storage> Inner<S> {
     pub(crate) async fn passkey_login_finish(
         &self,
         req: PasskeyLoginFinishRequest,
+        attempt: &mut crate::service::Attempt,
     ) -> Result<LoginResponse, AuthError> {
         self.ensure_open()?;
         let rp = self.relying_party()?;
@@ -416,6 +417,7 @@ impl<S: Storage> Inner<S> {
                     .get_user(&handle.as_simple().to_string())
                     .await?
                     .ok_or(AuthError::InvalidCredentials)?;
+                attempt.user_id.clone_from(&user.id);
                 let wanted = URL_SAFE_NO_PAD.encode(cred_id);
                 let record = user
                     .passkeys
@@ -446,9 +448,11 @@ impl<S: Storage> Inner<S> {
                     .get_user(&ticket.user_id)
                     .await?
                     .ok_or(AuthError::InvalidMfaTicket)?;
+                attempt.user_id.clone_from(&user.id);
                 let key = user.username_key.clone();
+                let id = user.id.clone();
                 let checked = self
-                    .guarded_code(&key, from, now, async {
+                    .guarded_code(&key, &id, from, now, async {
                         let result = rp
                             .finish_passkey_authentication(&assertion, &state)
                             .map_err(refused)?;
@@ -470,8 +474,8 @@ impl<S: Storage> Inner<S> {
         if !challenge.user_id.is_empty() && challenge.user_id != user.id {
             return Err(AuthError::CeremonyExpired);
         }
+        attempt.amr.clone_from(&amr);
         let tokens = self.open_session(&user, req.client, amr, now).await?;
-        tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login (passkey)");
         Ok(LoginResponse {
             user: Some(user_info(&user)),
             tokens: Some(tokens),

@@ -12,11 +12,12 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::api::*;
+use crate::audit::AuditKind;
 use crate::auth::{CAS_RETRIES, Inner};
 use crate::clock::duration_ms;
 use crate::error::AuthError;
 use crate::mfa::{RecoveryCodes, TotpSecret, find_recovery_code};
-use crate::service::{source, user_info};
+use crate::service::{Attempt, source, user_info};
 use crate::throttle::Action;
 
 /// The challenge kind of an MFA ticket.
@@ -142,9 +143,11 @@ impl<S: Storage> Inner<S> {
         mut then: impl FnMut(&mut User) -> Result<T, AuthError>,
     ) -> Result<(User, T), AuthError> {
         let key = user.username_key.clone();
+        let id = user.id.clone();
         let (user, (factor, out)) = self
             .guarded_code(
                 &key,
+                &id,
                 from,
                 now,
                 self.modify_user(user, now, |u| {
@@ -154,12 +157,12 @@ impl<S: Storage> Inner<S> {
             )
             .await?;
         if factor == Factor::RecoveryCode {
-            tracing::warn!(
-                target: "auth::audit",
-                user_id = %user.id,
-                remaining = user.recovery_code_hashes.len(),
-                "recovery code used"
-            );
+            let mut e = self
+                .event(AuditKind::RecoveryCodeUsed)
+                .user(&user.id)
+                .detail(format!("{} left", user.recovery_code_hashes.len()));
+            e.source = from.unwrap_or_default().to_owned();
+            self.audit(e);
         }
         Ok((user, out))
     }
@@ -181,7 +184,6 @@ impl<S: Storage> Inner<S> {
             Err(AuthError::NotFound) => return Err(AuthError::InvalidCredentials),
             Err(e) => return Err(e),
         }
-        tracing::info!(user_id = %user.id, "password accepted; second factor required");
         Ok(LoginResponse {
             user: Some(user_info(user)),
             tokens: None,
@@ -206,7 +208,11 @@ impl<S: Storage> Inner<S> {
     }
 
     /// The second step of a login: the ticket, then a TOTP or recovery code.
-    pub(crate) async fn login_mfa(&self, req: LoginMfaRequest) -> Result<LoginResponse, AuthError> {
+    pub(crate) async fn login_mfa(
+        &self,
+        req: LoginMfaRequest,
+        attempt: &mut Attempt,
+    ) -> Result<LoginResponse, AuthError> {
         self.ensure_open()?;
         let from = source(&req.client);
         self.throttle.check(Action::Login, from)?;
@@ -224,14 +230,16 @@ impl<S: Storage> Inner<S> {
         let Some(user) = self.storage.get_user(&ticket.user_id).await? else {
             return Err(AuthError::InvalidMfaTicket);
         };
+        attempt.user_id.clone_from(&user.id);
         match self
             .check_code_and(user, &req.code, from, now, |_| Ok(()))
             .await
         {
             Ok((user, ())) => {
-                let amr = vec!["pwd".to_owned(), "otp".to_owned()];
-                let tokens = self.open_session(&user, req.client, amr, now).await?;
-                tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login (two factors)");
+                attempt.amr = vec!["pwd".to_owned(), "otp".to_owned()];
+                let tokens = self
+                    .open_session(&user, req.client, attempt.amr.clone(), now)
+                    .await?;
                 Ok(LoginResponse {
                     user: Some(user_info(&user)),
                     tokens: Some(tokens),
@@ -348,9 +356,11 @@ impl<S: Storage> Inner<S> {
         }
         let codes = RecoveryCodes::generate();
         let key = user.username_key.clone();
+        let id = user.id.clone();
         let (user, issued) = self
             .guarded_code(
                 &key,
+                &id,
                 from,
                 now,
                 self.modify_user(user, now, |u| {

@@ -5,6 +5,7 @@ use auth_storage::{RotateOutcome, RotateRefresh, Session, Storage, StorageError,
 
 use crate::admin::session_info;
 use crate::api::*;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::{Auth, CAS_RETRIES, Inner};
 use crate::clock::duration_ms;
 use crate::error::AuthError;
@@ -113,6 +114,7 @@ impl<S: Storage> Inner<S> {
         }
         self.guarded_check(
             &user.username_key,
+            &user.id,
             source,
             password,
             Some(&user.password_hash),
@@ -121,6 +123,140 @@ impl<S: Storage> Inner<S> {
         .await
         .map(drop)
     }
+}
+
+impl<S: Storage> Inner<S> {
+    /// The password step of a login; `attempt` learns the user for the audit event.
+    async fn login_password(
+        &self,
+        req: LoginRequest,
+        attempt: &mut Attempt,
+    ) -> Result<LoginResponse, AuthError> {
+        let me = self;
+        me.ensure_open()?;
+        // Over-long passwords are refused before hashing (hash flooding).
+        if req.password.len() > me.config.password.max_bytes {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let from = source(&req.client);
+        me.throttle.check(Action::Login, from)?;
+        let Ok(name) = me.config.username.normalize(&req.username) else {
+            // No account can have this name: the same hashing time, no storage.
+            return Err(me.reject_unknown(&req.password).await);
+        };
+        let user = me.storage.get_user_by_username(&name.key).await?;
+        let now = me.now_ms();
+        let stored = user.as_ref().map(|u| u.password_hash.as_str());
+        if let Some(u) = &user {
+            attempt.user_id.clone_from(&u.id);
+        }
+        let check = me
+            .guarded_check(
+                &name.key,
+                &attempt.user_id,
+                from,
+                &req.password,
+                stored,
+                now,
+            )
+            .await?;
+        let Some(mut user) = user else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        if check.needs_rehash {
+            // Best effort: a shed re-hash waits for the next login, it fails nothing.
+            match me.hasher.hash(&req.password).await {
+                Ok(rehash) => user = me.upgrade_hash(user, rehash, now).await?,
+                Err(AuthError::Overloaded { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if user.admin_locked_at_ms != 0 {
+            // Only after the password proved who is asking.
+            return Err(AuthError::AccountDisabled);
+        }
+        if has_second_factor(&user) {
+            return me.mfa_step(&user, now).await;
+        }
+        attempt.amr = amr_password();
+        let tokens = me
+            .open_session(&user, req.client, attempt.amr.clone(), now)
+            .await?;
+        Ok(LoginResponse {
+            user: Some(user_info(&user)),
+            tokens: Some(tokens),
+            ..LoginResponse::default()
+        })
+    }
+
+    /// The audit event of a sign-in (password, second step or passkey): succeeded,
+    /// second factor required, or failed with its code. Failures of the service itself
+    /// (unavailable, internal) are not sign-in events.
+    pub(crate) fn audit_sign_in(
+        &self,
+        r: &Result<LoginResponse, AuthError>,
+        attempt: &Attempt,
+        client: Option<&ClientInfo>,
+    ) {
+        let e = match r {
+            Ok(resp) if resp.mfa_required => self.event(AuditKind::SecondFactorRequired),
+            Ok(resp) => {
+                let sid = resp.tokens.as_ref().map_or("", |t| t.session_id.as_str());
+                self.event(AuditKind::LoginSucceeded)
+                    .session(sid)
+                    .detail(attempt.amr.join(","))
+            }
+            Err(e) if e.is_internal() || *e == AuthError::Stopped => return,
+            Err(e) => self.event(AuditKind::LoginFailed).failed(e.code()),
+        };
+        self.audit(e.user(&attempt.user_id).source(client));
+    }
+
+    /// The event of a change to the caller's second factors.
+    fn audit_factor(
+        &self,
+        kind: AuditKind,
+        factor: &str,
+        claims: &Claims,
+        client: Option<&ClientInfo>,
+    ) {
+        self.audit(
+            self.event(kind)
+                .user(&claims.sub)
+                .session(&claims.sid)
+                .source(client)
+                .detail(factor),
+        );
+    }
+
+    /// The `logout` event of a session that ended.
+    fn audit_logout(&self, user_id: &str, session_id: &str, client: Option<&ClientInfo>) {
+        self.audit(
+            self.event(AuditKind::Logout)
+                .user(user_id)
+                .session(session_id)
+                .source(client),
+        );
+    }
+
+    /// The event of an account operation that may fail (a password change, a
+    /// deletion): its outcome and, on failure, the code.
+    pub(crate) fn audit_outcome<T>(&self, r: &Result<T, AuthError>, event: AuditEvent) {
+        match r {
+            Ok(_) => self.audit(event),
+            Err(e) if e.is_internal() || *e == AuthError::Stopped => {}
+            Err(e) => self.audit(event.failed(e.code())),
+        }
+    }
+}
+
+/// What a sign-in learned on its way, for its audit event.
+#[derive(Debug, Default)]
+pub(crate) struct Attempt {
+    /// The user, once known.
+    pub(crate) user_id: String,
+    /// How they authenticated, once a session opens.
+    pub(crate) amr: Vec<String>,
 }
 
 /// The source address a request names, if any.
@@ -157,58 +293,22 @@ impl<S: Storage> AuthApi for Auth<S> {
                 ..User::default()
             })
             .await?;
-        tracing::info!(user_id = %user.id, "user registered");
+        me.audit(
+            me.event(AuditKind::Registered)
+                .user(&user.id)
+                .source(req.client.as_ref()),
+        );
         Ok(RegisterResponse {
             user: Some(user_info(&user)),
         })
     }
 
     async fn login(&self, req: LoginRequest) -> Result<LoginResponse, AuthError> {
-        let me = &self.inner;
-        me.ensure_open()?;
-        // Over-long passwords are refused before hashing (hash flooding).
-        if req.password.len() > me.config.password.max_bytes {
-            return Err(AuthError::InvalidCredentials);
-        }
-        let from = source(&req.client);
-        me.throttle.check(Action::Login, from)?;
-        let Ok(name) = me.config.username.normalize(&req.username) else {
-            // No account can have this name: the same hashing time, no storage.
-            return Err(me.reject_unknown(&req.password).await);
-        };
-        let user = me.storage.get_user_by_username(&name.key).await?;
-        let now = me.now_ms();
-        let stored = user.as_ref().map(|u| u.password_hash.as_str());
-        let check = me
-            .guarded_check(&name.key, from, &req.password, stored, now)
-            .await?;
-        let Some(mut user) = user else {
-            return Err(AuthError::InvalidCredentials);
-        };
-        if check.needs_rehash {
-            // Best effort: a shed re-hash waits for the next login, it fails nothing.
-            match me.hasher.hash(&req.password).await {
-                Ok(rehash) => user = me.upgrade_hash(user, rehash, now).await?,
-                Err(AuthError::Overloaded { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if user.admin_locked_at_ms != 0 {
-            // Only after the password proved who is asking.
-            return Err(AuthError::AccountDisabled);
-        }
-        if has_second_factor(&user) {
-            return me.mfa_step(&user, now).await;
-        }
-        let tokens = me
-            .open_session(&user, req.client, amr_password(), now)
-            .await?;
-        tracing::info!(user_id = %user.id, session_id = %tokens.session_id, "login");
-        Ok(LoginResponse {
-            user: Some(user_info(&user)),
-            tokens: Some(tokens),
-            ..LoginResponse::default()
-        })
+        let mut attempt = Attempt::default();
+        let client = req.client.clone();
+        let r = self.inner.login_password(req, &mut attempt).await;
+        self.inner.audit_sign_in(&r, &attempt, client.as_ref());
+        r
     }
 
     async fn verify(&self, req: VerifyRequest) -> Result<VerifyResponse, AuthError> {
@@ -234,12 +334,15 @@ impl<S: Storage> AuthApi for Auth<S> {
         // A read first: a token of no session, or matching none of its hashes, is
         // refused without a (replicated, fsynced) write.
         let presented_hash = presented.hash();
-        match me.storage.get_session(presented.session_id()).await? {
+        let owner = match me.storage.get_session(presented.session_id()).await? {
             Some(s)
                 if s.refresh_hash == presented_hash
-                    || s.retired_refresh_hashes.contains(&presented_hash) => {}
+                    || s.retired_refresh_hashes.contains(&presented_hash) =>
+            {
+                s.user_id
+            }
             _ => return Err(AuthError::InvalidToken),
-        }
+        };
         let successor = RefreshToken::generate(presented.session_id());
         let now = me.now_ms();
         let outcome = me
@@ -264,9 +367,12 @@ impl<S: Storage> AuthApi for Auth<S> {
                 me.token_pair(&s, &current, now)?
             }
             RotateOutcome::Reused => {
-                tracing::warn!(
-                    session_id = %presented.session_id(),
-                    "rotated refresh token presented again; session revoked"
+                me.audit(
+                    me.event(AuditKind::RefreshReuseDetected)
+                        .failed(AuthError::RefreshTokenReused.code())
+                        .user(&owner)
+                        .session(presented.session_id())
+                        .source(req.client.as_ref()),
                 );
                 return Err(AuthError::RefreshTokenReused);
             }
@@ -290,13 +396,17 @@ impl<S: Storage> AuthApi for Auth<S> {
             if s.refresh_hash != h && !s.retired_refresh_hashes.contains(&h) {
                 return Err(AuthError::InvalidToken);
             }
-            me.storage.delete_session(&s.id, &s.user_id).await?;
+            if me.storage.delete_session(&s.id, &s.user_id).await? {
+                me.audit_logout(&s.user_id, &s.id, req.client.as_ref());
+            }
         } else if !req.access_token.is_empty() {
             let claims = match me.codec.decode(&req.access_token, me.now_ms()) {
                 Ok(c) => c,
                 Err(e) => return Err(e),
             };
-            me.storage.delete_session(&claims.sid, &claims.sub).await?;
+            if me.storage.delete_session(&claims.sid, &claims.sub).await? {
+                me.audit_logout(&claims.sub, &claims.sid, req.client.as_ref());
+            }
         } else {
             return Err(AuthError::InvalidArgument(
                 "access_token or refresh_token is required".into(),
@@ -307,11 +417,15 @@ impl<S: Storage> AuthApi for Auth<S> {
 
     async fn logout_all(&self, req: LogoutAllRequest) -> Result<LogoutAllResponse, AuthError> {
         let (claims, _) = self.inner.authenticate(&req.access_token).await?;
-        let n = self
-            .inner
-            .storage
-            .delete_user_sessions(&claims.sub, None)
-            .await?;
+        let me = &self.inner;
+        let n = me.storage.delete_user_sessions(&claims.sub, None).await?;
+        me.audit(
+            me.event(AuditKind::LogoutAll)
+                .user(&claims.sub)
+                .session(&claims.sid)
+                .source(req.client.as_ref())
+                .detail(format!("{n} sessions")),
+        );
         Ok(LogoutAllResponse { sessions_ended: n })
     }
 
@@ -323,70 +437,89 @@ impl<S: Storage> AuthApi for Auth<S> {
         me.throttle
             .check(Action::ChangePassword, source(&req.client))?;
         let (claims, now) = me.authenticate(&req.access_token).await?;
-        let mut user = me
-            .storage
-            .get_user(&claims.sub)
-            .await?
-            .ok_or(AuthError::SessionEnded)?;
-        me.check_password(&user, &req.current_password, source(&req.client), now)
-            .await?;
-        me.config.password.check(&req.new_password)?;
-        let verified_hash = user.password_hash.clone();
-        let new_hash = me.hasher.hash(&req.new_password).await?;
-        let mut done = false;
-        for _ in 0..CAS_RETRIES {
-            if user.password_hash != verified_hash {
-                // Someone changed the password after we checked the current one.
-                return Err(AuthError::InvalidCredentials);
-            }
-            let mut next = user.clone();
-            next.password_hash = new_hash.clone();
-            next.updated_at_ms = now;
-            match me.storage.update_user(next).await {
-                Ok(_) => {
-                    done = true;
-                    break;
+        let event = me
+            .event(AuditKind::PasswordChanged)
+            .user(&claims.sub)
+            .session(&claims.sid)
+            .source(req.client.as_ref());
+        let r: Result<ChangePasswordResponse, AuthError> = async {
+            let mut user = me
+                .storage
+                .get_user(&claims.sub)
+                .await?
+                .ok_or(AuthError::SessionEnded)?;
+            me.check_password(&user, &req.current_password, source(&req.client), now)
+                .await?;
+            me.config.password.check(&req.new_password)?;
+            let verified_hash = user.password_hash.clone();
+            let new_hash = me.hasher.hash(&req.new_password).await?;
+            let mut done = false;
+            for _ in 0..CAS_RETRIES {
+                if user.password_hash != verified_hash {
+                    // Someone changed the password after we checked the current one.
+                    return Err(AuthError::InvalidCredentials);
                 }
-                Err(StorageError::Conflict) => {
-                    user = me
-                        .storage
-                        .get_user(&claims.sub)
-                        .await?
-                        .ok_or(AuthError::SessionEnded)?;
+                let mut next = user.clone();
+                next.password_hash = new_hash.clone();
+                next.updated_at_ms = now;
+                match me.storage.update_user(next).await {
+                    Ok(_) => {
+                        done = true;
+                        break;
+                    }
+                    Err(StorageError::Conflict) => {
+                        user = me
+                            .storage
+                            .get_user(&claims.sub)
+                            .await?
+                            .ok_or(AuthError::SessionEnded)?;
+                    }
+                    Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
+                    Err(e) => return Err(e.into()),
                 }
-                Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
-                Err(e) => return Err(e.into()),
             }
+            if !done {
+                return Err(AuthError::Unavailable("user record is contended".into()));
+            }
+            let ended = me
+                .storage
+                .delete_user_sessions(&claims.sub, Some(&claims.sid))
+                .await?;
+            Ok(ChangePasswordResponse {
+                sessions_ended: ended,
+            })
         }
-        if !done {
-            return Err(AuthError::Unavailable("user record is contended".into()));
-        }
-        let ended = me
-            .storage
-            .delete_user_sessions(&claims.sub, Some(&claims.sid))
-            .await?;
-        tracing::info!(user_id = %claims.sub, sessions_ended = ended, "password changed");
-        Ok(ChangePasswordResponse {
-            sessions_ended: ended,
-        })
+        .await;
+        me.audit_outcome(&r, event);
+        r
     }
 
     async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, AuthError> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
-        let user = me
-            .storage
-            .get_user(&claims.sub)
-            .await?
-            .ok_or(AuthError::SessionEnded)?;
-        me.check_password(&user, &req.password, None, now).await?;
-        match me.storage.delete_user(&claims.sub).await {
-            Ok(_) => {}
-            Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
-            Err(e) => return Err(e.into()),
+        let event = me
+            .event(AuditKind::AccountDeleted)
+            .user(&claims.sub)
+            .session(&claims.sid)
+            .source(req.client.as_ref());
+        let r: Result<DeleteUserResponse, AuthError> = async {
+            let user = me
+                .storage
+                .get_user(&claims.sub)
+                .await?
+                .ok_or(AuthError::SessionEnded)?;
+            me.check_password(&user, &req.password, source(&req.client), now)
+                .await?;
+            match me.storage.delete_user(&claims.sub).await {
+                Ok(_) => {}
+                Err(StorageError::NotFound) => return Err(AuthError::SessionEnded),
+                Err(e) => return Err(e.into()),
+            }
+            Ok(DeleteUserResponse {})
         }
-        tracing::info!(user_id = %claims.sub, "user deleted");
-        Ok(DeleteUserResponse {})
+        .await;
+        me.audit_outcome(&r, event);
+        r
     }
 
     async fn list_sessions(
@@ -427,6 +560,12 @@ impl<S: Storage> AuthApi for Auth<S> {
             .delete_session(&req.session_id, &claims.sub)
             .await?
         {
+            me.audit(
+                me.event(AuditKind::SessionRevoked)
+                    .user(&claims.sub)
+                    .session(&req.session_id)
+                    .source(req.client.as_ref()),
+            );
             Ok(RevokeSessionResponse {})
         } else {
             Err(AuthError::NotFound)
@@ -438,7 +577,11 @@ impl<S: Storage> AuthApi for Auth<S> {
     }
 
     async fn login_mfa(&self, req: LoginMfaRequest) -> Result<LoginResponse, AuthError> {
-        self.inner.login_mfa(req).await
+        let mut attempt = Attempt::default();
+        let client = req.client.clone();
+        let r = self.inner.login_mfa(req, &mut attempt).await;
+        self.inner.audit_sign_in(&r, &attempt, client.as_ref());
+        r
     }
 
     async fn mfa_status(&self, req: MfaStatusRequest) -> Result<MfaStatusResponse, AuthError> {
@@ -462,8 +605,18 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.totp_confirm(user, &claims.acr, &req.code, source(&req.client), now)
-            .await
+        let r = me
+            .totp_confirm(user, &claims.acr, &req.code, source(&req.client), now)
+            .await;
+        if r.is_ok() {
+            me.audit_factor(
+                AuditKind::SecondFactorAdded,
+                "totp",
+                &claims,
+                req.client.as_ref(),
+            );
+        }
+        r
     }
 
     async fn totp_disable(
@@ -475,6 +628,12 @@ impl<S: Storage> AuthApi for Auth<S> {
         let user = me.current_user(&claims.sub).await?;
         me.totp_disable(user, &req.code, source(&req.client), now)
             .await?;
+        me.audit_factor(
+            AuditKind::SecondFactorRemoved,
+            "totp",
+            &claims,
+            req.client.as_ref(),
+        );
         Ok(TotpDisableResponse {})
     }
 
@@ -485,8 +644,18 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.regenerate_recovery_codes(user, &req.code, source(&req.client), now)
-            .await
+        let r = me
+            .regenerate_recovery_codes(user, &req.code, source(&req.client), now)
+            .await;
+        if r.is_ok() {
+            me.audit_factor(
+                AuditKind::RecoveryCodesRegenerated,
+                "",
+                &claims,
+                req.client.as_ref(),
+            );
+        }
+        r
     }
 
     async fn passkey_register_start(
@@ -507,8 +676,18 @@ impl<S: Storage> AuthApi for Auth<S> {
         let me = &self.inner;
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
-        me.passkey_register_finish(user, &claims.acr, &req, now)
-            .await
+        let r = me
+            .passkey_register_finish(user, &claims.acr, &req, now)
+            .await;
+        if r.is_ok() {
+            me.audit_factor(
+                AuditKind::SecondFactorAdded,
+                "passkey",
+                &claims,
+                req.client.as_ref(),
+            );
+        }
+        r
     }
 
     async fn passkey_login_start(
@@ -522,7 +701,11 @@ impl<S: Storage> AuthApi for Auth<S> {
         &self,
         req: PasskeyLoginFinishRequest,
     ) -> Result<LoginResponse, AuthError> {
-        self.inner.passkey_login_finish(req).await
+        let mut attempt = Attempt::default();
+        let client = req.client.clone();
+        let r = self.inner.passkey_login_finish(req, &mut attempt).await;
+        self.inner.audit_sign_in(&r, &attempt, client.as_ref());
+        r
     }
 
     async fn passkey_rename(
@@ -545,6 +728,12 @@ impl<S: Storage> AuthApi for Auth<S> {
         let (claims, now) = me.authenticate(&req.access_token).await?;
         let user = me.current_user(&claims.sub).await?;
         me.passkey_remove(user, &claims.acr, &req, now).await?;
+        me.audit_factor(
+            AuditKind::SecondFactorRemoved,
+            "passkey",
+            &claims,
+            req.client.as_ref(),
+        );
         Ok(PasskeyRemoveResponse {})
     }
 
