@@ -23,7 +23,11 @@ fn client() -> Option<ClientInfo> {
     })
 }
 
-async fn login(h: &Harness, name: &str, password: &str) -> Result<LoginResponse, auth_core::AuthError> {
+async fn login(
+    h: &Harness,
+    name: &str,
+    password: &str,
+) -> Result<LoginResponse, auth_core::AuthError> {
     h.auth
         .login(LoginRequest {
             username: name.into(),
@@ -353,6 +357,9 @@ async fn a_workload_produces_exactly_the_expected_events() {
         &started.secret,
         &codes[0],
     ] {
-        assert!(!all.contains(secret), "a secret leaked into the audit trail");
+        assert!(
+            !all.contains(secret),
+            "a secret leaked into the audit trail"
+        );
     }
 }

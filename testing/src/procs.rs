@@ -71,7 +71,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 
 impl ProcCluster {
     /// Starts `n` nodes of the `auth-backend` binary at `bin` with the given extra
-    /// `serve` flags; returns once every node listens (a leader may not be known yet:
+    /// `serve` flags (`{id}` in them becomes each node's id); returns once every node listens (a leader may not be known yet:
     /// see [`ProcCluster::leader`]).
     ///
     /// `bin` is `env!("CARGO_BIN_EXE_auth-backend")` in auth-backend's own tests.
@@ -145,7 +145,7 @@ impl ProcCluster {
                 "--throttle".into(),
                 "false".into(),
             ];
-            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(extra.iter().map(|s| s.replace("{id}", &id.to_string())));
             nodes.push(ProcNode {
                 addr: addr.clone(),
                 peer_addr: peer_addr.clone(),

@@ -96,7 +96,8 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     settings.check()?;
-    let core = settings.auth_config()?;
+    let mut core = settings.auth_config()?;
+    core.audit = settings.audit(None)?;
     let raft = settings.raft_config()?;
     let mut options = settings.server_options();
     options.tls = settings.client_tls()?;

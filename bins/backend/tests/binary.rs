@@ -389,6 +389,16 @@ fn bad_configurations_exit_non_zero() {
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("cannot read key file"), "{stderr}");
 
+    let (status, _, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-log-file",
+        "/nonexistent/dir/audit.jsonl",
+    ]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("/nonexistent/dir/audit.jsonl"), "{stderr}");
+
     let (status, _, stderr) = run_to_exit(&["serve", "--log-format", "xml"]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("xml"), "{stderr}");

@@ -46,6 +46,12 @@
 //! passkey_rp_id = "example.com"     # passkeys (WebAuthn): the relying party
 //! passkey_origin = "https://login.example.com"
 //!
+//! [audit]
+//! log_file = "audit/events.jsonl"  # JSON lines, rotated by size, mode 0600
+//! max_bytes = 104857600
+//! keep = 10
+//! node_name = "eu-1"                # on every event [default: node-<id>]
+//!
 //! [admin]
 //! bootstrap_admin = "root"          # created at start-up if the name is free
 //! bootstrap_admin_password_file = "keys/root.pw"   # first line; mode 0600

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::{Config, KeyRing, SigningKey};
@@ -246,6 +247,41 @@ impl Settings {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The audit configuration: the `auth::audit` log target, plus the JSON-lines
+    /// file of `--audit-log-file` (opened here, so a bad path fails the start), plus
+    /// `recent` when given (what the admin page shows); stamped with the node name.
+    pub fn audit(
+        &self,
+        recent: Option<Arc<auth_core::audit::RecentEvents>>,
+    ) -> Result<auth_core::audit::Audit, ConfigError> {
+        use auth_core::audit::{Audit, AuditSink, JsonLinesSink, Rotation, Tee, TracingSink};
+        let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(TracingSink)];
+        if let Some(path) = &self.audit.log_file {
+            let defaults = Rotation::default();
+            let rotation = Rotation {
+                max_bytes: self.audit.max_bytes.unwrap_or(defaults.max_bytes),
+                keep: self.audit.keep.unwrap_or(defaults.keep),
+            };
+            let file = JsonLinesSink::open(path, rotation).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            sinks.push(Arc::new(file));
+        }
+        if let Some(r) = recent {
+            sinks.push(r);
+        }
+        let node = match (&self.audit.node_name, self.storage(), self.raft.id) {
+            (Some(name), _, _) => name.clone(),
+            (None, StorageKind::Raft, Some(id)) => format!("node-{id}"),
+            (None, _, _) => self.listen().to_owned(),
+        };
+        Ok(Audit {
+            sink: Arc::new(Tee(sinks)),
+            node,
+        })
     }
 
     /// The administrator to create at start-up (`--bootstrap-admin`), with the first

@@ -17,7 +17,7 @@ use super::{LogFormat, ReadMode, StorageKind};
 /// from the libraries' defaults (see the methods in [`crate::config`]).
 ///
 /// The fields of this struct are the server settings (top-level keys in the file); the
-/// other groups are tables of the file (`[tokens]`, `[mfa]`, `[admin]`, `[argon2]`, `[lockout]`,
+/// other groups are tables of the file (`[tokens]`, `[mfa]`, `[audit]`, `[admin]`, `[argon2]`, `[lockout]`,
 /// `[raft]`, `[tls]`). `Settings { listen: Some(..), ..Settings::default() }` is a valid value.
 #[derive(Debug, Clone, Default, PartialEq, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,11 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub mfa: MfaSettings,
+
+    /// The audit trail (`[audit]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub audit: AuditSettings,
 
     /// Administration: the first administrator (`[admin]`).
     #[command(flatten)]
@@ -170,6 +175,42 @@ impl From<SigningAlg> for auth_core::Algorithm {
             SigningAlg::Hs256 => auth_core::Algorithm::Hs256,
         }
     }
+}
+
+/// The audit trail: the `[audit]` table. Events always go to the `auth::audit` log
+/// target; with `--audit-log-file` also to a JSON-lines file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Audit")]
+pub struct AuditSettings {
+    /// Also append audit events to this file, one JSON object per line (mode 0600).
+    #[arg(
+        long = "audit-log-file",
+        env = "AUTH_BACKEND_AUDIT_LOG_FILE",
+        value_name = "PATH"
+    )]
+    pub log_file: Option<PathBuf>,
+
+    /// Rotate the audit file once it passes this many bytes [default: 100 MiB].
+    #[arg(
+        long = "audit-max-bytes",
+        env = "AUTH_BACKEND_AUDIT_MAX_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_bytes: Option<usize>,
+
+    /// Rotated audit files kept (`FILE.1` … `FILE.N`) [default: 10].
+    #[arg(long = "audit-keep", env = "AUTH_BACKEND_AUDIT_KEEP", value_name = "N")]
+    pub keep: Option<usize>,
+
+    /// This node's name on its audit events [default: `node-<id>` in a cluster, the
+    /// listen address otherwise].
+    #[arg(
+        long = "audit-node-name",
+        env = "AUTH_BACKEND_AUDIT_NODE_NAME",
+        value_name = "NAME"
+    )]
+    pub node_name: Option<String>,
 }
 
 /// Administration: the `[admin]` table.
@@ -416,8 +457,9 @@ layer_fields! {
     Settings {
         config, listen, storage, max_request_bytes, max_connections,
         max_concurrent_streams, log_format, shutdown_timeout,
-        tokens, mfa, admin, argon2, lockout, raft, tls,
+        tokens, mfa, audit, admin, argon2, lockout, raft, tls,
     }
+    AuditSettings { log_file, max_bytes, keep, node_name }
     MfaSettings { mfa_key_file, totp_issuer, passkey_rp_id, passkey_origin }
     AdminSettings { bootstrap_admin, bootstrap_admin_password_file }
     TokenSettings {
