@@ -46,6 +46,7 @@ pub mod clock;
 mod config;
 mod error;
 pub mod keys;
+pub mod metrics;
 pub mod mfa;
 mod passkeys;
 pub mod password;

@@ -101,6 +101,8 @@ impl PasswordHasher {
         } else {
             queue.max_waiting
         };
+        // Present from the start, so a quiet queue reads 0 rather than nothing.
+        metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(0.0);
         let background = match queue.priority {
             HashPriority::Normal => None,
             HashPriority::Background => Some(background_threads(concurrency)?),
@@ -122,23 +124,32 @@ impl PasswordHasher {
     /// is full or the wait passes its deadline. Holding a slot while doing something
     /// else first (a storage write that must precede the check) is allowed.
     pub async fn slot(&self) -> Result<HashSlot, AuthError> {
-        let shed = || AuthError::Overloaded {
-            retry_after: self.inner.max_wait,
+        use crate::metrics::{HASH_QUEUE_DEPTH, HASH_SHED_TOTAL, HASH_WAIT_SECONDS};
+        let shed = || {
+            metrics::counter!(HASH_SHED_TOTAL).increment(1);
+            AuthError::Overloaded {
+                retry_after: self.inner.max_wait,
+            }
         };
         if let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
+            metrics::histogram!(HASH_WAIT_SECONDS).record(0.0);
             return Ok(self.slot_from(permit));
         }
+        let started = std::time::Instant::now();
         let waiting = self.inner.waiting.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!(HASH_QUEUE_DEPTH).set(waiting.saturating_add(1) as f64);
         let _leave = Leave(&self.inner.waiting);
         if waiting >= self.inner.max_waiting {
             return Err(shed());
         }
         let acquire = Arc::clone(&self.inner.permits).acquire_owned();
-        match tokio::time::timeout(self.inner.max_wait, acquire).await {
+        let r = match tokio::time::timeout(self.inner.max_wait, acquire).await {
             Ok(Ok(permit)) => Ok(self.slot_from(permit)),
             Ok(Err(_)) => Err(AuthError::Stopped),
             Err(_) => Err(shed()),
-        }
+        };
+        metrics::histogram!(HASH_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        r
     }
 
     fn slot_from(&self, permit: OwnedSemaphorePermit) -> HashSlot {
@@ -164,7 +175,8 @@ struct Leave<'a>(&'a AtomicUsize);
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let left = self.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(left as f64);
     }
 }
 

@@ -80,6 +80,8 @@ mod convert;
 mod db;
 #[cfg(feature = "node")]
 mod log_store;
+#[cfg(feature = "node")]
+pub mod metrics;
 pub mod net;
 #[cfg(feature = "node")]
 mod network;

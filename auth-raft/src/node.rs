@@ -353,6 +353,13 @@ impl RaftNode {
         self.shared.status()
     }
 
+    /// Sets this node's Raft gauges (term, leader, log and applied index, follower
+    /// lag on the leader) from its current state; a metrics endpoint calls it before
+    /// each scrape. See [`crate::metrics`].
+    pub fn record_metrics(&self) {
+        crate::metrics::record(&self.shared.raft.metrics().borrow());
+    }
+
     /// Waits until some node is known as leader, or `timeout` passes.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
         self.shared
@@ -441,8 +448,13 @@ impl NodeShared {
                     if proposal.commands.is_empty() {
                         return Ok(merge_refused(pb::BatchResult::default(), refused));
                     }
+                    let proposed = Instant::now();
                     match tokio::time::timeout(remaining, self.raft.client_write(proposal)).await {
-                        Ok(Ok(resp)) => return Ok(merge_refused(resp.data, refused)),
+                        Ok(Ok(resp)) => {
+                            metrics::histogram!(crate::metrics::COMMIT_SECONDS)
+                                .record(proposed.elapsed().as_secs_f64());
+                            return Ok(merge_refused(resp.data, refused));
+                        }
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                             last = "leadership moved".into();
                         }

@@ -80,6 +80,7 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageIoError> {
+        let started = std::time::Instant::now();
         let (data, last_applied, membership) = {
             let s = self.state.read();
             (s.encode_snapshot(), s.last_applied, s.membership.clone())
@@ -98,6 +99,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             snapshot_id,
         };
         self.persist(&meta, data.clone()).await?;
+        metrics::counter!(crate::metrics::SNAPSHOTS_BUILT).increment(1);
+        metrics::histogram!(crate::metrics::SNAPSHOT_BUILD_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -154,6 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(snap_err)?;
         self.persist(meta, data).await?;
         *self.state.write() = new_state;
+        metrics::counter!(crate::metrics::SNAPSHOTS_INSTALLED).increment(1);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }

@@ -98,6 +98,21 @@ pub async fn run(
     settings.check()?;
     let mut core = settings.auth_config()?;
     core.audit = settings.audit(None)?;
+    let metrics = match &settings.metrics_listen {
+        Some(addr) => {
+            let handle = crate::metrics::install().map_err(RunError::Serve)?;
+            let mut endpoint = crate::metrics::Endpoint::new(handle);
+            if let Some(token) = settings.metrics_token()? {
+                endpoint = endpoint.token(token);
+            }
+            core.audit.sink = Arc::new(auth_core::audit::Tee(vec![
+                core.audit.sink.clone(),
+                Arc::new(auth_core::metrics::MetricsSink),
+            ]));
+            Some((endpoint, bind(addr).await?))
+        }
+        None => None,
+    };
     let raft = settings.raft_config()?;
     let mut options = settings.server_options();
     options.tls = settings.client_tls()?;
@@ -139,7 +154,10 @@ pub async fn run(
                 settings,
                 options,
                 api,
-                None,
+                Side {
+                    peer: None,
+                    metrics,
+                },
                 shutdown,
                 on_listening,
             )
@@ -170,7 +188,7 @@ pub async fn run(
                 settings,
                 options,
                 api,
-                peer,
+                Side { peer, metrics },
                 shutdown,
                 on_listening,
             )
@@ -271,11 +289,18 @@ pub async fn serve_until(
         settings,
         options,
         api,
-        None,
+        Side::default(),
         shutdown,
         on_listening,
     )
     .await
+}
+
+/// The listeners beside the client one: a Raft node's peer listener, `/metrics`.
+#[derive(Default)]
+struct Side {
+    peer: Option<(RaftNode, TcpListener)>,
+    metrics: Option<(crate::metrics::Endpoint, TcpListener)>,
 }
 
 /// Serves the client listener and, for a Raft node, its peer listener. On shutdown the
@@ -286,16 +311,32 @@ async fn serve_on(
     settings: &Settings,
     options: ServerOptions,
     api: Arc<dyn AuthApi>,
-    peer: Option<(RaftNode, TcpListener)>,
+    side: Side,
     shutdown: impl Future<Output = ()> + Send,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
+    let Side { peer, metrics } = side;
     let addr = listener.local_addr().map_err(|source| RunError::Bind {
         addr: settings.listen().to_owned(),
         source,
     })?;
     let shutdown_timeout = settings.shutdown_timeout();
     let (peer_stop_tx, mut peer_stop_rx) = watch::channel(false);
+    let mut metrics_server = None;
+    if let Some((mut endpoint, metrics_listener)) = metrics {
+        if let Some((node, _)) = &peer {
+            let node = node.clone();
+            endpoint = endpoint.before_scrape(move || node.record_metrics());
+        }
+        let mut stop_rx = peer_stop_tx.subscribe();
+        let stop = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        if let Ok(a) = metrics_listener.local_addr() {
+            tracing::info!(metrics_addr = %a, "metrics listener up");
+        }
+        metrics_server = Some(tokio::spawn(endpoint.serve(metrics_listener, stop)));
+    }
     let mut peer_server = None;
     if let Some((node, peer_listener)) = peer {
         let peer_addr = peer_listener
@@ -345,6 +386,9 @@ async fn serve_on(
         }
     };
     let _ = peer_stop_tx.send(true);
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     if let Some(mut p) = peer_server
         && tokio::time::timeout(shutdown_timeout, &mut p)
             .await

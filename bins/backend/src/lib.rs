@@ -32,6 +32,8 @@ pub mod duration;
 #[cfg(feature = "server")]
 pub mod keys;
 pub mod limits;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signal;

@@ -565,7 +565,8 @@ pub async fn serve_client(
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.limits.max_concurrent_streams)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .layer(crate::metrics::GrpcMetricsLayer);
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls.config())?;
     }

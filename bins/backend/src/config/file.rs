@@ -48,7 +48,8 @@ impl Settings {
 
     /// Makes every relative path relative to `dir`.
     fn rebase(&mut self, dir: &Path) {
-        let paths: [&mut Option<PathBuf>; 11] = [
+        let paths: [&mut Option<PathBuf>; 12] = [
+            &mut self.metrics_token_file,
             &mut self.audit.log_file,
             &mut self.tokens.signing_key_file,
             &mut self.mfa.mfa_key_file,

@@ -27,6 +27,8 @@
 //! max_request_bytes = 65536
 //! max_connections = 10000           # per listener
 //! max_concurrent_streams = 256      # per connection
+//! metrics_listen = "10.0.0.1:9090"  # Prometheus, GET /metrics
+//! metrics_token_file = "keys/metrics.token"   # bearer token, mode 0600
 //! log_format = "json"
 //! shutdown_timeout = "30s"
 //!

@@ -284,6 +284,29 @@ impl Settings {
         })
     }
 
+    /// The `/metrics` bearer token (`--metrics-token-file`), if any: the file's first
+    /// line; the file must be private, like a key file.
+    pub fn metrics_token(&self) -> Result<Option<Zeroizing<String>>, ConfigError> {
+        let Some(path) = &self.metrics_token_file else {
+            return Ok(None);
+        };
+        check_private_file(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
+        match text.lines().next().map(str::trim) {
+            Some(t) if t.len() >= 16 => Ok(Some(Zeroizing::new(t.to_owned()))),
+            _ => Err(ConfigError::Invalid(format!(
+                "{}: the token (first line) must have at least 16 characters",
+                path.display()
+            ))),
+        }
+    }
+
     /// The administrator to create at start-up (`--bootstrap-admin`), with the first
     /// line of its password file (which must be private, like a key file).
     pub fn bootstrap_admin(&self) -> Result<Option<(String, Zeroizing<String>)>, ConfigError> {

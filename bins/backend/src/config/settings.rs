@@ -47,6 +47,17 @@ pub struct Settings {
     #[arg(long, env = "AUTH_BACKEND_MAX_CONCURRENT_STREAMS", value_name = "N")]
     pub max_concurrent_streams: Option<u32>,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, a listener of its
+    /// own [default: none]. Keep it on a private network, or set
+    /// --metrics-token-file.
+    #[arg(long, env = "AUTH_BACKEND_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Require `Authorization: Bearer <token>` on `/metrics`: the token is the first
+    /// line of this file (mode 0600), as Prometheus's `authorization.credentials_file`.
+    #[arg(long, env = "AUTH_BACKEND_METRICS_TOKEN_FILE", value_name = "PATH")]
+    pub metrics_token_file: Option<PathBuf>,
+
     /// Log format on stderr; the level comes from RUST_LOG [default: text, level info].
     #[arg(long, env = "AUTH_BACKEND_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -456,7 +467,7 @@ macro_rules! layer_fields {
 layer_fields! {
     Settings {
         config, listen, storage, max_request_bytes, max_connections,
-        max_concurrent_streams, log_format, shutdown_timeout,
+        max_concurrent_streams, metrics_listen, metrics_token_file, log_format, shutdown_timeout,
         tokens, mfa, audit, admin, argon2, lockout, raft, tls,
     }
     AuditSettings { log_file, max_bytes, keep, node_name }

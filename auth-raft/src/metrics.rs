@@ -1,0 +1,77 @@
+//! Raft metrics through the `metrics` facade (see `auth_core::metrics` for the
+//! conventions). Node ids are the only label values: bounded by the cluster's size.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `auth_raft_term` | gauge | |
+//! | `auth_raft_is_leader` | gauge (0/1) | |
+//! | `auth_raft_leader_id` | gauge (0: none known) | |
+//! | `auth_raft_last_log_index` | gauge | |
+//! | `auth_raft_applied_index` | gauge | |
+//! | `auth_raft_follower_lag_entries` | gauge, on the leader | `follower` |
+//! | `auth_raft_snapshots_built_total` | counter | |
+//! | `auth_raft_snapshots_installed_total` | counter | |
+//! | `auth_raft_snapshot_build_seconds` | histogram | |
+//! | `auth_raft_commit_seconds` | histogram: proposal to commit on the leader | |
+
+use openraft::ServerState;
+
+use crate::types::NodeId;
+
+/// Snapshots built by this node.
+pub const SNAPSHOTS_BUILT: &str = "auth_raft_snapshots_built_total";
+/// Snapshots received from a leader and installed.
+pub const SNAPSHOTS_INSTALLED: &str = "auth_raft_snapshots_installed_total";
+/// Time to build (encode and persist) a snapshot.
+pub const SNAPSHOT_BUILD_SECONDS: &str = "auth_raft_snapshot_build_seconds";
+/// Time from proposing a batch on the leader to its commit and apply.
+pub const COMMIT_SECONDS: &str = "auth_raft_commit_seconds";
+
+/// Describes the Raft metrics to the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("auth_raft_term", "Current Raft term.");
+    describe_gauge!("auth_raft_is_leader", "1 on the leader, 0 elsewhere.");
+    describe_gauge!(
+        "auth_raft_leader_id",
+        "The leader this node knows (0: none)."
+    );
+    describe_gauge!("auth_raft_last_log_index", "Index of the last log entry.");
+    describe_gauge!(
+        "auth_raft_applied_index",
+        "Index of the last applied entry."
+    );
+    describe_gauge!(
+        "auth_raft_follower_lag_entries",
+        "On the leader: entries each follower is behind the leader's log."
+    );
+    describe_counter!(SNAPSHOTS_BUILT, "Snapshots built by this node.");
+    describe_counter!(SNAPSHOTS_INSTALLED, "Snapshots installed from a leader.");
+    describe_histogram!(
+        SNAPSHOT_BUILD_SECONDS,
+        Unit::Seconds,
+        "Time to build and persist a snapshot."
+    );
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from proposal to commit and apply, on the leader."
+    );
+}
+
+/// Sets the gauges from openraft's metrics.
+pub(crate) fn record(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+    let last = m.last_log_index.unwrap_or(0);
+    metrics::gauge!("auth_raft_term").set(m.current_term as f64);
+    metrics::gauge!("auth_raft_is_leader").set(f64::from(u8::from(m.state == ServerState::Leader)));
+    metrics::gauge!("auth_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+    metrics::gauge!("auth_raft_last_log_index").set(last as f64);
+    metrics::gauge!("auth_raft_applied_index").set(m.last_applied.map_or(0, |l| l.index) as f64);
+    if let Some(replication) = &m.replication {
+        for (id, matched) in replication {
+            let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+            metrics::gauge!("auth_raft_follower_lag_entries", "follower" => id.to_string())
+                .set(lag as f64);
+        }
+    }
+}
