@@ -7,16 +7,19 @@
 //! <http://localhost:8080/.well-known/jwks.json>; `--signing-alg hs256` signs with a
 //! secret instead (and publishes nothing). Second factors are on: an authenticator app
 //! (TOTP) and passkeys, registered on the account's Security page (passkeys need the
-//! site opened as `localhost`, not `127.0.0.1`). Ctrl-C stops it.
+//! site opened as `localhost`, not `127.0.0.1`). With `--metrics-listen 127.0.0.1:9100`
+//! it also serves Prometheus metrics at `/metrics` there. Ctrl-C stops it.
 
 use std::sync::Arc;
 
+use auth_sdk::audit::Tee;
+use auth_sdk::metrics::{Endpoint, MetricsSink, install};
 use auth_sdk::web::{WebConfig, router, serve};
 use auth_sdk::{Algorithm, Auth, Config, KeyRing, MemoryStorage, SigningKey};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (port, alg) = args()?;
+    let (port, alg, metrics_listen) = args()?;
 
     // Production defaults (argon2id, 15-minute access tokens); accounts live in memory.
     let mut config = Config::default();
@@ -26,6 +29,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
     // Passkeys (WebAuthn) for this origin: browsers allow them on http://localhost.
     config.mfa.passkeys = Some(auth_sdk::web::localhost_passkeys(port));
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let endpoint = Endpoint::new(install()?);
+            config.audit.sink =
+                Arc::new(Tee(vec![config.audit.sink.clone(), Arc::new(MetricsSink)]));
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            println!("metrics: http://{addr}/metrics");
+            Some(tokio::spawn(
+                endpoint.serve(listener, std::future::pending()),
+            ))
+        }
+        None => None,
+    };
     let auth = Auth::new(config, MemoryStorage::new())?;
     auth.start()?;
 
@@ -38,23 +54,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     auth.stop().await;
     Ok(())
 }
 
-/// `[--port N] [--signing-alg eddsa|hs256]`; the port defaults to `$PORT`, else 8080.
-fn args() -> Result<(u16, Algorithm), Box<dyn std::error::Error>> {
-    let usage = "usage: web [--port N] [--signing-alg eddsa|hs256]";
+/// The command line: port, signing algorithm, metrics address.
+type Args = (u16, Algorithm, Option<std::net::SocketAddr>);
+
+/// `[--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR]`; the port
+/// defaults to `$PORT`, else 8080.
+fn args() -> Result<Args, Box<dyn std::error::Error>> {
+    let usage = "usage: web [--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR]";
     let mut port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
     let mut alg = Algorithm::EdDsa;
+    let mut metrics = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
             "--port" => port = value,
             "--signing-alg" => alg = value.parse()?,
+            "--metrics-listen" => metrics = Some(value.parse()?),
             _ => return Err(usage.into()),
         }
     }
-    Ok((port.parse()?, alg))
+    Ok((port.parse()?, alg, metrics))
 }

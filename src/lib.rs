@@ -59,3 +59,15 @@ pub use auth_core::{
     SigningKey, SystemClock, ThrottlePolicy, UsernamePolicy, Verifier, api,
 };
 pub use auth_storage::{Storage, StorageError, memory::MemoryStorage};
+
+/// The audit trail: [`audit::AuditEvent`], sinks, and the [`audit::Audit`] of a
+/// [`Config`].
+pub use auth_core::audit;
+
+/// Metrics: the core's metric names and [`metrics::MetricsSink`], and with the `web`
+/// feature the Prometheus recorder and `/metrics` endpoint the binaries use.
+pub mod metrics {
+    pub use auth_core::metrics::*;
+    #[cfg(feature = "web")]
+    pub use auth_web::prometheus::{Endpoint, GrpcMetricsLayer, install};
+}

@@ -51,6 +51,7 @@ pub mod fuzz;
 mod grpc;
 mod intercept;
 mod procs;
+pub mod prometheus;
 
 use std::net::SocketAddr;
 use std::time::Duration;

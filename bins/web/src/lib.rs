@@ -85,7 +85,11 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
+/// The Prometheus recorder and `/metrics` endpoint (from `auth-backend`), for serving
+/// this site's metrics beside it.
+pub use auth_backend::metrics as prometheus;
 use auth_core::AuthApi;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, header};
@@ -146,6 +150,9 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .merge(account::routes())
         .merge(security::routes())
         .merge(api::routes())
+        // Routes only, where the matched path is known: the label set stays the
+        // site's own routes.
+        .route_layer(axum::middleware::from_fn(track_metrics))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -169,6 +176,39 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         // Outermost: every page, the edge throttle's included, knows the mount path.
         .layer(axum::middleware::from_fn(mounted))
         .with_state(state)
+}
+
+/// Counts and times each request by route template and status, through the `metrics`
+/// facade (`auth_http_requests_total{route, method, status}`,
+/// `auth_http_request_duration_seconds{route}`); a no-op without a recorder.
+async fn track_metrics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    metrics::counter!(
+        "auth_http_requests_total",
+        "route" => route.clone(),
+        "method" => method,
+        "status" => resp.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("auth_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// Runs a request to the site knowing where the site is mounted (`Router::nest`), so

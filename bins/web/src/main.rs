@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use auth_backend::metrics::Endpoint;
 use auth_backend::{ClientTls, RemoteAuth, RemoteOptions};
 use auth_core::{Algorithm, Auth, AuthApi, Config, KeyRing, SigningKey};
 use auth_storage::memory::MemoryStorage;
@@ -179,6 +180,52 @@ struct Args {
     /// most its Retry-After): `1s`, `250ms`, `0` to answer at once.
     #[arg(long, env = "AUTH_WEB_REFUSAL_DELAY", value_name = "DURATION", default_value = "1s", value_parser = auth_backend::duration::parse_duration)]
     refusal_delay: std::time::Duration,
+
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, a listener of its
+    /// own. Keep it on a private network, or set --metrics-token-file.
+    #[arg(long, env = "AUTH_WEB_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Require `Authorization: Bearer <token>` on `/metrics`: the first line of this
+    /// file (mode 0600, at least 16 characters).
+    #[arg(
+        long,
+        env = "AUTH_WEB_METRICS_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "metrics_listen"
+    )]
+    metrics_token_file: Option<PathBuf>,
+}
+
+/// The `/metrics` endpoint of `--metrics-listen`, bound (a bad address fails the
+/// start), or `None`.
+async fn metrics_endpoint(
+    args: &Args,
+) -> Result<Option<(Endpoint, tokio::net::TcpListener)>, Box<dyn std::error::Error>> {
+    let Some(addr) = args.metrics_listen else {
+        return Ok(None);
+    };
+    let mut endpoint = Endpoint::new(auth_backend::metrics::install()?);
+    if let Some(path) = &args.metrics_token_file {
+        auth_raft::tls::check_private_file(path)?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        );
+        match text.lines().next().map(str::trim) {
+            Some(t) if t.len() >= 16 => {
+                endpoint = endpoint.token(zeroize::Zeroizing::new(t.to_owned()));
+            }
+            _ => {
+                return Err(format!(
+                    "{}: the token (first line) must have at least 16 characters",
+                    path.display()
+                )
+                .into());
+            }
+        }
+    }
+    Ok(Some((endpoint, tokio::net::TcpListener::bind(addr).await?)))
 }
 
 /// With --embedded: the key ring access tokens are signed with.
@@ -260,11 +307,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let backend_tls = backend_tls(&args)?;
     let csrf_key = csrf_key(&args)?;
+    let metrics = metrics_endpoint(&args).await?;
 
     let mut embedded = None;
     let api: Arc<dyn AuthApi> = if args.embedded {
         let mut config = Config::default();
         config.keys = Some(embedded_keys(&args)?);
+        if metrics.is_some() {
+            config.audit.sink = Arc::new(auth_core::audit::Tee(vec![
+                config.audit.sink.clone(),
+                Arc::new(auth_core::metrics::MetricsSink),
+            ]));
+        }
         // Passkeys for the site's own origin: its public URL, else localhost.
         config.mfa.passkeys = match &args.public_url {
             Some(url) => url.passkeys(),
@@ -296,6 +350,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         refusal_delay: args.refusal_delay,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let metrics_server = metrics.map(|(endpoint, l)| {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(address = %a, "metrics listening");
+        }
+        tokio::spawn(endpoint.serve(l, std::future::pending()))
+    });
     let app = router(api, config.clone());
     match tls {
         Some(tls) => {
@@ -308,6 +368,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     if let Some(auth) = embedded {
         auth.stop().await;
     }
