@@ -1,8 +1,10 @@
-//! Measures the write gap after a leader is killed: a local Raft cluster of release
-//! `auth-backend` processes under steady register load; the leader gets SIGKILL `--kills`
-//! times (restarted and caught up in between); prints each gap and the median.
+//! Measures the write gap when the leader goes away: a local Raft cluster of release
+//! `auth-backend` processes under steady register load; the leader gets `--signal`
+//! (`kill`: SIGKILL, a crash; `term`: SIGTERM, a graceful stop that hands leadership
+//! over) `--kills` times (restarted and caught up in between); prints each gap and the
+//! median. `--signal both` alternates the two in one run, for a fair comparison.
 //!
-//! `cargo build --release -p auth-backend && cargo run --release --example failover -- --nodes 3 --kills 7`
+//! `cargo build --release -p auth-backend && cargo run --release --example failover -- --nodes 3 --kills 7 --signal both`
 //!
 //! The binary is `$AUTH_BACKEND_BIN`, else `target/release/auth-backend`.
 
@@ -26,6 +28,10 @@ struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// How the leader goes: `kill` (SIGKILL), `term` (SIGTERM), `both` (alternating,
+    /// `--kills` of each).
+    #[arg(long, default_value = "kill", value_parser = ["kill", "term", "both"])]
+    signal: String,
 }
 
 #[tokio::main]
@@ -65,12 +71,21 @@ async fn main() {
             }
         }));
     }
-    let mut gaps = Vec::new();
-    for k in 0..args.kills {
+    let signals: Vec<&str> = match args.signal.as_str() {
+        "both" => ["kill", "term"].repeat(args.kills),
+        one => vec![one; args.kills],
+    };
+    let mut gaps: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
+    for (k, signal) in signals.into_iter().enumerate() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let leader = cluster.leader(Duration::from_secs(10)).await;
         let killed_at = Instant::now();
-        cluster.kill(leader);
+        if signal == "kill" {
+            cluster.kill(leader);
+        } else {
+            // SIGTERM and wait for the clean exit on this thread; the writers run on.
+            tokio::task::block_in_place(|| cluster.stop(leader));
+        }
         // Wait for writes to resume, give them a moment, then take the longest gap
         // between consecutive successful writes around the kill. (Writes committed just
         // before the kill can still answer just after it, so "first success after the
@@ -101,11 +116,11 @@ async fn main() {
             .max()
             .unwrap_or_default();
         println!(
-            "kill {}: leader {leader}, gap between successful writes {:.0} ms",
+            "round {} ({signal}): leader {leader}, gap between successful writes {:.0} ms",
             k + 1,
             gap.as_secs_f64() * 1000.0
         );
-        gaps.push(gap);
+        gaps.entry(signal).or_default().push(gap);
         cluster.restart(leader);
         cluster.wait_caught_up(Duration::from_secs(30)).await;
     }
@@ -113,17 +128,19 @@ async fn main() {
     for w in workers {
         let _ = w.await;
     }
-    gaps.sort();
-    let ms: Vec<String> = gaps
-        .iter()
-        .map(|g| format!("{:.0}", g.as_secs_f64() * 1000.0))
-        .collect();
-    println!(
-        "nodes={} kills={} gaps_ms=[{}] median={:.0} ms max={:.0} ms",
-        args.nodes,
-        gaps.len(),
-        ms.join(", "),
-        gaps[gaps.len() / 2].as_secs_f64() * 1000.0,
-        gaps.last().map_or(0.0, |g| g.as_secs_f64() * 1000.0)
-    );
+    for (signal, mut gaps) in gaps {
+        gaps.sort();
+        let ms: Vec<String> = gaps
+            .iter()
+            .map(|g| format!("{:.0}", g.as_secs_f64() * 1000.0))
+            .collect();
+        println!(
+            "nodes={} signal={signal} rounds={} gaps_ms=[{}] median={:.0} ms max={:.0} ms",
+            args.nodes,
+            gaps.len(),
+            ms.join(", "),
+            gaps[gaps.len() / 2].as_secs_f64() * 1000.0,
+            gaps.last().map_or(0.0, |g| g.as_secs_f64() * 1000.0)
+        );
+    }
 }

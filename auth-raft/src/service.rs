@@ -331,6 +331,32 @@ impl RaftService for RaftGrpc {
         Ok(Response::new(pb::BatchResult { results }))
     }
 
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let claimed = req.get_ref().leader_id;
+        self.shared.require_node(&req, Some(claimed))?;
+        let r = req.into_inner();
+        self.shared.check_cluster(&r.cluster_id)?;
+        let (leader, term) = {
+            let m = self.shared.raft.metrics().borrow().clone();
+            (m.current_leader, m.current_term)
+        };
+        if leader != Some(r.leader_id) || term != r.term {
+            return Err(Status::failed_precondition(
+                "not from the current leader in its term",
+            ));
+        }
+        self.shared
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::TransferLeaderResponse {}))
+    }
+
     async fn read_index(
         &self,
         req: Request<pb::ReadIndexRequest>,

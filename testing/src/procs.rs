@@ -208,6 +208,12 @@ impl ProcCluster {
         self.nodes[(id - 1) as usize].child.is_some()
     }
 
+    /// What node `id` logged so far (its stderr, across restarts): for a failing
+    /// test's message.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{id}.log"))).unwrap_or_default()
+    }
+
     /// Starts (or restarts) a node and waits (bounded) until it listens.
     pub fn restart(&mut self, id: u64) {
         let log = self.dir.path().join(format!("n{id}.log"));

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use auth_raft::RaftNode;
 
 use crate::config::{ConfigError, LogFormat, Settings};
-use crate::server::{ServerOptions, serve_client};
+use crate::server::{Drain, ServerOptions, serve_client};
 
 /// Exit status for a configuration or usage error (same as clap's).
 pub const EXIT_CONFIG: u8 = 2;
@@ -296,6 +296,13 @@ pub async fn serve_until(
     .await
 }
 
+/// How long a stopping server refuses new calls (as not done) before it closes its
+/// listener.
+const REFUSAL_GRACE: Duration = Duration::from_millis(300);
+
+/// Longest a stopping leader tries to hand leadership over before it stops anyway.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The listeners beside the client one: a Raft node's peer listener, `/metrics`.
 #[derive(Default)]
 struct Side {
@@ -316,6 +323,10 @@ async fn serve_on(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let Side { peer, metrics } = side;
+    let raft_node = peer.as_ref().map(|(node, _)| node.clone());
+    let (drain_tx, drain_rx) = watch::channel(Drain::Serving);
+    let mut options = options;
+    options.draining = Some(drain_rx);
     let addr = listener.local_addr().map_err(|source| RunError::Bind {
         addr: settings.listen().to_owned(),
         source,
@@ -370,6 +381,29 @@ async fn serve_on(
     let joined = tokio::select! {
         joined = &mut server => Some(joined),
         () = shutdown => {
+            // Health says NOT_SERVING from the start of the drain; calls are still
+            // served while a leader hands over (its writes wait for the next leader).
+            let _ = drain_tx.send(Drain::Draining);
+            if let Some(node) = &raft_node {
+                let started = std::time::Instant::now();
+                match node.hand_over(HAND_OVER_TIMEOUT).await {
+                    Ok(Some(to)) => tracing::info!(
+                        to,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "leadership handed over"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "leadership hand-over failed; the cluster will elect a leader"
+                    ),
+                }
+            }
+            // Then new calls are refused, marked as not done, so clients take them
+            // elsewhere, for a moment before the listener closes: a call racing the
+            // close of a connection cannot tell whether it was done.
+            let _ = drain_tx.send(Drain::Refusing);
+            tokio::time::sleep(REFUSAL_GRACE).await;
             tracing::info!("shutting down: no new calls, finishing in-flight ones");
             let _ = stop_tx.send(true);
             match tokio::time::timeout(shutdown_timeout, &mut server).await {

@@ -24,7 +24,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use zeroize::Zeroizing;
 
-use crate::status::{CODE_KEY, from_status};
+use crate::status::{CODE_KEY, NOT_PROCESSED_KEY, from_status};
 
 /// Client tuning.
 #[derive(Debug, Clone)]
@@ -285,6 +285,9 @@ impl RemoteAuth {
                 Err(_) => Status::deadline_exceeded("request timed out"),
             };
             let answered = status.metadata().get(CODE_KEY).is_some();
+            // A stopping backend refused the call without doing anything: send it
+            // elsewhere, and send nothing more there until a probe sees it back.
+            let refused = status.metadata().get(NOT_PROCESSED_KEY).is_some();
             if answered && status.code() != Code::Unavailable {
                 // The backend answered: an application error, final.
                 return Err(from_status(&status));
@@ -303,12 +306,12 @@ impl RemoteAuth {
             } else {
                 AuthError::Unavailable(format!("backend {}: {}", node.url, status.message()))
             };
-            if !answered {
+            if !answered || refused {
                 // Transport failure: stop sending here until a probe sees it back.
                 node.up.store(false, Ordering::SeqCst);
                 tracing::warn!(endpoint = %node.url, error = %status.message(), "backend endpoint marked down");
             }
-            let not_sent = !answered && never_connected(&status);
+            let not_sent = refused || (!answered && never_connected(&status));
             if retry == Retry::IfNotSent && !not_sent {
                 return Err(error);
             }

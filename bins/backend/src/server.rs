@@ -38,6 +38,25 @@ pub struct ServerOptions {
     /// half of `RemoteOptions::request_timeout`'s default: a healthy server always
     /// answers before its clients give up on it.
     pub request_timeout: std::time::Duration,
+    /// Where a stop has got to (see [`Drain`]). Default: none (the server serves
+    /// until its shutdown future resolves).
+    pub draining: Option<tokio::sync::watch::Receiver<Drain>>,
+}
+
+/// The stages of a graceful stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Drain {
+    /// Business as usual.
+    #[default]
+    Serving,
+    /// gRPC health answers NOT_SERVING (for the whole server and for
+    /// `AuthService`); calls are still served (a leader hands over meanwhile).
+    Draining,
+    /// New calls are refused at once with `unavailable` and
+    /// [`NOT_PROCESSED_KEY`](crate::status::NOT_PROCESSED_KEY)
+    /// (nothing was done, so any client may send them elsewhere); calls in progress
+    /// finish.
+    Refusing,
 }
 
 /// Who may say where a request really comes from.
@@ -108,6 +127,7 @@ impl Default for ServerOptions {
             tls: None,
             frontends: FrontendTrust::default(),
             request_timeout: std::time::Duration::from_secs(5),
+            draining: None,
         }
     }
 }
@@ -527,6 +547,69 @@ impl AuthService for AuthGrpc {
     }
 }
 
+/// Answers every call with a not-processed `unavailable` once the stop reaches
+/// [`Drain::Refusing`].
+#[derive(Clone)]
+struct RefuseWhenDraining(Option<tokio::sync::watch::Receiver<Drain>>);
+
+impl<S> tower::Layer<S> for RefuseWhenDraining {
+    type Service = Refusing<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Refusing {
+            inner,
+            drain: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Refusing<S> {
+    inner: S,
+    drain: Option<tokio::sync::watch::Receiver<Drain>>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Refusing<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if self
+            .drain
+            .as_ref()
+            .is_some_and(|d| *d.borrow() == Drain::Refusing)
+        {
+            let mut status = Status::unavailable("this backend is stopping; nothing was done");
+            let md = status.metadata_mut();
+            md.insert(
+                crate::status::CODE_KEY,
+                tonic::metadata::MetadataValue::from_static("unavailable"),
+            );
+            md.insert(
+                crate::status::NOT_PROCESSED_KEY,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            let resp = status.into_http::<R>();
+            return Box::pin(async move { Ok(resp) });
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
 /// Serves `AuthService`, gRPC health (`grpc.health.v1`) and reflection on `listener`
 /// until `shutdown` resolves; then stops accepting and lets in-flight calls finish.
 pub async fn serve(
@@ -551,6 +634,19 @@ pub async fn serve_client(
     health_reporter
         .set_serving::<AuthServiceServer<AuthGrpc>>()
         .await;
+    let drain_watch = options.draining.clone().map(|mut draining| {
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            if draining.wait_for(|d| *d != Drain::Serving).await.is_ok() {
+                reporter
+                    .set_not_serving::<AuthServiceServer<AuthGrpc>>()
+                    .await;
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        })
+    });
     // Reflection describes AuthService and health only: the descriptor set that also
     // holds the Raft and admin services is not registered.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -566,7 +662,8 @@ pub async fn serve_client(
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.limits.max_concurrent_streams)
         .tcp_nodelay(true)
-        .layer(crate::metrics::GrpcMetricsLayer);
+        .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(RefuseWhenDraining(options.draining.clone()));
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls.config())?;
     }
@@ -578,10 +675,14 @@ pub async fn serve_client(
             router
         }
     };
-    router
+    let served = router
         .serve_with_incoming_shutdown(
             limited_incoming(listener, options.limits.max_connections),
             shutdown,
         )
-        .await
+        .await;
+    if let Some(w) = drain_watch {
+        w.abort();
+    }
+    served
 }

@@ -15,6 +15,10 @@ use tonic::{Code, Status};
 
 /// Metadata key carrying [`AuthError::code`].
 pub const CODE_KEY: &str = "auth-error-code";
+
+/// Metadata on a refusal that did nothing (a stopping backend): safe to send the call
+/// to another backend, whatever it is.
+pub const NOT_PROCESSED_KEY: &str = "auth-not-processed";
 /// Metadata key carrying the wait (lockout, overload, rate limit) in milliseconds.
 pub const RETRY_AFTER_KEY: &str = "auth-retry-after-ms";
 
