@@ -419,6 +419,9 @@ impl RaftNode {
             return Ok(None);
         }
         s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A node on its way out never campaigns again: once it stops hearing from the
+        // next leader it would otherwise run for election and, being up to date, win.
+        s.raft.runtime_config().elect(false);
         let deadline = Instant::now() + timeout;
         let me = s.id;
         let voters: Vec<NodeId> = s
@@ -701,7 +704,7 @@ impl NodeShared {
     }
 
     /// True once [`RaftNode::hand_over`] began.
-    fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -838,8 +841,18 @@ fn merge_refused(
 async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
-            break;
+        // The bound is on proposals, on the leader. A follower's batches only wait for
+        // the leader's answer: holding permits there could deadlock a hand-over, when
+        // they wait on the old leader, which forwards them back here once this node
+        // leads and its own batcher has no permit left.
+        let leads = weak.upgrade().is_some_and(|s| s.is_leader());
+        let permit = if leads {
+            let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+                break;
+            };
+            Some(permit)
+        } else {
+            None
         };
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {

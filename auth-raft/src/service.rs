@@ -305,8 +305,15 @@ impl RaftService for RaftGrpc {
         let batch = req
             .batch
             .ok_or_else(|| Status::invalid_argument("forward without a batch"))?;
-        if !self.shared.is_leader() {
-            let leader = self.shared.raft.metrics().borrow().current_leader;
+        if !self.shared.is_leader() || self.shared.is_draining() {
+            // A leader handing over takes no more: the follower retries at the next.
+            let leader = self
+                .shared
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader
+                .filter(|l| *l != self.shared.id);
             return Err(self.shared.not_leader(leader));
         }
         // Re-batch on the leader: commands forwarded by every follower join the

@@ -357,5 +357,10 @@ impl Drop for ProcCluster {
                 let _ = c.wait();
             }
         }
+        // For a post-mortem: keep the nodes' data and logs.
+        if std::env::var_os("AUTH_PROC_CLUSTER_KEEP").is_some() {
+            let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("tempdir"));
+            eprintln!("proc cluster kept in {}", dir.keep().display());
+        }
     }
 }
