@@ -1,10 +1,9 @@
 //! What metrics and the audit trail cost, as a ratio against both off, in one run.
 //!
-//! Group `observability_login`: `Auth::login` with the fast test hash (so the
-//! bookkeeping is as visible as it can be; with production argon2 it disappears in the
-//! hash), audit off versus on as the binaries run it: the `auth::audit` tracing target
-//! formatted by a subscriber (into a sink), a JSON-lines file, and the Prometheus
-//! counters.
+//! Group `observability_login`: `Auth::login` with the production argon2 parameters
+//! and with the fast test hash (the bookkeeping at its most visible), audit off versus
+//! on as the binaries run it: the `auth::audit` tracing target formatted by a
+//! subscriber (into a sink), a JSON-lines file, and the Prometheus counters.
 //!
 //! Group `observability_verify`: a verify through the real servers, which carry the
 //! metrics layers: gRPC (`RemoteAuth` → `AuthService` on loopback) and HTTP (the
@@ -34,8 +33,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn auth(audit: Audit) -> Auth<MemoryStorage> {
+    auth_hashing(audit, HashParams::insecure_fast())
+}
+
+fn auth_hashing(audit: Audit, hash: HashParams) -> Auth<MemoryStorage> {
     let mut config = Config::default();
-    config.hash = HashParams::insecure_fast();
+    config.hash = hash;
     config.throttle = auth_sdk::ThrottlePolicy::disabled();
     config.audit = audit;
     Auth::new(config, MemoryStorage::new()).expect("auth")
@@ -74,21 +77,28 @@ fn audit_on(dir: &std::path::Path) -> Audit {
         sink: Arc::new(Tee(vec![
             Arc::new(TracingSink),
             file,
-            Arc::new(MetricsSink),
+            Arc::new(MetricsSink::default()),
         ])),
         node: "bench".into(),
     }
 }
 
-fn bench_login(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, audit: Audit) {
+/// A login with the fast test hash (the bookkeeping at its most visible) and with the
+/// production argon2 parameters (what a login really costs).
+fn bench_login(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, audit: &Audit) {
     let mut g = c.benchmark_group("observability_login");
     g.throughput(Throughput::Elements(1));
-    let auth = auth(audit);
-    rt.block_on(signed_up(&auth));
-    g.bench_function(name, |b| {
-        b.to_async(rt)
-            .iter(|| async { black_box(auth.login(login_req()).await.expect("login")) });
-    });
+    for (hash_name, hash) in [
+        ("fast_hash", HashParams::insecure_fast()),
+        ("argon2_default", HashParams::default()),
+    ] {
+        let auth = auth_hashing(audit.clone(), hash);
+        rt.block_on(signed_up(&auth));
+        g.bench_function(format!("{hash_name}/{name}"), |b| {
+            b.to_async(rt)
+                .iter(|| async { black_box(auth.login(login_req()).await.expect("login")) });
+        });
+    }
     g.finish();
 }
 
@@ -156,11 +166,14 @@ fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = servers(&rt);
     verify_round(c, &rt, &s, "no_recorder");
-    bench_login(c, &rt, "off", Audit::off());
-    // From here on the Prometheus recorder is installed, for the rest of the process.
+    drop(s);
+    bench_login(c, &rt, "off", &Audit::off());
+    // From here on the Prometheus recorder is installed, for the rest of the process;
+    // servers built now take their metric handles from it.
     auth_sdk::metrics::install().expect("recorder");
+    let s = servers(&rt);
     verify_round(c, &rt, &s, "prometheus");
-    bench_login(c, &rt, "audit_and_metrics", audit_on(dir.path()));
+    bench_login(c, &rt, "audit_and_metrics", &audit_on(dir.path()));
 }
 
 criterion_group!(group, benches);

@@ -32,8 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = match metrics_listen {
         Some(addr) => {
             let endpoint = Endpoint::new(install()?);
-            config.audit.sink =
-                Arc::new(Tee(vec![config.audit.sink.clone(), Arc::new(MetricsSink)]));
+            config.audit.sink = Arc::new(Tee(vec![
+                config.audit.sink.clone(),
+                Arc::new(MetricsSink::default()),
+            ]));
             let listener = tokio::net::TcpListener::bind(addr).await?;
             println!("metrics: http://{addr}/metrics");
             Some(tokio::spawn(

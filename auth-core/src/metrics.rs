@@ -70,9 +70,40 @@ pub fn describe() {
     );
 }
 
-/// Counts audit events as metrics (see the module docs).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MetricsSink;
+/// Counts audit events as metrics (see the module docs). Counter handles are looked
+/// up once per label set and kept: an event pays a few atomic increments.
+#[derive(Default)]
+pub struct MetricsSink {
+    counters: parking_lot::RwLock<
+        std::collections::HashMap<(&'static str, &'static str, &'static str), metrics::Counter>,
+    >,
+}
+
+impl std::fmt::Debug for MetricsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsSink").finish_non_exhaustive()
+    }
+}
+
+impl MetricsSink {
+    /// Increments `name`, labelled `(k1, v1)` and `(k2, v2)` where the keys are not
+    /// empty.
+    fn bump(&self, name: &'static str, labels: [(&'static str, &'static str); 2]) {
+        let key = (name, labels[0].1, labels[1].1);
+        if let Some(c) = self.counters.read().get(&key) {
+            c.increment(1);
+            return;
+        }
+        let owned: Vec<metrics::Label> = labels
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        let c = metrics::counter!(name, owned);
+        c.increment(1);
+        self.counters.write().entry(key).or_insert(c);
+    }
+}
 
 impl AuditSink for MetricsSink {
     fn record(&self, e: &AuditEvent) {
@@ -80,34 +111,33 @@ impl AuditSink for MetricsSink {
             Outcome::Success => "success",
             Outcome::Failure => "failure",
         };
-        metrics::counter!(
+        const NONE: (&str, &str) = ("", "");
+        self.bump(
             "auth_audit_events_total",
-            "kind" => e.kind.as_str(),
-            "outcome" => outcome
-        )
-        .increment(1);
+            [("kind", e.kind.as_str()), ("outcome", outcome)],
+        );
         match e.kind {
             AuditKind::LoginSucceeded => {
-                metrics::counter!("auth_logins_total", "result" => "success").increment(1);
+                self.bump("auth_logins_total", [("result", "success"), NONE]);
             }
             AuditKind::SecondFactorRequired => {
-                metrics::counter!("auth_logins_total", "result" => "second_factor").increment(1);
+                self.bump("auth_logins_total", [("result", "second_factor"), NONE]);
             }
             AuditKind::LoginFailed => {
-                metrics::counter!("auth_logins_total", "result" => "failure").increment(1);
+                self.bump("auth_logins_total", [("result", "failure"), NONE]);
                 let reason = crate::AuthError::CODES
                     .iter()
                     .find(|c| **c == e.reason)
                     .copied()
                     .unwrap_or("other");
-                metrics::counter!("auth_login_failures_total", "reason" => reason).increment(1);
+                self.bump("auth_login_failures_total", [("reason", reason), NONE]);
             }
-            AuditKind::Registered => metrics::counter!("auth_registrations_total").increment(1),
+            AuditKind::Registered => self.bump("auth_registrations_total", [NONE, NONE]),
             AuditKind::Locked if e.detail == "lockout" => {
-                metrics::counter!("auth_lockouts_total").increment(1);
+                self.bump("auth_lockouts_total", [NONE, NONE]);
             }
             AuditKind::RefreshReuseDetected => {
-                metrics::counter!("auth_refresh_reuse_total").increment(1);
+                self.bump("auth_refresh_reuse_total", [NONE, NONE]);
             }
             _ => {}
         }

@@ -107,7 +107,7 @@ pub async fn run(
             }
             core.audit.sink = Arc::new(auth_core::audit::Tee(vec![
                 core.audit.sink.clone(),
-                Arc::new(auth_core::metrics::MetricsSink),
+                Arc::new(auth_core::metrics::MetricsSink::default()),
             ]));
             Some((endpoint, bind(addr).await?))
         }

@@ -40,6 +40,9 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (once; later calls return the
@@ -57,6 +60,18 @@ pub fn install() -> Result<PrometheusHandle, String> {
             auth_raft::metrics::describe();
             describe();
             metrics_process::Collector::default().describe();
+            // Histogram samples collect in buckets until drained: drain them
+            // regularly, scraped or not, so memory stays flat.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
             Ok(handle)
         })
         .clone()
@@ -160,21 +175,82 @@ async fn scrape(State(ep): State<Endpoint>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// Counts and times every gRPC call (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
+/// Counts and times every gRPC call (see the module docs). Metric handles are looked
+/// up once per method and code and kept: a call pays two atomic updates.
+#[derive(Clone, Default)]
+pub struct GrpcMetricsLayer {
+    handles: Arc<MethodHandles>,
+}
+
+impl std::fmt::Debug for GrpcMetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcMetricsLayer").finish_non_exhaustive()
+    }
+}
+
+/// One method's latency histogram and a counter per result code.
+type Method = (metrics::Histogram, Vec<(&'static str, metrics::Counter)>);
+
+/// Handles by method.
+#[derive(Default)]
+struct MethodHandles {
+    by_method: parking_lot::RwLock<std::collections::HashMap<String, Method>>,
+}
+
+impl MethodHandles {
+    fn record(&self, method: &str, code: &'static str, seconds: f64) {
+        {
+            let map = self.by_method.read();
+            if let Some((h, codes)) = map.get(method)
+                && let Some((_, c)) = codes.iter().find(|(k, _)| *k == code)
+            {
+                h.record(seconds);
+                c.increment(1);
+                return;
+            }
+        }
+        let mut map = self.by_method.write();
+        let (h, codes) = map.entry(method.to_owned()).or_insert_with(|| {
+            (
+                metrics::histogram!(
+                    "auth_grpc_request_duration_seconds",
+                    "method" => method.to_owned()
+                ),
+                Vec::new(),
+            )
+        });
+        if !codes.iter().any(|(k, _)| *k == code) {
+            codes.push((
+                code,
+                metrics::counter!(
+                    "auth_grpc_requests_total",
+                    "method" => method.to_owned(),
+                    "code" => code
+                ),
+            ));
+        }
+        h.record(seconds);
+        if let Some((_, c)) = codes.iter().find(|(k, _)| *k == code) {
+            c.increment(1);
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            handles: Arc::clone(&self.handles),
+        }
     }
 }
 
 /// The service [`GrpcMetricsLayer`] wraps around.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
+    handles: Arc<MethodHandles>,
 }
 
 /// gRPC status names by code number.
@@ -238,6 +314,7 @@ where
         let path = req.uri().path().to_owned();
         let started = Instant::now();
         let fut = self.inner.call(req);
+        let handles = Arc::clone(&self.handles);
         Box::pin(async move {
             let r = fut.await;
             let code = match &r {
@@ -246,18 +323,11 @@ where
             };
             // Unknown methods answer unimplemented: their paths never become labels.
             let method = if code == "unimplemented" {
-                "unknown".to_owned()
+                "unknown"
             } else {
-                path
+                path.as_str()
             };
-            metrics::counter!(
-                "auth_grpc_requests_total",
-                "method" => method.clone(),
-                "code" => code
-            )
-            .increment(1);
-            metrics::histogram!("auth_grpc_request_duration_seconds", "method" => method)
-                .record(started.elapsed().as_secs_f64());
+            handles.record(method, code, started.elapsed().as_secs_f64());
             r
         })
     }

@@ -662,7 +662,7 @@ pub async fn serve_client(
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.limits.max_concurrent_streams)
         .tcp_nodelay(true)
-        .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(crate::metrics::GrpcMetricsLayer::default())
         .layer(RefuseWhenDraining(options.draining.clone()));
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls.config())?;

@@ -152,7 +152,10 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
         .merge(api::routes())
         // Routes only, where the matched path is known: the label set stays the
         // site's own routes.
-        .route_layer(axum::middleware::from_fn(track_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(RouteMetrics::default()),
+            track_metrics,
+        ))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -180,15 +183,18 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
 
 /// Counts and times each request by route template and status, through the `metrics`
 /// facade (`auth_http_requests_total{route, method, status}`,
-/// `auth_http_request_duration_seconds{route}`); a no-op without a recorder.
+/// `auth_http_request_duration_seconds{route}`); a no-op without a recorder. The
+/// metric handles are looked up once per (route, method, status) and kept, so a
+/// request pays two atomic updates, not a registry lookup.
 async fn track_metrics(
+    axum::extract::State(handles): axum::extract::State<Arc<RouteMetrics>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| Arc::from("unmatched"), |p| Arc::<str>::from(p.as_str()));
     let method = match *req.method() {
         axum::http::Method::GET => "GET",
         axum::http::Method::POST => "POST",
@@ -199,16 +205,41 @@ async fn track_metrics(
     };
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    metrics::counter!(
-        "auth_http_requests_total",
-        "route" => route.clone(),
-        "method" => method,
-        "status" => resp.status().as_str().to_owned()
-    )
-    .increment(1);
-    metrics::histogram!("auth_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let (counter, histogram) = handles.get(&route, method, resp.status().as_u16());
+    counter.increment(1);
+    histogram.record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// A route's request counter (for one method and status) and latency histogram.
+type RouteHandles = (metrics::Counter, metrics::Histogram);
+
+/// Route template, method, status.
+type RouteKey = (Arc<str>, &'static str, u16);
+
+/// The metric handles of [`track_metrics`], by route, method and status.
+#[derive(Default)]
+struct RouteMetrics {
+    handles: parking_lot::RwLock<std::collections::HashMap<RouteKey, RouteHandles>>,
+}
+
+impl RouteMetrics {
+    fn get(&self, route: &Arc<str>, method: &'static str, status: u16) -> RouteHandles {
+        let key = (Arc::clone(route), method, status);
+        if let Some(h) = self.handles.read().get(&key) {
+            return h.clone();
+        }
+        let h = (
+            metrics::counter!(
+                "auth_http_requests_total",
+                "route" => route.to_string(),
+                "method" => method,
+                "status" => status.to_string()
+            ),
+            metrics::histogram!("auth_http_request_duration_seconds", "route" => route.to_string()),
+        );
+        self.handles.write().entry(key).or_insert(h).clone()
+    }
 }
 
 /// Runs a request to the site knowing where the site is mounted (`Router::nest`), so

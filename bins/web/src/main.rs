@@ -316,7 +316,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if metrics.is_some() {
             config.audit.sink = Arc::new(auth_core::audit::Tee(vec![
                 config.audit.sink.clone(),
-                Arc::new(auth_core::metrics::MetricsSink),
+                Arc::new(auth_core::metrics::MetricsSink::default()),
             ]));
         }
         // Passkeys for the site's own origin: its public URL, else localhost.
