@@ -116,18 +116,27 @@ impl<S: Storage> Inner<S> {
         if who.is_empty() {
             return Err(AuthError::InvalidArgument("user is required".into()));
         }
-        if looks_like_id(who)
-            && let Some(u) = self.storage.get_user(who).await?
-        {
-            return Ok(u);
-        }
-        let Ok(name) = self.config.username.normalize(who) else {
-            return Err(AuthError::NotFound);
+        let by_id = if looks_like_id(who) {
+            self.storage.get_user(who).await?
+        } else {
+            None
         };
-        self.storage
-            .get_user_by_username(&name.key)
-            .await?
-            .ok_or(AuthError::NotFound)
+        let by_name = match self.config.username.normalize(who) {
+            Ok(name) => self.storage.get_user_by_username(&name.key).await?,
+            Err(_) => None,
+        };
+        match (by_id, by_name) {
+            // A username may look like an id: one that names two accounts is refused
+            // rather than guessed at (an attacker could register another user's id as
+            // a name to draw an administrator's action onto themselves, or the reverse).
+            (Some(a), Some(b)) if a.id != b.id => Err(AuthError::InvalidArgument(
+                "this names one account by id and another by username; use the other \
+                 account's id"
+                    .into(),
+            )),
+            (Some(u), _) | (None, Some(u)) => Ok(u),
+            (None, None) => Err(AuthError::NotFound),
+        }
     }
 
     /// The calling administrator (see [`Inner::require_admin`]) and the user `who`
@@ -185,9 +194,10 @@ impl<S: Storage> Inner<S> {
 impl<S: Storage> Auth<S> {
     /// Creates the first administrator: a new account `username` with `password` and
     /// the `admin` role. Idempotent for its owner: if the account exists and the
-    /// password is its password, it gets the role (if it lacks it) and nothing else
-    /// changes; with another password it is [`AuthError::UserExists`], so whoever
-    /// registered the name first does not become an administrator. The password
+    /// password is its password, nothing changes (`Ok` with `false`); with another
+    /// password it is [`AuthError::UserExists`], so whoever registered the name first
+    /// does not become an administrator. An existing account is never given the role
+    /// here: a restart must not undo another administrator's revocation. The password
     /// must satisfy the password policy. Returns the user and whether it was created.
     pub async fn bootstrap_admin(
         &self,
@@ -203,15 +213,6 @@ impl<S: Storage> Auth<S> {
             if !check.matches {
                 return Err(AuthError::UserExists);
             }
-            if user.roles.iter().any(|r| r == ADMIN_ROLE) {
-                return Ok((user, false));
-            }
-            let user = me.change_target(user, grant(ADMIN_ROLE)).await?;
-            me.audit(
-                me.event(AuditKind::AdminBootstrapped)
-                    .user(&user.id)
-                    .detail("role granted"),
-            );
             return Ok((user, false));
         }
         let password_hash = me.hasher.hash(password).await?;
@@ -424,13 +425,20 @@ impl<S: Storage> Auth<S> {
                 "administrators cannot revoke their own admin role",
             )?;
         }
-        let held = target.roles.contains(&req.role);
+        // Whether the role was held is decided on the record the change replaces (a
+        // grant may land between the read and the write).
+        let held = std::sync::atomic::AtomicBool::new(false);
         let user = me
             .change_target(target, |u| {
+                held.store(
+                    u.roles.contains(&req.role),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 u.roles.retain(|r| *r != req.role);
                 Ok(())
             })
             .await?;
+        let held = held.load(std::sync::atomic::Ordering::Relaxed);
         // Sessions carry the roles they opened with: end them, so no refreshed token
         // carries the revoked role. Sessions opening from now on take the new roles.
         let ended = if held {

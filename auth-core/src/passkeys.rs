@@ -308,7 +308,7 @@ impl<S: Storage> Inner<S> {
                 Ok(issue)
             })
             .await?;
-        tracing::info!(target: "auth::audit", user_id = %user.id, credential_id = %record.credential_id, "passkey registered");
+        tracing::debug!(user_id = %user.id, credential_id = %record.credential_id, "passkey registered");
         Ok(PasskeyRegisterFinishResponse {
             passkey: Some(passkey_info(&record)),
             recovery_codes: if issued {
@@ -503,7 +503,7 @@ impl<S: Storage> Inner<S> {
                 if counter > 0 && counter <= stored_counter(record) {
                     // The authenticator's counter went back since the ceremony began:
                     // two copies of one key are in use.
-                    tracing::warn!(target: "auth::audit", credential_id = %wanted, "passkey counter went back; possible cloned authenticator");
+                    tracing::warn!(credential_id = %wanted, "passkey counter went back; possible cloned authenticator");
                     return Err(AuthError::InvalidCredentials);
                 }
                 let mut passkey = stored_passkey(record)?;
@@ -585,7 +585,7 @@ impl<S: Storage> Inner<S> {
             }
             self.modify_user(user, now, remove).await?;
         }
-        tracing::info!(target: "auth::audit", user_id = %user_id, credential_id = %id, "passkey removed");
+        tracing::debug!(user_id = %user_id, credential_id = %id, "passkey removed");
         Ok(())
     }
 }

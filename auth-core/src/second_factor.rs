@@ -381,7 +381,7 @@ impl<S: Storage> Inner<S> {
                 }),
             )
             .await?;
-        tracing::info!(target: "auth::audit", user_id = %user.id, "TOTP enabled");
+        tracing::debug!(user_id = %user.id, "TOTP enabled");
         Ok(TotpConfirmResponse {
             recovery_codes: if issued {
                 codes.codes.iter().map(|c| c.to_string()).collect()
@@ -429,7 +429,7 @@ impl<S: Storage> Inner<S> {
                 Ok(())
             })
             .await?;
-        tracing::info!(target: "auth::audit", user_id = %user.id, "TOTP disabled");
+        tracing::debug!(user_id = %user.id, "TOTP disabled");
         Ok(())
     }
 
@@ -451,7 +451,7 @@ impl<S: Storage> Inner<S> {
                 Ok(())
             })
             .await?;
-        tracing::info!(target: "auth::audit", user_id = %user.id, "recovery codes regenerated");
+        tracing::debug!(user_id = %user.id, "recovery codes regenerated");
         Ok(RegenerateRecoveryCodesResponse {
             recovery_codes: codes.codes.iter().map(|c| c.to_string()).collect(),
         })

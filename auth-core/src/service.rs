@@ -207,6 +207,12 @@ impl<S: Storage> Inner<S> {
                     .detail(attempt.amr.join(","))
             }
             Err(e) if e.is_internal() || *e == AuthError::Stopped => return,
+            // Refusals that cost the caller nothing (throttled, shed) are counted, not
+            // written: a flood of them must not rotate real events out of the trail.
+            Err(e @ (AuthError::RateLimited { .. } | AuthError::Overloaded { .. })) => {
+                metrics::counter!("auth_login_failures_total", "reason" => e.code()).increment(1);
+                return;
+            }
             Err(e) => self.event(AuditKind::LoginFailed).failed(e.code()),
         };
         self.audit(e.user(&attempt.user_id).source(client));

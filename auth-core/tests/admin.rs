@@ -103,11 +103,29 @@ async fn bootstrap_creates_an_admin_once_and_never_hands_over_a_taken_name() {
         "user_exists"
     );
     assert!(h.stored_user("rnallory").await.roles.is_empty());
-    // The owner of an existing account (who knows its password) can make it admin.
+    // An existing account is never promoted here, even by its owner: a restart with
+    // the bootstrap settings must not undo another administrator's revocation.
     h.register("ops", PASSWORD).await;
     let (ops, created) = h.auth.bootstrap_admin("ops", PASSWORD).await.unwrap();
     assert!(!created);
-    assert_eq!(ops.roles, vec![ADMIN_ROLE.to_owned()]);
+    assert!(ops.roles.is_empty());
+    let root = h.login_ok("root", ADMIN_PASSWORD).await;
+    let admin_role = |access_token: &str| AdminRoleRequest {
+        access_token: access_token.into(),
+        user: "ops".into(),
+        role: ADMIN_ROLE.into(),
+        client: None,
+    };
+    h.auth
+        .admin_grant_role(admin_role(&root.access_token))
+        .await
+        .unwrap();
+    h.auth
+        .admin_revoke_role(admin_role(&root.access_token))
+        .await
+        .unwrap();
+    let (again, _) = h.auth.bootstrap_admin("ops", PASSWORD).await.unwrap();
+    assert!(again.roles.is_empty(), "the revocation stands");
     // A weak password is refused by the policy like any other.
     assert_eq!(
         err_code(h.auth.bootstrap_admin("other", "short").await),
@@ -323,6 +341,24 @@ async fn force_logout_delete_and_show_act_on_the_named_user_only() {
         err_code(h.auth.admin_get_user(target(&admin, "")).await),
         "invalid_argument"
     );
+}
+
+#[tokio::test]
+async fn a_username_shaped_like_another_users_id_is_refused_as_ambiguous() {
+    let (h, admin) = with_admin().await;
+    let (victim, _) = h.signup("victim").await;
+    // The attacker takes the victim's id as a username.
+    h.register(&victim.id, PASSWORD).await;
+    assert_eq!(
+        err_code(h.auth.admin_lock_user(target(&admin, &victim.id)).await),
+        "invalid_argument"
+    );
+    assert_eq!(h.stored_user("victirn").await.admin_locked_at_ms, 0);
+    // A name that is only a name still works.
+    h.auth
+        .admin_lock_user(target(&admin, "victim"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -426,6 +426,12 @@ mod tests {
         "recovery_codes",
         "recovery_code_hashes",
         "refresh_hash",
+        "retired_refresh_hashes",
+        "presented_hash",
+        "new_hash",
+        "sealed_successor",
+        "otpauth_uri",
+        "ceremony_id",
         "state",
     ];
 
@@ -436,18 +442,27 @@ mod tests {
         let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
             .expect("the descriptor set decodes");
         let mut missing = Vec::new();
-        for file in &set.file {
-            for msg in &file.message_type {
-                let name = format!("{}.{}", file.package(), msg.name());
+        fn walk(
+            prefix: &str,
+            msgs: &[prost_types::DescriptorProto],
+            redacted: &[&str],
+            missing: &mut Vec<String>,
+        ) {
+            for msg in msgs {
+                let name = format!("{prefix}.{}", msg.name());
                 // `StorageFailure.code` is an error code, not a second-factor code.
                 let secret = msg.field.iter().any(|f| {
                     SECRET_FIELDS.contains(&f.name())
                         && !(name == "auth.v1.StorageFailure" && f.name() == "code")
                 });
                 if secret && !redacted.contains(&name.as_str()) {
-                    missing.push(name);
+                    missing.push(name.clone());
                 }
+                walk(&name, &msg.nested_type, redacted, missing);
             }
+        }
+        for file in &set.file {
+            walk(file.package(), &file.message_type, redacted, &mut missing);
         }
         assert!(
             missing.is_empty(),

@@ -418,11 +418,6 @@ impl RaftNode {
         if !s.is_leader() {
             return Ok(None);
         }
-        s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-        // A node on its way out never campaigns again: once it stops hearing from the
-        // next leader it would otherwise run for election and, being up to date, win.
-        s.raft.runtime_config().elect(false);
-        let deadline = Instant::now() + timeout;
         let me = s.id;
         let voters: Vec<NodeId> = s
             .raft
@@ -436,6 +431,27 @@ impl RaftNode {
         if voters.is_empty() {
             return Ok(None);
         }
+        s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A node on its way out never campaigns again: once it stops hearing from the
+        // next leader it would otherwise run for election and, being up to date, win.
+        s.raft.runtime_config().elect(false);
+        let r = self.transfer_to_a_voter(voters, timeout).await;
+        if r.is_err() {
+            // Lead on until the process stops, rather than hold writes back.
+            s.draining.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// The body of [`RaftNode::hand_over`], once draining.
+    async fn transfer_to_a_voter(
+        &self,
+        voters: Vec<NodeId>,
+        timeout: Duration,
+    ) -> Result<Option<NodeId>, String> {
+        let s = &self.shared;
+        let me = s.id;
+        let deadline = Instant::now() + timeout;
         // The voter that has matched the whole log (entries in flight included).
         let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> Option<NodeId> {
             let last = m.last_log_index?;

@@ -477,10 +477,37 @@ impl ClusterAdmin for AdminGrpc {
         req: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         self.shared.require_admin(&req)?;
-        let user = req
+        let mut user = req
             .into_inner()
             .user
             .ok_or_else(|| Status::invalid_argument("create_user without a user"))?;
+        // This call makes administrators and nothing else: a fresh account with a
+        // password and the `admin` role, no other state taken from the caller.
+        let well_formed = user.id.len() == 32
+            && user
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && !user.username.is_empty()
+            && !user.username_key.is_empty()
+            && user.password_hash.starts_with("$argon2id$")
+            && user.roles == ["admin"];
+        if !well_formed {
+            return Err(Status::invalid_argument(
+                "create_user takes a new administrator: a 32-hex id, a username, an \
+                 argon2id hash and the admin role only",
+            ));
+        }
+        user = pb::User {
+            id: user.id,
+            username: user.username,
+            username_key: user.username_key,
+            password_hash: user.password_hash,
+            created_at_ms: user.created_at_ms,
+            updated_at_ms: user.created_at_ms,
+            roles: user.roles,
+            ..pb::User::default()
+        };
         let storage = crate::RaftStorage {
             shared: Arc::clone(&self.shared),
         };

@@ -527,7 +527,7 @@ impl Tables {
             .map(|s| (s.expires_at_ms > now_ms, s.created_at_ms, s.id.clone()))
             .collect();
         order.sort_unstable();
-        let excess = order.len() + 1 - max;
+        let excess = (order.len() + 1).saturating_sub(max);
         for (_, _, id) in order.into_iter().take(excess) {
             self.remove_session(&id);
         }

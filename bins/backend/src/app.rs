@@ -220,7 +220,6 @@ fn spawn_bootstrap<S: auth_storage::Storage>(
             match auth.bootstrap_admin(&name, &password).await {
                 Ok((user, created)) => {
                     tracing::info!(
-                        target: "auth::audit",
                         user_id = %user.id,
                         created,
                         "bootstrap administrator ready"

@@ -317,12 +317,19 @@ where
         let handles = Arc::clone(&self.handles);
         Box::pin(async move {
             let r = fut.await;
-            let code = match &r {
-                Ok(resp) => code_label(resp.headers()),
-                Err(_) => "transport_error",
+            let (code, served) = match &r {
+                Ok(resp) => (
+                    code_label(resp.headers()),
+                    !resp
+                        .headers()
+                        .contains_key(crate::status::NOT_PROCESSED_KEY),
+                ),
+                Err(_) => ("transport_error", false),
             };
-            // Unknown methods answer unimplemented: their paths never become labels.
-            let method = if code == "unimplemented" {
+            // Only a path a service answered becomes a label: unknown methods answer
+            // unimplemented, and a draining server's refusals or a broken transport
+            // never reached a service.
+            let method = if code == "unimplemented" || !served {
                 "unknown"
             } else {
                 path.as_str()

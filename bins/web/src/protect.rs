@@ -100,6 +100,18 @@ pub struct AuthUser {
     pub session_id: String,
     /// When the access token expires (unix milliseconds).
     pub expires_at_ms: i64,
+    /// The roles the token carries (its `roles` claim): the user's roles when the
+    /// session opened. Revoking a role ends the user's sessions, so through the
+    /// `AuthApi` (which checks the session) a revoked role is gone at once; a
+    /// stateless [`Verifier`](auth_core::Verifier) sees it until the token expires.
+    pub roles: Vec<String>,
+}
+
+impl AuthUser {
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
 }
 
 impl std::fmt::Debug for AuthUser {
@@ -108,7 +120,65 @@ impl std::fmt::Debug for AuthUser {
             .field("user_id", &self.user_id)
             .field("username", &self.username)
             .field("session_id", &self.session_id)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
+    }
+}
+
+/// A role a route can require with [`RequireRole`]: [`Admin`], or an application's
+/// own:
+///
+/// ```
+/// use auth_web::protect::{RequireRole, Role};
+///
+/// struct Billing;
+/// impl Role for Billing {
+///     const NAME: &'static str = "billing";
+/// }
+///
+/// async fn invoices(RequireRole(user, ..): RequireRole<Billing>) -> String {
+///     format!("invoices for {}", user.username)
+/// }
+/// ```
+pub trait Role: Send + Sync + 'static {
+    /// The role's name, as granted (`authctl admin grant USER NAME`).
+    const NAME: &'static str;
+}
+
+/// The `admin` role.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl Role for Admin {
+    const NAME: &'static str = auth_core::admin::ADMIN_ROLE;
+}
+
+/// An [`AuthUser`] whose token carries role `R`. Without a credential: `401` as
+/// for [`AuthUser`]; signed in without the role: `403` with code
+/// `permission_denied`.
+pub struct RequireRole<R: Role>(pub AuthUser, pub std::marker::PhantomData<R>);
+
+impl<R: Role> std::fmt::Debug for RequireRole<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequireRole")
+            .field(&R::NAME)
+            .field(&self.0)
+            .finish()
+    }
+}
+
+impl<S: Send + Sync, R: Role> FromRequestParts<S> for RequireRole<R> {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthRejection> {
+        let user = <AuthUser as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        if user.has_role(R::NAME) {
+            Ok(RequireRole(user, std::marker::PhantomData))
+        } else {
+            Err(AuthRejection::Auth(AuthError::PermissionDenied(
+                format!("the {} role is required", R::NAME).into(),
+            )))
+        }
     }
 }
 
@@ -386,6 +456,7 @@ impl From<auth_core::api::VerifyResponse> for AuthUser {
             username: me.username,
             session_id: me.session_id,
             expires_at_ms: me.expires_at_ms,
+            roles: me.roles,
         }
     }
 }
@@ -397,6 +468,7 @@ impl From<auth_core::Claims> for AuthUser {
             username: c.name,
             session_id: c.sid,
             expires_at_ms: c.exp.saturating_mul(1000),
+            roles: c.roles,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use auth_core::{AuthApi, KeyRing, SigningKey, Verifier};
 use auth_web::WebConfig;
-use auth_web::protect::{AuthUser, Authenticator};
+use auth_web::protect::{Admin, AuthUser, Authenticator, RequireRole};
 use axum::Router;
 use axum::routing::get;
 use common::*;
@@ -20,6 +20,10 @@ const PASSWORD: &str = "correct horse battery";
 
 async fn private(user: AuthUser) -> String {
     format!("private:{}", user.username)
+}
+
+async fn admin_only(RequireRole(user, ..): RequireRole<Admin>) -> String {
+    format!("admin:{}", user.username)
 }
 
 async fn maybe(user: Option<AuthUser>) -> String {
@@ -62,6 +66,7 @@ impl App {
             .route("/public", get(|| async { "public" }))
             .route("/maybe", get(maybe))
             .route("/private", get(private).post(private))
+            .route("/admin", get(admin_only))
             .merge(required)
             .nest("/auth", auth_web::router(api, web.clone()))
             .layer(authenticator.layer());
@@ -101,6 +106,34 @@ fn challenge(resp: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+#[tokio::test]
+async fn a_route_can_require_a_role() {
+    let app = App::start(None).await;
+    let v = app.visitor();
+    assert_eq!(v.get("/admin").await.status(), StatusCode::UNAUTHORIZED);
+    let user = app.token("rita").await;
+    let resp = get_with(&v, "/admin", &user).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(resp).await, "permission_denied");
+    app.auth
+        .bootstrap_admin("boss", PASSWORD)
+        .await
+        .expect("bootstrap");
+    let login: serde_json::Value = v
+        .api_post(
+            "/auth/api/v1/login",
+            serde_json::json!({"username": "boss", "password": PASSWORD}),
+        )
+        .await
+        .json()
+        .await
+        .expect("login JSON");
+    let admin = login["access_token"].as_str().expect("token").to_owned();
+    let resp = get_with(&v, "/admin", &admin).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "admin:boss");
 }
 
 #[tokio::test]
