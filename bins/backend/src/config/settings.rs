@@ -231,8 +231,8 @@ pub struct AuditSettings {
 pub struct AdminSettings {
     /// Create this administrator at start-up if the name is free (with
     /// --bootstrap-admin-password-file). Harmless on a restart or on every node of a
-    /// cluster: an existing account with that password only gains the `admin` role,
-    /// one with another password is left alone (and the start-up logs say so).
+    /// cluster: an existing account is left as it is, never promoted (a restart must
+    /// not undo a revocation); one with another password is logged as a conflict.
     #[arg(long, env = "AUTH_BACKEND_BOOTSTRAP_ADMIN", value_name = "NAME")]
     pub bootstrap_admin: Option<String>,
 
