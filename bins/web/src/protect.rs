@@ -103,7 +103,7 @@ pub struct AuthUser {
     /// The roles the token carries (its `roles` claim): the user's roles when the
     /// session opened. Revoking a role ends the user's sessions, so through the
     /// `AuthApi` (which checks the session) a revoked role is gone at once; a
-    /// stateless [`Verifier`](auth_core::Verifier) sees it until the token expires.
+    /// stateless [`Verifier`] sees it until the token expires.
     pub roles: Vec<String>,
 }
 
