@@ -182,6 +182,22 @@ impl<S: Storage> Inner<S> {
         );
     }
 
+    /// The live sessions of `user_id`, as shown to people (`current_sid` marked).
+    pub(crate) async fn session_infos(
+        &self,
+        user_id: &str,
+        current_sid: &str,
+        now: i64,
+    ) -> Result<Vec<SessionInfo>, AuthError> {
+        Ok(self
+            .storage
+            .list_user_sessions(user_id, now)
+            .await?
+            .into_iter()
+            .map(|s| session_info(s, current_sid))
+            .collect())
+    }
+
     /// Refuses an action on the administrator's own account.
     fn not_self(me: &User, target: &User, what: &'static str) -> Result<(), AuthError> {
         if me.id == target.id {
@@ -282,13 +298,7 @@ impl<S: Storage> Auth<S> {
         let me = &self.inner;
         let (claims, _) = me.require_admin(&req.access_token).await?;
         let user = me.find_user(&req.user).await?;
-        let sessions = me
-            .storage
-            .list_user_sessions(&user.id, me.now_ms())
-            .await?
-            .into_iter()
-            .map(|s| session_info(s, &claims.sid))
-            .collect();
+        let sessions = me.session_infos(&user.id, &claims.sid, me.now_ms()).await?;
         Ok(AdminGetUserResponse {
             user: Some(admin_user_info(&user)),
             sessions,

@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use auth_storage::{RotateOutcome, RotateRefresh, Session, Storage, StorageError, User};
 
-use crate::admin::session_info;
 use crate::api::*;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::{Auth, CAS_RETRIES, Inner};
@@ -539,13 +538,7 @@ impl<S: Storage> AuthApi for Auth<S> {
             .get_user(&claims.sub)
             .await?
             .ok_or(AuthError::SessionEnded)?;
-        let sessions = me
-            .storage
-            .list_user_sessions(&claims.sub, now)
-            .await?
-            .into_iter()
-            .map(|s| session_info(s, &claims.sid))
-            .collect();
+        let sessions = me.session_infos(&claims.sub, &claims.sid, now).await?;
         Ok(ListSessionsResponse {
             user: Some(user_info(&user)),
             sessions,
