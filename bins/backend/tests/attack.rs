@@ -274,6 +274,46 @@ async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin(
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
+    // TransferLeader ("elect yourself now") only from the current leader in its term:
+    // another node's certificate claiming to be the leader is refused, and a real
+    // member that does not lead (or names a stale term) moves nothing.
+    let e = as2
+        .transfer_leader(pb::TransferLeaderRequest {
+            cluster_id: c.cluster_id.clone(),
+            leader_id: leader,
+            term,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let other = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
+    let mut as_follower = RaftServiceClient::new(endpoint(
+        &c.nodes[usize::try_from(other - 1).unwrap()].peer_addr,
+        Some(issue(PeerIdentity::Node(follower))),
+    ));
+    for (claimed, claimed_term) in [(follower, term), (leader, term.saturating_sub(1))] {
+        let e = as_follower
+            .transfer_leader(pb::TransferLeaderRequest {
+                cluster_id: c.cluster_id.clone(),
+                leader_id: claimed,
+                term: claimed_term,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.code(), Code::PermissionDenied | Code::FailedPrecondition),
+            "{e:?}"
+        );
+    }
+    let after = c.statuses().await;
+    assert!(
+        after
+            .iter()
+            .all(|s| s.term == term && s.leader_id == leader),
+        "no election was started: {after:?}"
+    );
+
     // A node's certificate is not an admin's.
     let mut node_admin =
         ClusterAdminClient::new(endpoint(target, Some(issue(PeerIdentity::Node(1)))));
