@@ -8,7 +8,10 @@ use parking_lot::Mutex;
 
 use auth_proto::v1::raft_service_client::RaftServiceClient;
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, Timeout, Unreachable,
+};
+use openraft::network::RPCTypes;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -45,6 +48,8 @@ pub(crate) type PeerClients = HashMap<NodeId, (String, RaftServiceClient<Channel
 /// peer so that a TLS handshake is paid once, not inside every vote's deadline.
 #[derive(Clone)]
 pub(crate) struct Network {
+    /// This node's id.
+    pub(crate) id: NodeId,
     pub(crate) cluster_id: String,
     pub(crate) tls: Option<ClientTlsConfig>,
     pub(crate) clients: Arc<Mutex<PeerClients>>,
@@ -76,6 +81,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         let client = self.client(target, &node.addr);
         Connection {
+            id: self.id,
             target,
             client,
             cluster_id: self.cluster_id.clone(),
@@ -85,6 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// The Raft RPCs to one peer.
 pub(crate) struct Connection {
+    id: NodeId,
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
     cluster_id: String,
@@ -96,13 +103,35 @@ struct Msg(String);
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
-fn status_err<E: std::error::Error>(target: NodeId, s: tonic::Status) -> RpcErr<E> {
-    let e = Msg(format!("node {target}: {:?}: {}", s.code(), s.message()));
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Unreachable(Unreachable::new(&e))
+impl Connection {
+    /// The openraft error for a failed call. A call that ran out of time is a
+    /// `Timeout`, which openraft retries at the next heartbeat; `Unreachable` makes it
+    /// back off for half a second, long enough for the followers to start an election,
+    /// and is kept for a peer that cannot be reached at all. On a loaded machine one
+    /// AppendEntries slower than the heartbeat interval is common, and a slow call is
+    /// no sign of a dead peer.
+    fn status_err<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        option: &RPCOption,
+        s: tonic::Status,
+    ) -> RpcErr<E> {
+        match s.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout: option.hard_ttl(),
+            }),
+            code => {
+                let e = Msg(format!("node {}: {code:?}: {}", self.target, s.message()));
+                if code == tonic::Code::Unavailable {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            }
         }
-        _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -132,7 +161,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         let resp = c
             .append_entries(req)
             .await
-            .map_err(|s| status_err(self.target, s))?;
+            .map_err(|s| self.status_err(RPCTypes::AppendEntries, &option, s))?;
         append_resp_from_pb(resp.into_inner()).map_err(malformed)
     }
 
@@ -147,7 +176,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         let resp = c
             .install_snapshot(req)
             .await
-            .map_err(|s| status_err(self.target, s))?;
+            .map_err(|s| self.status_err(RPCTypes::InstallSnapshot, &option, s))?;
         snapshot_resp_from_pb(resp.into_inner()).map_err(malformed)
     }
 
@@ -159,7 +188,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         let mut c = self.client()?;
         let mut req = tonic::Request::new(vote_req_to_pb(&rpc, &self.cluster_id));
         req.set_timeout(option.hard_ttl());
-        let resp = c.vote(req).await.map_err(|s| status_err(self.target, s))?;
+        let resp = c
+            .vote(req)
+            .await
+            .map_err(|s| self.status_err(RPCTypes::Vote, &option, s))?;
         vote_resp_from_pb(resp.into_inner()).map_err(malformed)
     }
 }

@@ -191,6 +191,9 @@ pub(crate) struct NodeShared {
     /// Set by [`RaftNode::hand_over`]: this node proposes nothing more; its writes
     /// wait for the next leader and go there.
     draining: std::sync::atomic::AtomicBool,
+    /// Read-held by every local proposal; [`RaftNode::hand_over`] takes it for writing
+    /// once draining, to wait out the proposals that started before.
+    proposing: tokio::sync::RwLock<()>,
     /// The term this node last became leader in, and when it saw that.
     leader_since: Mutex<Option<(u64, Instant)>>,
 }
@@ -301,6 +304,7 @@ impl RaftNode {
         }
         let client_tls = cfg.tls.as_ref().map(PeerTls::client_config);
         let network = Network {
+            id: cfg.id,
             cluster_id: cfg.cluster_id.clone(),
             tls: client_tls.clone(),
             clients: Arc::default(),
@@ -339,6 +343,7 @@ impl RaftNode {
             snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
             identities: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            proposing: tokio::sync::RwLock::new(()),
             leader_since: Mutex::new(None),
         });
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
@@ -452,6 +457,14 @@ impl RaftNode {
         let s = &self.shared;
         let me = s.id;
         let deadline = Instant::now() + timeout;
+        // Nothing more is appended once the proposals under way are in the log (new ones
+        // see `draining` and wait for the next leader): the log to hand over is final.
+        // A voter that matched an earlier index would lose the election it is asked to
+        // start, to this node's own vote and to any follower that has the rest.
+        let settled = tokio::time::timeout_at(deadline.into(), self.shared.proposing.write())
+            .await
+            .map_err(|_| "proposals under way did not finish".to_string())?;
+        drop(settled);
         // The voter that has matched the whole log (entries in flight included).
         let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> Option<NodeId> {
             let last = m.last_log_index?;
@@ -592,7 +605,7 @@ impl NodeShared {
         let deadline = Instant::now() + self.request_timeout;
         let mut attempt = 0u32;
         let mut last = String::from("no leader");
-        while Instant::now() < deadline {
+        'attempts: while Instant::now() < deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let leader = self.leader();
             // While handing over, wait for a leader other than this node.
@@ -601,7 +614,13 @@ impl NodeShared {
                 .map(|(id, _)| *id)
                 .or_else(|| self.is_draining().then_some(self.id));
             match leader {
-                Some((_, None)) => {
+                Some((_, None)) => 'propose: {
+                    // Held while proposing: a hand-over waits for every proposal under
+                    // way before it picks its target, so the log it hands over is whole.
+                    let _proposing = self.proposing.read().await;
+                    if self.is_draining() {
+                        break 'propose;
+                    }
                     let (proposal, refused) = self.bound_times(&batch);
                     if proposal.commands.is_empty() {
                         return Ok(merge_refused(pb::BatchResult::default(), refused));
@@ -617,7 +636,7 @@ impl NodeShared {
                             last = "leadership moved".into();
                         }
                         Ok(Err(e)) => last = e.to_string(),
-                        Err(_) => break,
+                        Err(_) => break 'attempts,
                     }
                 }
                 Some((id, Some(mut client))) => {
