@@ -40,6 +40,9 @@ const REDACTED: &[&str] = &[
     "auth.v1.AdminListUsersRequest",
     "auth.v1.AdminUserRequest",
     "auth.v1.AdminRoleRequest",
+    "auth.v1.BackupChunk",
+    "auth.v1.AdminClusterRequest",
+    "auth.v1.AdminRecentEventsRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

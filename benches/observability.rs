@@ -80,6 +80,7 @@ fn audit_on(dir: &std::path::Path) -> Audit {
             Arc::new(MetricsSink::default()),
         ])),
         node: "bench".into(),
+        recent: Some(Arc::new(auth_sdk::audit::RecentEvents::new(500))),
     }
 }
 

@@ -8,7 +8,9 @@
 //! secret instead (and publishes nothing). Second factors are on: an authenticator app
 //! (TOTP) and passkeys, registered on the account's Security page (passkeys need the
 //! site opened as `localhost`, not `127.0.0.1`). With `--metrics-listen 127.0.0.1:9100`
-//! it also serves Prometheus metrics at `/metrics` there. Ctrl-C stops it.
+//! it also serves Prometheus metrics at `/metrics` there. With `--admin NAME` and the
+//! password in `AUTH_WEB_ADMIN_PASSWORD`, it creates that administrator at start-up,
+//! who sees the admin pages at <http://localhost:8080/admin>. Ctrl-C stops it.
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use auth_sdk::{Algorithm, Auth, Config, KeyRing, MemoryStorage, SigningKey};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (port, alg, metrics_listen) = args()?;
+    let (port, alg, metrics_listen, admin) = args()?;
 
     // Production defaults (argon2id, 15-minute access tokens); accounts live in memory.
     let mut config = Config::default();
@@ -46,6 +48,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let auth = Auth::new(config, MemoryStorage::new())?;
     auth.start()?;
+    if let Some(name) = admin {
+        let password = std::env::var("AUTH_WEB_ADMIN_PASSWORD")
+            .map_err(|_| "--admin needs the password in AUTH_WEB_ADMIN_PASSWORD")?;
+        auth.bootstrap_admin(&name, &password).await?;
+        println!("administrator: {name}");
+    }
 
     let config = WebConfig::default();
     let app = router(Arc::new(auth.clone()), config.clone());
@@ -63,16 +71,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The command line: port, signing algorithm, metrics address.
-type Args = (u16, Algorithm, Option<std::net::SocketAddr>);
+/// The command line: port, signing algorithm, metrics address, administrator.
+type Args = (u16, Algorithm, Option<std::net::SocketAddr>, Option<String>);
 
-/// `[--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR]`; the port
-/// defaults to `$PORT`, else 8080.
+/// `[--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR] [--admin NAME]`; the
+/// port defaults to `$PORT`, else 8080.
 fn args() -> Result<Args, Box<dyn std::error::Error>> {
-    let usage = "usage: web [--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR]";
+    let usage = "usage: web [--port N] [--signing-alg eddsa|hs256] [--metrics-listen ADDR] \
+                 [--admin NAME (password in AUTH_WEB_ADMIN_PASSWORD)]";
     let mut port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
     let mut alg = Algorithm::EdDsa;
     let mut metrics = None;
+    let mut admin = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
@@ -80,8 +90,9 @@ fn args() -> Result<Args, Box<dyn std::error::Error>> {
             "--port" => port = value,
             "--signing-alg" => alg = value.parse()?,
             "--metrics-listen" => metrics = Some(value.parse()?),
+            "--admin" => admin = Some(value),
             _ => return Err(usage.into()),
         }
     }
-    Ok((port.parse()?, alg, metrics))
+    Ok((port.parse()?, alg, metrics, admin))
 }

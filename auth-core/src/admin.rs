@@ -37,6 +37,19 @@ pub const DEFAULT_USERS_PAGE: usize = 50;
 /// Longest search text of [`AuthApi::admin_list_users`].
 const MAX_QUERY_BYTES: usize = 256;
 
+/// Most events [`AuthApi::admin_recent_events`] returns.
+pub const MAX_RECENT_EVENTS: usize = 1000;
+
+/// Where [`AuthApi::admin_cluster`] learns about the cluster: set
+/// [`Config::cluster`] to one in a replicated backend (the `auth-backend` binary does
+/// for `--storage raft`).
+#[async_trait::async_trait]
+pub trait ClusterView: std::fmt::Debug + Send + Sync + 'static {
+    /// Every member's state as this node sees it now, with `storage` set. Bounded in
+    /// time: an unreachable member is reported as such, not waited for.
+    async fn cluster(&self) -> AdminClusterResponse;
+}
+
 /// Checks a role name: 1 to [`MAX_ROLE_LEN`] characters of lowercase ASCII letters,
 /// digits, `-`, `_`, `.` and `:`.
 pub fn check_role(role: &str) -> Result<(), AuthError> {
@@ -103,9 +116,14 @@ impl<S: Storage> Inner<S> {
         let (claims, _) = self.authenticate(token).await?;
         let me = self.current_user(&claims.sub).await?;
         if me.admin_locked_at_ms != 0 || !me.roles.iter().any(|r| r == ADMIN_ROLE) {
-            return Err(AuthError::PermissionDenied(
-                "the admin role is required".into(),
-            ));
+            let refused = AuthError::PermissionDenied("the admin role is required".into());
+            self.audit(
+                self.event(AuditKind::AdminRefused)
+                    .failed(refused.code())
+                    .user(&claims.sub)
+                    .session(&claims.sid),
+            );
+            return Err(refused);
         }
         Ok((claims, me))
     }
@@ -288,6 +306,62 @@ impl<S: Storage> Auth<S> {
                 .next
                 .map(|k| URL_SAFE_NO_PAD.encode(k))
                 .unwrap_or_default(),
+        })
+    }
+
+    pub(crate) async fn admin_cluster_impl(
+        &self,
+        req: AdminClusterRequest,
+    ) -> Result<AdminClusterResponse, AuthError> {
+        let me = &self.inner;
+        me.require_admin(&req.access_token).await?;
+        Ok(match &me.config.cluster {
+            Some(view) => view.cluster().await,
+            None => AdminClusterResponse {
+                storage: "memory".into(),
+                ..AdminClusterResponse::default()
+            },
+        })
+    }
+
+    pub(crate) async fn admin_recent_events_impl(
+        &self,
+        req: AdminRecentEventsRequest,
+    ) -> Result<AdminRecentEventsResponse, AuthError> {
+        let me = &self.inner;
+        me.require_admin(&req.access_token).await?;
+        let limit = match req.limit as usize {
+            0 => 100,
+            n => n.min(MAX_RECENT_EVENTS),
+        };
+        let events = me
+            .config
+            .audit
+            .recent
+            .as_ref()
+            .map(|r| r.snapshot())
+            .unwrap_or_default();
+        Ok(AdminRecentEventsResponse {
+            events: events
+                .iter()
+                .rev()
+                .take(limit)
+                .map(|e| AuditEventInfo {
+                    time_ms: e.time_ms,
+                    kind: e.kind.as_str().into(),
+                    outcome: match e.outcome {
+                        crate::audit::Outcome::Success => "success".into(),
+                        crate::audit::Outcome::Failure => "failure".into(),
+                    },
+                    reason: e.reason.clone(),
+                    user_id: e.user_id.clone(),
+                    session_id: e.session_id.clone(),
+                    source: e.source.clone(),
+                    node: e.node.clone(),
+                    actor_id: e.actor_id.clone(),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
         })
     }
 

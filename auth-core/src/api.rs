@@ -3,18 +3,19 @@
 use async_trait::async_trait;
 
 pub use auth_proto::v1::{
-    AdminGetUserResponse, AdminListUsersRequest, AdminListUsersResponse, AdminRoleRequest,
-    AdminUserActionResponse, AdminUserInfo, AdminUserRequest, ChangePasswordRequest,
-    ChangePasswordResponse, ClientInfo, DeleteUserRequest, DeleteUserResponse, KeysRequest,
-    KeysResponse, ListSessionsRequest, ListSessionsResponse, LoginMfaRequest, LoginRequest,
-    LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
-    MfaStatusRequest, MfaStatusResponse, PasskeyCeremony, PasskeyInfo, PasskeyLoginFinishRequest,
-    PasskeyLoginStartRequest, PasskeyRegisterFinishRequest, PasskeyRegisterFinishResponse,
-    PasskeyRegisterStartRequest, PasskeyRemoveRequest, PasskeyRemoveResponse, PasskeyRenameRequest,
-    PasskeyRenameResponse, PublicKey, RefreshRequest, RefreshResponse,
-    RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RegisterRequest,
-    RegisterResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo, TokenPair,
-    TotpConfirmRequest, TotpConfirmResponse, TotpDisableRequest, TotpDisableResponse,
+    AdminClusterRequest, AdminClusterResponse, AdminGetUserResponse, AdminListUsersRequest,
+    AdminListUsersResponse, AdminRecentEventsRequest, AdminRecentEventsResponse, AdminRoleRequest,
+    AdminUserActionResponse, AdminUserInfo, AdminUserRequest, AuditEventInfo,
+    ChangePasswordRequest, ChangePasswordResponse, ClientInfo, ClusterNodeInfo, DeleteUserRequest,
+    DeleteUserResponse, KeysRequest, KeysResponse, ListSessionsRequest, ListSessionsResponse,
+    LoginMfaRequest, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
+    LogoutRequest, LogoutResponse, MfaStatusRequest, MfaStatusResponse, PasskeyCeremony,
+    PasskeyInfo, PasskeyLoginFinishRequest, PasskeyLoginStartRequest, PasskeyRegisterFinishRequest,
+    PasskeyRegisterFinishResponse, PasskeyRegisterStartRequest, PasskeyRemoveRequest,
+    PasskeyRemoveResponse, PasskeyRenameRequest, PasskeyRenameResponse, PublicKey, RefreshRequest,
+    RefreshResponse, RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse,
+    RegisterRequest, RegisterResponse, RevokeSessionRequest, RevokeSessionResponse, SessionInfo,
+    TokenPair, TotpConfirmRequest, TotpConfirmResponse, TotpDisableRequest, TotpDisableResponse,
     TotpEnrollRequest, TotpEnrollResponse, UserInfo, VerifyRequest, VerifyResponse,
 };
 
@@ -164,6 +165,17 @@ pub trait AuthApi: Send + Sync + 'static {
         &self,
         req: AdminRoleRequest,
     ) -> Result<AdminUserActionResponse, AuthError>;
+    /// Administration: the storage behind this server and, for a Raft cluster, every
+    /// member's state as the serving node sees it.
+    async fn admin_cluster(
+        &self,
+        req: AdminClusterRequest,
+    ) -> Result<AdminClusterResponse, AuthError>;
+    /// Administration: the latest audit events this server emitted, newest first.
+    async fn admin_recent_events(
+        &self,
+        req: AdminRecentEventsRequest,
+    ) -> Result<AdminRecentEventsResponse, AuthError>;
 }
 
 #[async_trait]
@@ -320,5 +332,17 @@ impl<T: AuthApi + ?Sized> AuthApi for std::sync::Arc<T> {
         req: AdminRoleRequest,
     ) -> Result<AdminUserActionResponse, AuthError> {
         (**self).admin_revoke_role(req).await
+    }
+    async fn admin_cluster(
+        &self,
+        req: AdminClusterRequest,
+    ) -> Result<AdminClusterResponse, AuthError> {
+        (**self).admin_cluster(req).await
+    }
+    async fn admin_recent_events(
+        &self,
+        req: AdminRecentEventsRequest,
+    ) -> Result<AdminRecentEventsResponse, AuthError> {
+        (**self).admin_recent_events(req).await
     }
 }

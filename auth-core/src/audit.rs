@@ -72,6 +72,9 @@ pub enum AuditKind {
     RoleRevoked,
     /// The first administrator was created or given the role at start-up.
     AdminBootstrapped,
+    /// A signed-in user without the `admin` role (or locked) called an admin
+    /// operation: refused (`reason`: `permission_denied`). Privilege probing shows here.
+    AdminRefused,
 }
 
 impl AuditKind {
@@ -97,6 +100,7 @@ impl AuditKind {
             AuditKind::RoleGranted => "role_granted",
             AuditKind::RoleRevoked => "role_revoked",
             AuditKind::AdminBootstrapped => "admin_bootstrapped",
+            AuditKind::AdminRefused => "admin_refused",
         }
     }
 }
@@ -219,13 +223,20 @@ pub struct Audit {
     /// The node name stamped on every event (a Raft node id, a host name). Default
     /// empty.
     pub node: String,
+    /// The latest events, kept for `AuthApi::admin_recent_events` (the admin page).
+    /// Default: the last [`DEFAULT_RECENT_EVENTS`]; `None` keeps none.
+    pub recent: Option<Arc<RecentEvents>>,
 }
+
+/// How many events [`Audit::default`] keeps for the admin page.
+pub const DEFAULT_RECENT_EVENTS: usize = 500;
 
 impl Default for Audit {
     fn default() -> Self {
         Self {
             sink: Arc::new(TracingSink),
             node: String::new(),
+            recent: Some(Arc::new(RecentEvents::new(DEFAULT_RECENT_EVENTS))),
         }
     }
 }
@@ -244,6 +255,7 @@ impl Audit {
         Self {
             sink: Arc::new(Tee(Vec::new())),
             node: String::new(),
+            recent: None,
         }
     }
 }
@@ -511,6 +523,7 @@ mod tests {
             RoleGranted,
             RoleRevoked,
             AdminBootstrapped,
+            AdminRefused,
         ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),

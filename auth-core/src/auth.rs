@@ -230,6 +230,9 @@ impl<S: Storage> Inner<S> {
     /// Hands `event` to the audit sink.
     pub(crate) fn audit(&self, event: AuditEvent) {
         self.config.audit.sink.record(&event);
+        if let Some(recent) = &self.config.audit.recent {
+            crate::audit::AuditSink::record(recent.as_ref(), &event);
+        }
     }
 
     /// Whether the failure charged as `ticket` started a lock: the `locked` event.

@@ -70,6 +70,9 @@ pub struct Config {
     /// Most sessions one user may have; opening one more ends their oldest (in the
     /// same storage step). Default 100; 0 means no bound.
     pub max_sessions_per_user: u32,
+    /// What `AuthApi::admin_cluster` reports beyond the storage kind: a Raft backend
+    /// sets it to show its members. Default `None` (a single process).
+    pub cluster: Option<Arc<dyn crate::admin::ClusterView>>,
     /// Whether `verify` also checks that the session is live. Default
     /// [`SessionCheck::Always`]: logout takes effect at once, at the cost of one storage
     /// read per verification.
@@ -103,6 +106,7 @@ impl Default for Config {
             keys: None,
             audit: crate::audit::Audit::default(),
             max_sessions_per_user: 100,
+            cluster: None,
             session_check: SessionCheck::Always,
             clock_skew: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(60),

@@ -791,4 +791,18 @@ impl<S: Storage> AuthApi for Auth<S> {
     ) -> Result<AdminUserActionResponse, AuthError> {
         self.admin_revoke_role_impl(req).await
     }
+
+    async fn admin_cluster(
+        &self,
+        req: AdminClusterRequest,
+    ) -> Result<AdminClusterResponse, AuthError> {
+        self.admin_cluster_impl(req).await
+    }
+
+    async fn admin_recent_events(
+        &self,
+        req: AdminRecentEventsRequest,
+    ) -> Result<AdminRecentEventsResponse, AuthError> {
+        self.admin_recent_events_impl(req).await
+    }
 }

@@ -119,6 +119,7 @@ async fn a_workload_produces_exactly_the_expected_events() {
         c.audit = Audit {
             sink: recent.clone(),
             node: "node-7".into(),
+            recent: None,
         };
         c.refresh_grace = Duration::ZERO;
         // Throttling by source is tested elsewhere; this workload comes from one.

@@ -274,6 +274,14 @@ redacted_debug!(AdminRoleRequest {
     shown: [user, role, client],
     hidden: [access_token]
 });
+redacted_debug!(AdminClusterRequest {
+    shown: [],
+    hidden: [access_token]
+});
+redacted_debug!(AdminRecentEventsRequest {
+    shown: [limit],
+    hidden: [access_token]
+});
 redacted_debug!(PasskeyRegisterFinishResponse {
     shown: [passkey],
     hidden: [recovery_codes]
@@ -294,6 +302,15 @@ redacted_debug!(PasskeyRemoveRequest {
     shown: [credential_id, client],
     hidden: [access_token, code]
 });
+
+impl fmt::Debug for BackupChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A backup holds password hashes and sealed second factors: length only.
+        f.debug_struct("BackupChunk")
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
 
 #[cfg(test)]
 mod tests {

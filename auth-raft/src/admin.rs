@@ -34,6 +34,9 @@ pub enum AdminError {
     /// The client is misconfigured (bad endpoint, bad TLS files).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// Writing what the cluster sent failed (a backup file).
+    #[error("i/o: {0}")]
+    Io(String),
 }
 
 impl AdminError {
@@ -45,6 +48,7 @@ impl AdminError {
             AdminError::PermissionDenied(_) => "permission_denied",
             AdminError::AlreadyExists(_) => "already_exists",
             AdminError::InvalidConfig(_) => "invalid_config",
+            AdminError::Io(_) => "io",
         }
     }
 
@@ -235,6 +239,29 @@ impl ClusterAdmin {
             .await?;
         r.user
             .ok_or_else(|| unavailable("create_user answered without the user"))
+    }
+
+    /// Streams a backup from the leader into `out` (see [`auth_storage::backup`]): the
+    /// state once everything acknowledged before the call is applied. Returns the
+    /// bytes written. The caller checks the file with
+    /// [`Backup::read_from`](auth_storage::backup::Backup::read_from) before trusting
+    /// it; `authctl cluster snapshot save` does.
+    pub async fn save_backup<W: std::io::Write>(&self, out: &mut W) -> Result<u64, AdminError> {
+        let mut stream = self
+            .on_leader(|mut c| async move { c.save_backup(pb::SaveBackupRequest {}).await })
+            .await?;
+        let mut written = 0u64;
+        loop {
+            let next = tokio::time::timeout(self.timeout, stream.message())
+                .await
+                .map_err(|_| unavailable("the backup stream stalled"))?
+                .map_err(|s| AdminError::from_status("leader", &s))?;
+            let Some(chunk) = next else { break };
+            out.write_all(&chunk.data)
+                .map_err(|e| AdminError::Io(format!("cannot write the backup: {e}")))?;
+            written += chunk.data.len() as u64;
+        }
+        Ok(written)
     }
 
     /// Removes a node from the cluster.

@@ -89,6 +89,8 @@ mod network;
 mod node;
 pub mod pki;
 #[cfg(feature = "node")]
+pub mod restore;
+#[cfg(feature = "node")]
 mod service;
 #[cfg(feature = "node")]
 mod snapshot_spool;

@@ -395,6 +395,52 @@ impl RaftNode {
         crate::metrics::record(&self.shared.raft.metrics().borrow());
     }
 
+    /// Every member's status as this node can learn it now: its own, and each other
+    /// member's from that member's `ClusterAdmin.Status`, asked with this node's
+    /// certificate, in parallel, each within `timeout`. In member id order; an
+    /// unreachable member comes with why.
+    pub async fn member_statuses(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(NodeId, String, Result<pb::StatusResponse, String>)> {
+        let s = &self.shared;
+        let members: Vec<(NodeId, String)> = s
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, addr) in members {
+            let shared = Arc::clone(s);
+            asks.spawn(async move {
+                if id == shared.id {
+                    return (id, addr, Ok(shared.status()));
+                }
+                let mut admin = crate::ClusterAdmin::new(vec![addr.clone()], timeout);
+                if let Some(tls) = &shared.tls {
+                    admin = admin.with_tls(tls);
+                }
+                let r = match admin.status().await.pop() {
+                    Some((_, r)) => r.map_err(|e| e.to_string()),
+                    None => Err("no answer".to_owned()),
+                };
+                (id, addr, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = asks.join_next().await {
+            if let Ok(r) = r {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        out
+    }
+
     /// Hands leadership over before this node stops (a SIGTERM, a rolling upgrade),
     /// instead of leaving the cluster to notice its silence and elect (a full election
     /// timeout plus the followers' leader lease, about 0.3–0.4 s of failed writes).
@@ -578,6 +624,22 @@ impl NodeShared {
             cluster_id: self.cluster_id.clone(),
             purged_index: m.purged.map_or(0, |l| l.index),
         }
+    }
+
+    /// A copy of this node's state as it is now, and the header of its backup file
+    /// (see [`auth_storage::backup`]). Applying waits only for the copy; encoding it
+    /// happens after, off the lock.
+    pub(crate) fn backup_source(&self) -> (auth_storage::memory::Tables, pb::BackupHeader) {
+        let state = self.sm.state.read();
+        let header = pb::BackupHeader {
+            source: "raft".into(),
+            cluster_id: self.cluster_id.clone(),
+            applied_index: state.last_applied.map_or(0, |l| l.index),
+            applied_term: state.last_applied.map_or(0, |l| l.leader_id.term),
+            created_at_ms: self.clock.now_ms(),
+            ..Default::default()
+        };
+        (state.tables.clone(), header)
     }
 
     /// The current leader and, if it is another node, a client for it.

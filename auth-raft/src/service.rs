@@ -141,6 +141,16 @@ impl NodeShared {
         }
     }
 
+    /// An admin, or a member node (which asks for a peer's status to show the whole
+    /// cluster on the admin page; status is read-only and holds no secret).
+    fn require_admin_or_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.caller(req)? {
+            Caller::Unauthenticated | Caller::Proven(PeerIdentity::Admin(_)) => Ok(()),
+            Caller::Proven(PeerIdentity::Node(id)) => self.check_member(id),
+            Caller::Proven(who) => Err(Status::permission_denied(format!("{who} is not an admin"))),
+        }
+    }
+
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
         if cluster_id == self.cluster_id {
             Ok(())
@@ -383,13 +393,93 @@ impl RaftService for RaftGrpc {
     }
 }
 
+/// Size of each `BackupChunk` a backup is streamed in.
+const BACKUP_CHUNK: usize = 1024 * 1024;
+
+/// Sends what is written to it as `BackupChunk`s of [`BACKUP_CHUNK`] bytes.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BACKUP_CHUNK));
+        self.tx
+            .blocking_send(Ok(pb::BackupChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BACKUP_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+}
+
+/// The stream `SaveBackup` answers with.
+type BackupStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ClusterAdmin for AdminGrpc {
+    type SaveBackupStream = BackupStream;
+
+    async fn save_backup(
+        &self,
+        req: Request<pb::SaveBackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        self.shared.require_admin(&req)?;
+        // Taken on the leader once everything committed before the call is applied
+        // (a read index round): nothing acknowledged before it is missing.
+        match self.shared.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                return Err(self.shared.not_leader(f.leader_id));
+            }
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        }
+        let who = match self.shared.caller(&req)? {
+            Caller::Proven(id) => id.to_string(),
+            Caller::Unauthenticated => "an unauthenticated caller (--insecure)".to_owned(),
+        };
+        let (tables, header) = self.shared.backup_source();
+        // Every password hash leaves the cluster: say who took it, where operators look.
+        tracing::warn!(by = %who, users = tables.user_count(), "backup taken");
+        // Encoded and hashed on a blocking thread, streamed as it is written; a client
+        // that goes away stops it (the send fails).
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkSender {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(BACKUP_CHUNK),
+            };
+            if let Err(e) = auth_storage::backup::write_tables(&tables, header, &mut out) {
+                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.shared.require_admin(&req)?;
+        self.shared.require_admin_or_member(&req)?;
         Ok(Response::new(self.shared.status()))
     }
 

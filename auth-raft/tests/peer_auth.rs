@@ -129,14 +129,29 @@ async fn admin_rpcs_need_an_admin_certificate_and_admins_are_not_nodes() {
             addr: "127.0.0.1:9".into(),
         }),
     };
-    for who in [PeerIdentity::Node(1), PeerIdentity::Client("web".into())] {
+    for who in [
+        PeerIdentity::Node(2),
+        PeerIdentity::Node(9),
+        PeerIdentity::Client("web".into()),
+    ] {
         let tls = cluster.ca.peer_tls(who.clone());
         let mut admin =
             ClusterAdminClient::new(channel(&addr, Some(tls.client_config())).await.unwrap());
         let e = admin.add_learner(learner.clone()).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
-        let e = admin.status(pb::StatusRequest {}).await.unwrap_err();
+        let e = admin
+            .save_backup(pb::SaveBackupRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        // Status is read-only and holds no secret: a member may ask (the admin page
+        // shows the whole cluster from any node); nobody else may.
+        let status = admin.status(pb::StatusRequest {}).await;
+        if who == PeerIdentity::Node(2) {
+            assert_eq!(status.unwrap().into_inner().id, 1);
+        } else {
+            assert_eq!(status.unwrap_err().code(), Code::PermissionDenied, "{who}");
+        }
     }
     let admin_tls = cluster.ca.peer_tls(PeerIdentity::Admin("ops".into()));
     let ch = channel(&addr, Some(admin_tls.client_config()))

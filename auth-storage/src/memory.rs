@@ -584,6 +584,34 @@ impl MemoryStorage {
     pub fn session_count(&self) -> usize {
         self.tables.read().session_count()
     }
+
+    /// Writes the whole store to `w` as a backup file (see [`crate::backup`]), the
+    /// format `auth-backend restore` seeds a Raft cluster from. The store is copied at
+    /// one point (writes wait for the copy, not for `w`), then written.
+    pub fn export<W: std::io::Write>(
+        &self,
+        w: W,
+    ) -> std::result::Result<auth_proto::v1::BackupHeader, crate::backup::BackupError> {
+        let header = auth_proto::v1::BackupHeader {
+            source: "memory".into(),
+            created_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            ..Default::default()
+        };
+        let tables = self.tables.read().clone();
+        crate::backup::write_tables(&tables, header, w)
+    }
+
+    /// A store holding what a backup file holds (from this backend's
+    /// [`MemoryStorage::export`] or a cluster's `authctl cluster snapshot save`).
+    pub fn from_backup(
+        backup: crate::backup::Backup,
+    ) -> std::result::Result<Self, crate::backup::BackupError> {
+        Ok(Self {
+            tables: RwLock::new(backup.into_tables()?),
+        })
+    }
 }
 
 #[async_trait]

@@ -105,4 +105,6 @@ intercept! {
     admin_delete_user(AdminUserRequest) -> AdminUserActionResponse, client;
     admin_grant_role(AdminRoleRequest) -> AdminUserActionResponse, client;
     admin_revoke_role(AdminRoleRequest) -> AdminUserActionResponse, client;
+    admin_cluster(AdminClusterRequest) -> AdminClusterResponse;
+    admin_recent_events(AdminRecentEventsRequest) -> AdminRecentEventsResponse;
 }

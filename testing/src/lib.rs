@@ -62,7 +62,7 @@ use auth_storage::memory::MemoryStorage;
 pub use ca::TestCa;
 pub use grpc::{GrpcServer, GrpcServerBuilder};
 pub use intercept::{Hook, Intercepted};
-pub use procs::{ProcCluster, ProcNode, write_signing_key};
+pub use procs::{ProcCluster, ProcNode, SeedTarget, write_signing_key};
 
 /// The current TOTP step (unix seconds / 30) on the system clock, which servers under
 /// test read: the code of this step, or of the next, is accepted.

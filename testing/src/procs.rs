@@ -40,6 +40,19 @@ impl ProcNode {
     }
 }
 
+/// A node of a [`ProcCluster`] about to start for the first time.
+#[derive(Debug, Clone)]
+pub struct SeedTarget {
+    /// The node's id.
+    pub id: u64,
+    /// Its data directory (not created yet).
+    pub data_dir: PathBuf,
+    /// The `--peers` every node is started with.
+    pub peers: String,
+    /// The `--cluster-id` every node is started with.
+    pub cluster_id: String,
+}
+
 /// `n` `auth-backend` processes forming one Raft cluster on loopback. Every node has a
 /// client listener (TLS) and a peer listener (mutual TLS), with certificates from a
 /// [`TestCa`] made for the cluster, hashes with cheap argon2 parameters and does not
@@ -47,8 +60,10 @@ impl ProcNode {
 /// still running is killed on drop.
 #[derive(Debug)]
 pub struct ProcCluster {
-    /// The nodes; node `id` is `nodes[id - 1]`.
+    /// The nodes, in id order from [`ProcCluster::first_id`].
     pub nodes: Vec<ProcNode>,
+    /// The smallest node id (1 unless started with [`ProcCluster::start_seeded`]).
+    pub first_id: u64,
     /// The cluster id every node was started with.
     pub cluster_id: String,
     /// The cluster CA (to trust, or to issue more certificates in tests).
@@ -76,6 +91,19 @@ impl ProcCluster {
     ///
     /// `bin` is `env!("CARGO_BIN_EXE_auth-backend")` in auth-backend's own tests.
     pub fn start(bin: impl AsRef<Path>, n: u64, extra: &[&str]) -> ProcCluster {
+        Self::start_seeded(bin, 1, n, extra, |_| {})
+    }
+
+    /// As [`ProcCluster::start`], with node ids `first_id..first_id + n`, and `seed`
+    /// called for every node before any starts (e.g. to run `auth-backend restore`
+    /// into its data directory).
+    pub fn start_seeded(
+        bin: impl AsRef<Path>,
+        first_id: u64,
+        n: u64,
+        extra: &[&str],
+        mut seed: impl FnMut(&SeedTarget),
+    ) -> ProcCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("signing.key");
         write_signing_key(&key);
@@ -95,13 +123,13 @@ impl ProcCluster {
         let peers = addrs
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("{}={p}", i + 1))
+            .map(|(i, (_, p))| format!("{}={p}", first_id + i as u64))
             .collect::<Vec<_>>()
             .join(",");
         let cluster_id = format!("proc-{}", std::process::id());
         let mut nodes = Vec::new();
         for (i, (addr, peer_addr)) in addrs.iter().enumerate() {
-            let id = i as u64 + 1;
+            let id = first_id + i as u64;
             let name = format!("node-{id}");
             ca.issue_files(PeerIdentity::Node(id), &name);
             let cert = ca.path(&format!("{name}.pem")).display().to_string();
@@ -153,15 +181,24 @@ impl ProcCluster {
                 child: None,
             });
         }
+        for id in first_id..first_id + n {
+            seed(&SeedTarget {
+                id,
+                data_dir: dir.path().join(format!("n{id}")),
+                peers: peers.clone(),
+                cluster_id: cluster_id.clone(),
+            });
+        }
         let mut c = ProcCluster {
             nodes,
+            first_id,
             cluster_id,
             ca,
             dir,
             bin: bin.as_ref().to_owned(),
             admin,
         };
-        for id in 1..=n {
+        for id in first_id..first_id + n {
             c.restart(id);
         }
         c
@@ -200,12 +237,17 @@ impl ProcCluster {
 
     /// Node `id`.
     pub fn node(&mut self, id: u64) -> &mut ProcNode {
-        &mut self.nodes[(id - 1) as usize]
+        &mut self.nodes[(id - self.first_id) as usize]
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}"))
     }
 
     /// Whether node `id` runs (it may be paused).
     pub fn is_up(&self, id: u64) -> bool {
-        self.nodes[(id - 1) as usize].child.is_some()
+        self.nodes[(id - self.first_id) as usize].child.is_some()
     }
 
     /// What node `id` logged so far (its stderr, across restarts): for a failing

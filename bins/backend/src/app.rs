@@ -178,6 +178,7 @@ pub async fn run(
             }
             let peer_listener = bind(&peer_addr).await?;
             let node = RaftNode::start(raft).await.map_err(RunError::Raft)?;
+            core.cluster = Some(Arc::new(crate::members::RaftClusterView::new(node.clone())));
             let auth = Auth::new(core, node.storage()).map_err(ConfigError::from)?;
             auth.start().map_err(ConfigError::from)?;
             let bootstrap = spawn_bootstrap(&auth, first_admin);

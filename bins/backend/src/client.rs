@@ -446,4 +446,6 @@ remote_methods! {
     admin_delete_user(AdminUserRequest) -> AdminUserActionResponse, IfNotSent;
     admin_grant_role(AdminRoleRequest) -> AdminUserActionResponse, Safe;
     admin_revoke_role(AdminRoleRequest) -> AdminUserActionResponse, Safe;
+    admin_cluster(AdminClusterRequest) -> AdminClusterResponse, Safe;
+    admin_recent_events(AdminRecentEventsRequest) -> AdminRecentEventsResponse, Safe;
 }

@@ -32,8 +32,12 @@ pub mod duration;
 #[cfg(feature = "server")]
 pub mod keys;
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod members;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod restore;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signal;

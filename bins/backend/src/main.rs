@@ -12,5 +12,6 @@ fn main() -> ExitCode {
         Command::Certs(cmd) => auth_backend::certs::main_certs(&cmd),
         Command::Keys(cmd) => auth_backend::keys::main_keys(&cmd),
         Command::BootstrapAdmin(args) => auth_backend::bootstrap::main_bootstrap(&args),
+        Command::Restore(args) => auth_backend::restore::main_restore(&args),
     }
 }

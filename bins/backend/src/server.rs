@@ -310,7 +310,9 @@ with_access_token!(
     PasskeyRemoveRequest,
     AdminListUsersRequest,
     AdminUserRequest,
-    AdminRoleRequest
+    AdminRoleRequest,
+    AdminClusterRequest,
+    AdminRecentEventsRequest
 );
 
 /// The request, with an empty `access_token` filled from `authorization: Bearer` metadata.
@@ -544,6 +546,20 @@ impl AuthService for AuthGrpc {
     ) -> Reply<AdminUserActionResponse> {
         self.frontends.source(&mut req);
         self.run(self.api.admin_revoke_role(authed(req))).await
+    }
+
+    async fn admin_cluster(
+        &self,
+        req: Request<AdminClusterRequest>,
+    ) -> Reply<AdminClusterResponse> {
+        self.run(self.api.admin_cluster(authed(req))).await
+    }
+
+    async fn admin_recent_events(
+        &self,
+        req: Request<AdminRecentEventsRequest>,
+    ) -> Reply<AdminRecentEventsResponse> {
+        self.run(self.api.admin_recent_events(authed(req))).await
     }
 }
 

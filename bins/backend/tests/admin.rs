@@ -80,6 +80,14 @@ async fn every_admin_rpc_refuses_a_non_admin() {
         code_of(raw.admin_delete_user(bearer(target(), &alice)).await),
         code_of(raw.admin_grant_role(bearer(role(), &alice)).await),
         code_of(raw.admin_revoke_role(bearer(role(), &alice)).await),
+        code_of(
+            raw.admin_cluster(bearer(AdminClusterRequest::default(), &alice))
+                .await,
+        ),
+        code_of(
+            raw.admin_recent_events(bearer(AdminRecentEventsRequest::default(), &alice))
+                .await,
+        ),
     ];
     for (code, stable) in results {
         assert_eq!(code, Code::PermissionDenied);

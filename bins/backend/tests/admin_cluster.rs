@@ -140,6 +140,33 @@ async fn admin_actions_take_effect_on_every_node_at_once() {
         assert_eq!(e.code(), "permission_denied");
     }
 
+    // The cluster as each node sees it: three reachable members, one leader, the
+    // serving node named; bob may not look.
+    for (i, n) in nodes.iter().enumerate() {
+        let e = n
+            .admin_cluster(AdminClusterRequest {
+                access_token: bob.access_token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "permission_denied");
+        let view = n
+            .admin_cluster(AdminClusterRequest {
+                access_token: root.access_token.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(view.storage, "raft");
+        assert_eq!(view.serving_node, i as u64 + 1);
+        assert_eq!(view.cluster_id, c.cluster_id);
+        let ids: Vec<u64> = view.nodes.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(view.nodes.iter().all(|m| m.reachable), "{view:?}");
+        let leaders = view.nodes.iter().filter(|m| m.role == "leader").count();
+        assert_eq!(leaders, 1, "{view:?}");
+        assert!(view.nodes.iter().all(|m| m.applied_index > 0 && m.term > 0));
+    }
+
     // Lock through node 1: alice's session is gone on every node, and every node
     // refuses her sign-in, on the very next request.
     let alice = login(&nodes[2], "alice", PW).await;

@@ -75,6 +75,9 @@ pub enum Failure {
     Auth(AuthError),
     /// A cluster admin call failed.
     Admin(AdminError),
+    /// A backup file could not be written or is refused: the message, and the
+    /// backup error's stable code.
+    Backup(String, &'static str),
 }
 
 impl Failure {
@@ -92,6 +95,7 @@ impl Failure {
                 AdminError::InvalidConfig(_) => EXIT_USAGE,
                 _ => EXIT_AUTH,
             },
+            Failure::Backup(..) => EXIT_AUTH,
         }
     }
 
@@ -101,6 +105,7 @@ impl Failure {
             Failure::Usage(_) => "usage",
             Failure::Auth(e) => e.code(),
             Failure::Admin(e) => e.code(),
+            Failure::Backup(_, code) => code,
         }
     }
 
@@ -109,6 +114,7 @@ impl Failure {
             Failure::Usage(m) => m.clone(),
             Failure::Auth(e) => e.to_string(),
             Failure::Admin(e) => e.to_string(),
+            Failure::Backup(m, _) => m.clone(),
         }
     }
 
@@ -219,6 +225,11 @@ fn remote(cli: &Cli) -> Result<RemoteAuth, Failure> {
 }
 
 async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
+    if let Cmd::Cluster(cluster::ClusterCmd::Snapshot(cluster::SnapshotCmd::Status { file })) =
+        &cli.command
+    {
+        return cluster::snapshot_status(file, cli.json, io);
+    }
     if let Cmd::Cluster(cmd) = &cli.command {
         let admin = cluster::admin(&cli.peer_endpoints, cli.timeout, &cli.tls)?;
         return cluster::execute(cmd.clone(), &admin, cli.json, io).await;

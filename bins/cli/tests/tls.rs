@@ -289,6 +289,48 @@ impl ClusterAdmin for FakeNode {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    type SaveBackupStream = tonic::codegen::Pin<
+        Box<
+            dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::BackupChunk, Status>> + Send,
+        >,
+    >;
+
+    /// A backup of a store of three users, in 100-byte chunks.
+    async fn save_backup(
+        &self,
+        req: Request<pb::SaveBackupRequest>,
+    ) -> Result<Response<Self::SaveBackupStream>, Status> {
+        admin_only(&req)?;
+        let mut tables = auth_storage::memory::Tables::new();
+        for name in ["ann", "bob", "cy"] {
+            tables
+                .create_user(pb::User {
+                    id: format!("{name:0>32}"),
+                    username: name.into(),
+                    username_key: name.into(),
+                    password_hash: "$argon2id$x".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        let header = pb::BackupHeader {
+            source: "raft".into(),
+            cluster_id: "test".into(),
+            applied_index: 5,
+            applied_term: 2,
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        auth_storage::backup::write_tables(&tables, header, &mut bytes).unwrap();
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
+            .chunks(100)
+            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tonic::codegen::tokio_stream::iter(
+            chunks,
+        ))))
+    }
 }
 
 /// [`FakeNode`] served on 127.0.0.1:0 on its own runtime, stopped on drop.
@@ -421,6 +463,110 @@ fn cluster_commands_use_the_peer_listener_with_an_admin_certificate() {
         .env("AUTHCTL_PEER_ENDPOINTS", &peers);
     let out = ok(run(cmd, ""));
     assert!(out.stdout.contains("leader"), "{}", out.stdout);
+}
+
+#[test]
+fn snapshot_save_streams_a_checked_owner_only_file_and_status_reads_it() {
+    let pki = Pki::new();
+    let peer = PeerListener::start(&pki);
+    let peers = peer.addr.to_string();
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("admin.pem"),
+        pki.path("admin.key"),
+    );
+    let admin = [
+        "--peer-endpoints",
+        &peers,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--timeout",
+        "5s",
+    ];
+    let dir = pki.ca.dir().to_path_buf();
+    let file = dir.join("b.backup");
+    let file_arg = file.display().to_string();
+    let v = ok(ctl(
+        "",
+        &args(
+            &admin,
+            &["--json", "cluster", "snapshot", "save", &file_arg],
+        ),
+        "",
+    ))
+    .json();
+    assert_eq!(v["users"], 3, "{v}");
+    assert_eq!(v["applied_index"], 5);
+    assert_eq!(v["cluster_id"], "test");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the backup holds password hashes");
+    }
+    assert!(!dir.join("b.backup.part").exists());
+
+    // status needs no cluster.
+    let out = ok(ctl("", &["cluster", "snapshot", "status", &file_arg], ""));
+    assert!(out.stdout.contains("checksum ok"), "{}", out.stdout);
+    assert!(out.stdout.contains("3 users"), "{}", out.stdout);
+
+    // A damaged file: exit 1, the stable code, in text and JSON.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = ctl("", &["cluster", "snapshot", "status", &file_arg], "");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("[checksum_mismatch]"), "{}", out.stderr);
+    let out = ctl(
+        "",
+        &["--json", "cluster", "snapshot", "status", &file_arg],
+        "",
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("checksum_mismatch") || out.stderr.contains("checksum_mismatch"));
+
+    // A client certificate is not an admin's: refused before any call, and nothing
+    // is written.
+    let refused = dir.join("refused.backup");
+    let client = [
+        "--peer-endpoints",
+        &peers,
+        "--cacert",
+        &ca,
+        "--cert",
+        &pki.path("client.pem"),
+        "--key",
+        &pki.path("client.key"),
+        "--timeout",
+        "5s",
+    ];
+    let out = ctl(
+        "",
+        &args(
+            &client,
+            &[
+                "cluster",
+                "snapshot",
+                "save",
+                &refused.display().to_string(),
+            ],
+        ),
+        "",
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not an admin certificate"),
+        "{}",
+        out.stderr
+    );
+    assert!(!refused.exists());
+    assert!(!dir.join("refused.backup.part").exists());
 }
 
 #[test]

@@ -106,6 +106,11 @@ async fn render(
         nav: Nav {
             user: Some(user.username.clone()),
             csrf: csrf.clone(),
+            admin: me
+                .me
+                .roles
+                .iter()
+                .any(|r| r == auth_core::admin::ADMIN_ROLE),
             ..Nav::default()
         },
         notice,

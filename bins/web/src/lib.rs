@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 
 mod account;
+mod admin;
 mod api;
 mod client;
 mod config;
@@ -148,6 +149,7 @@ pub fn router(api: Arc<dyn AuthApi>, config: WebConfig) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(account::routes())
+        .merge(admin::routes())
         .merge(security::routes())
         .merge(api::routes())
         // Routes only, where the matched path is known: the label set stays the

@@ -37,6 +37,8 @@ pub(crate) struct Nav {
     pub(crate) csrf: String,
     /// Where the site is mounted (`""`, or e.g. `/auth`): every link starts with it.
     pub(crate) base: String,
+    /// Whether the visitor holds the `admin` role (the header links the admin pages).
+    pub(crate) admin: bool,
 }
 
 impl Default for Nav {
@@ -45,6 +47,7 @@ impl Default for Nav {
             user: None,
             csrf: String::new(),
             base: mount_path(),
+            admin: false,
         }
     }
 }
@@ -167,6 +170,12 @@ pub(crate) fn notice_text(key: &str) -> Option<&'static str> {
             "Your authenticator app is set up. Your recovery codes stay as they were."
         }
         "passkey_removed" => "The passkey has been removed.",
+        "user_locked" => "The account is locked and its sessions have ended.",
+        "user_unlocked" => "The account is unlocked.",
+        "user_signed_out" => "Every session of the account has ended.",
+        "user_deleted" => "The account has been deleted.",
+        "role_granted" => "The role is granted; it takes effect at the user's next sign-in.",
+        "role_revoked" => "The role is revoked and the user's sessions have ended.",
         _ => return None,
     })
 }
@@ -275,4 +284,113 @@ mod tests {
         );
         assert!(html.contains("bad &amp; worse") || html.contains("bad &#38; worse"));
     }
+}
+
+/// A user in the admin pages.
+pub(crate) struct UserRow {
+    pub(crate) id: String,
+    pub(crate) username: String,
+    pub(crate) created: String,
+    pub(crate) roles: String,
+    /// When an administrator locked the account, if they did.
+    pub(crate) locked: Option<String>,
+    pub(crate) totp: bool,
+    pub(crate) passkeys: u32,
+}
+
+impl From<&auth_core::api::AdminUserInfo> for UserRow {
+    fn from(u: &auth_core::api::AdminUserInfo) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            created: format_time(u.created_at_ms),
+            roles: u.roles.join(", "),
+            locked: (u.locked_at_ms > 0).then(|| format_time(u.locked_at_ms)),
+            totp: u.totp,
+            passkeys: u.passkeys,
+        }
+    }
+}
+
+/// `GET /admin/users`: the list with search.
+#[derive(Template)]
+#[template(path = "admin_users.html")]
+pub(crate) struct AdminUsersPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) search: String,
+    pub(crate) users: Vec<UserRow>,
+    /// The next page's token; empty on the last page.
+    pub(crate) next_page: String,
+    pub(crate) first_page: bool,
+}
+
+/// `GET /admin/users/{user}`: one user, their sessions, and the actions.
+#[derive(Template)]
+#[template(path = "admin_user.html")]
+pub(crate) struct AdminUserPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) csrf: String,
+    /// The administrator is looking at their own account (no lock, delete, revoke).
+    pub(crate) myself: bool,
+    pub(crate) user: UserRow,
+    pub(crate) sessions: Vec<SessionRow>,
+}
+
+/// A member on the cluster page, with its bar in the lag chart.
+pub(crate) struct ClusterBar {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) role: String,
+    pub(crate) term: u64,
+    pub(crate) applied_index: u64,
+    pub(crate) last_log_index: u64,
+    pub(crate) lag: u64,
+    pub(crate) reachable: bool,
+    pub(crate) error: String,
+    /// The bar's top, in SVG units.
+    pub(crate) y: u64,
+    /// The bar's length, in SVG units (the longest lag is the full width).
+    pub(crate) width: u64,
+}
+
+/// `GET /admin/cluster`.
+#[derive(Template)]
+#[template(path = "admin_cluster.html")]
+pub(crate) struct AdminClusterPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    /// `memory` or `raft`.
+    pub(crate) storage: String,
+    pub(crate) cluster_id: String,
+    pub(crate) serving_node: u64,
+    pub(crate) bars: Vec<ClusterBar>,
+    pub(crate) chart_height: u64,
+}
+
+/// An audit event on the events page.
+pub(crate) struct EventRow {
+    pub(crate) time: String,
+    pub(crate) kind: String,
+    pub(crate) outcome: String,
+    pub(crate) reason: String,
+    pub(crate) user_id: String,
+    pub(crate) source: String,
+    pub(crate) node: String,
+    pub(crate) actor_id: String,
+    pub(crate) detail: String,
+}
+
+/// `GET /admin/events`.
+#[derive(Template)]
+#[template(path = "admin_events.html")]
+pub(crate) struct AdminEventsPage {
+    pub(crate) title: String,
+    pub(crate) nav: Nav,
+    pub(crate) notice: Option<&'static str>,
+    pub(crate) events: Vec<EventRow>,
 }

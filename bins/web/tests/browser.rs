@@ -182,27 +182,45 @@ fn screenshot_path() -> PathBuf {
         .join("browser-screenshot.png")
 }
 
-#[tokio::test]
-async fn a_person_in_a_real_browser() {
-    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
-        if std::env::var("AUTH_WEB_BROWSER_TEST").as_deref() == Ok("required") {
-            panic!("AUTH_WEB_BROWSER_TEST=required but {CHROMEDRIVER} or {CHROMIUM} is missing");
-        }
-        println!("skipped: no chromium");
-        return;
+/// Whether Chromium and chromedriver are here; without them the test says it skipped
+/// and passes, unless `AUTH_WEB_BROWSER_TEST=required` (as in CI), which fails it.
+fn chromium_available() -> bool {
+    if Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists() {
+        return true;
     }
-    let (auth, _clock) = new_auth();
-    let web = WebServer::start(Arc::new(auth.clone()), WebConfig::default()).await;
+    if std::env::var("AUTH_WEB_BROWSER_TEST").as_deref() == Ok("required") {
+        panic!("AUTH_WEB_BROWSER_TEST=required but {CHROMEDRIVER} or {CHROMIUM} is missing");
+    }
+    println!("skipped: no chromium");
+    false
+}
+
+/// Runs `flow` against the site at `base` in a fresh browser. The flow runs in its
+/// own task so that the browser is closed even if it fails.
+async fn in_browser<F, Fut>(base: String, flow: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let driver = start_driver().await;
     let browser = open_browser(&driver).await;
-    // The flow runs in its own task so that the browser is closed even if it fails.
-    let outcome = tokio::spawn(person(browser.clone(), web.url.clone())).await;
+    let outcome = tokio::spawn(flow(browser.clone(), base)).await;
     let closed = browser.close().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
     closed.expect("close browser");
     drop(driver);
+}
+
+#[tokio::test]
+async fn a_person_in_a_real_browser() {
+    if !chromium_available() {
+        return;
+    }
+    let (auth, _clock) = new_auth();
+    let web = WebServer::start(Arc::new(auth.clone()), WebConfig::default()).await;
+    in_browser(web.url.clone(), person).await;
     web.stop().await;
     auth.stop().await;
 }
@@ -235,11 +253,7 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
 
 #[tokio::test]
 async fn passkeys_in_a_real_browser() {
-    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
-        if std::env::var("AUTH_WEB_BROWSER_TEST").as_deref() == Ok("required") {
-            panic!("AUTH_WEB_BROWSER_TEST=required but {CHROMEDRIVER} or {CHROMIUM} is missing");
-        }
-        println!("skipped: no chromium");
+    if !chromium_available() {
         return;
     }
     // WebAuthn needs a domain: the site is opened as http://localhost:PORT, which
@@ -257,19 +271,7 @@ async fn passkeys_in_a_real_browser() {
     };
     let app = auth_web::router(Arc::new(auth.clone()), web_config.clone());
     let web = WebServer::serve_on(listener, app, web_config).await;
-    let driver = start_driver().await;
-    let browser = open_browser(&driver).await;
-    let outcome = tokio::spawn(passkey_person(
-        browser.clone(),
-        format!("http://localhost:{port}"),
-    ))
-    .await;
-    let closed = browser.close().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    closed.expect("close browser");
-    drop(driver);
+    in_browser(format!("http://localhost:{port}"), passkey_person).await;
     web.stop().await;
 }
 
@@ -432,4 +434,133 @@ async fn person(browser: Client, base: String) {
     wait_for_page(&browser, "/login").await;
     let resp = phone.get("/account").await;
     assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER);
+}
+
+/// A 3-node cluster as an admin page would show it, for the lag chart.
+#[derive(Debug)]
+struct ThreeNodes;
+
+#[async_trait::async_trait]
+impl auth_core::admin::ClusterView for ThreeNodes {
+    async fn cluster(&self) -> auth_core::api::AdminClusterResponse {
+        use auth_core::api::{AdminClusterResponse, ClusterNodeInfo};
+        let node = |id: u64, role: &str, applied: u64| ClusterNodeInfo {
+            id,
+            addr: format!("10.0.0.{id}:7001"),
+            role: role.into(),
+            term: 4,
+            leader_id: 1,
+            last_log_index: 120,
+            applied_index: applied,
+            lag: 120 - applied,
+            reachable: true,
+            error: String::new(),
+        };
+        AdminClusterResponse {
+            storage: "raft".into(),
+            serving_node: 1,
+            cluster_id: "prod".into(),
+            nodes: vec![
+                node(1, "leader", 120),
+                node(2, "follower", 117),
+                node(3, "follower", 108),
+            ],
+        }
+    }
+}
+
+#[tokio::test]
+async fn admin_pages_in_a_real_browser() {
+    if !chromium_available() {
+        return;
+    }
+    let clock = Arc::new(auth_core::ManualClock::starting_now());
+    let mut config = test_config(&clock);
+    config.cluster = Some(Arc::new(ThreeNodes));
+    let auth = auth_core::Auth::new(config, auth_storage::memory::MemoryStorage::new()).unwrap();
+    auth.start().unwrap();
+    auth.bootstrap_admin("root", PW).await.unwrap();
+    let web = WebServer::start(Arc::new(auth.clone()), WebConfig::default()).await;
+    for name in ["mallory", "mike"] {
+        Visitor::new(&web.url).signup(name, PW).await;
+    }
+    in_browser(web.url.clone(), admin_person).await;
+    web.stop().await;
+    auth.stop().await;
+}
+
+async fn admin_person(browser: Client, base: String) {
+    let page = |path: &str| format!("{base}{path}");
+    browser.goto(&page("/login")).await.expect("login");
+    fill(&browser, "#username", "root").await;
+    fill(&browser, "#password", PW).await;
+    click(&browser, "form[action='/login'] button[type=submit]").await;
+    wait_for_page(&browser, "/account").await;
+
+    // The header's Admin link, then a search.
+    click(&browser, "#admin-link").await;
+    wait_for_page(&browser, "/admin/users").await;
+    let text = body_text(&browser).await;
+    assert!(text.contains("mallory") && text.contains("mike"), "{text}");
+    fill(&browser, "#q", "mall").await;
+    click(&browser, "#search").await;
+    wait_for_page(&browser, "/admin/users?q=mall").await;
+    let text = body_text(&browser).await;
+    assert!(text.contains("mallory") && !text.contains("mike"), "{text}");
+
+    // Mallory's page: lock, and the page says so.
+    click(&browser, "a.user-link").await;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#lock"))
+        .await
+        .expect("the lock button");
+    click(&browser, "#lock").await;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#unlock"))
+        .await
+        .expect("the unlock button once locked");
+    let status = browser
+        .find(Locator::Css("#user-status"))
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("text");
+    assert!(status.starts_with("Locked since"), "{status}");
+
+    // The cluster page: three members and three bars, longest for the most behind.
+    browser
+        .goto(&page("/admin/cluster"))
+        .await
+        .expect("cluster");
+    let rows = browser
+        .find_all(Locator::Css("#members tr.member"))
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 3);
+    let bars = browser
+        .find_all(Locator::Css("#lag-chart rect.lag-bar"))
+        .await
+        .expect("bars");
+    let mut widths = Vec::new();
+    for bar in &bars {
+        let w = bar.attr("width").await.expect("width").unwrap_or_default();
+        widths.push(w.parse::<u64>().expect("a number"));
+    }
+    assert_eq!(widths, vec![0, 75, 300]);
+
+    // The events page shows the lock, newest first.
+    browser.goto(&page("/admin/events")).await.expect("events");
+    let first = browser
+        .find(Locator::Css("#events tr.event td.kind"))
+        .await
+        .expect("an event")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(first, "locked");
 }

@@ -148,6 +148,10 @@ pub enum Command {
     /// Generate and list the signing keys of a key directory (`--signing-key-dir`).
     #[command(subcommand)]
     Keys(crate::keys::KeysCmd),
+    /// Seed one member of a new Raft cluster from a backup file (`authctl cluster
+    /// snapshot save`): run it for every member with the same file and `--peers`, then
+    /// start them with `serve --storage raft`.
+    Restore(crate::restore::RestoreArgs),
 }
 
 /// Where accounts and sessions are kept.

@@ -270,9 +270,7 @@ impl Settings {
             })?;
             sinks.push(Arc::new(file));
         }
-        if let Some(r) = recent {
-            sinks.push(r);
-        }
+
         let node = match (&self.audit.node_name, self.storage(), self.raft.id) {
             (Some(name), _, _) => name.clone(),
             (None, StorageKind::Raft, Some(id)) => format!("node-{id}"),
@@ -281,6 +279,11 @@ impl Settings {
         Ok(Audit {
             sink: Arc::new(Tee(sinks)),
             node,
+            recent: Some(recent.unwrap_or_else(|| {
+                Arc::new(auth_core::audit::RecentEvents::new(
+                    auth_core::audit::DEFAULT_RECENT_EVENTS,
+                ))
+            })),
         })
     }
 

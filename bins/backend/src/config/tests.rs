@@ -16,9 +16,11 @@ fn args(list: &[&str]) -> Settings {
     argv.extend_from_slice(list);
     match Cli::try_parse_from(argv).unwrap().command {
         Command::Serve(a) => a,
-        Command::Cluster(_) | Command::Certs(_) | Command::Keys(_) | Command::BootstrapAdmin(_) => {
-            unreachable!("serve was parsed")
-        }
+        Command::Cluster(_)
+        | Command::Certs(_)
+        | Command::Keys(_)
+        | Command::BootstrapAdmin(_)
+        | Command::Restore(_) => unreachable!("serve was parsed"),
     }
 }
 

@@ -3,9 +3,11 @@
 //! admin certificate (`--cert`, `--key`); without `--cacert` they speak plaintext, which
 //! only nodes started with `--insecure` accept.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auth_raft::{AdminError, ClusterAdmin, NodeStatus};
+use auth_storage::backup::{Backup, BackupError};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -37,6 +39,114 @@ pub enum ClusterCmd {
         /// The node's id.
         id: u64,
     },
+    /// Backups of the whole state (users, sessions, lockout counters), which
+    /// `auth-backend restore` seeds a new cluster from.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+/// `authctl cluster snapshot …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCmd {
+    /// Stream a backup from the leader into FILE: everything acknowledged before the
+    /// command started is in it. Written to FILE.part (owner-only), checked, then
+    /// renamed to FILE.
+    Save {
+        /// Where to write the backup.
+        file: PathBuf,
+    },
+    /// Check a backup file (format, version, checksum, record counts) and show what
+    /// it holds; needs no cluster.
+    Status {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
+fn backup_failure(file: &Path, e: BackupError) -> Failure {
+    Failure::Backup(format!("{}: {e}", file.display()), e.code())
+}
+
+/// Reads and checks a backup file.
+fn check_backup(file: &Path) -> Result<(Backup, u64), Failure> {
+    let f = std::fs::File::open(file)
+        .map_err(|e| backup_failure(file, BackupError::Io(e.to_string())))?;
+    let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let backup =
+        Backup::read_from(std::io::BufReader::new(f)).map_err(|e| backup_failure(file, e))?;
+    Ok((backup, bytes))
+}
+
+fn backup_summary(file: &Path, backup: &Backup, bytes: u64) -> (Value, String) {
+    let h = &backup.header;
+    let value = json!({
+        "file": file.display().to_string(), "bytes": bytes,
+        "format_version": h.format_version, "source": h.source, "cluster_id": h.cluster_id,
+        "applied_index": h.applied_index, "applied_term": h.applied_term,
+        "created_at_ms": h.created_at_ms, "producer": h.producer,
+        "users": h.users, "sessions": h.sessions,
+        "login_attempts": h.login_attempts, "challenges": h.challenges,
+    });
+    let origin = auth_storage::backup::origin(h);
+    let text = format!(
+        "{}: {bytes} bytes, format {}, checksum ok\nfrom {origin}, by {}\n{} users, {} sessions, {} lockout counters, {} open challenges\n",
+        file.display(),
+        h.format_version,
+        h.producer,
+        h.users,
+        h.sessions,
+        h.login_attempts,
+        h.challenges
+    );
+    (value, text)
+}
+
+/// `authctl cluster snapshot status FILE`.
+pub fn snapshot_status(file: &Path, json: bool, io: &mut Io<'_>) -> Result<u8, Failure> {
+    let (backup, bytes) = check_backup(file)?;
+    let (value, text) = backup_summary(file, &backup, bytes);
+    crate::io::emit(io, json, value, || text)
+}
+
+/// Streams a backup into `file` through `file.part`, which is checked before the
+/// rename and removed if anything fails.
+async fn snapshot_save(admin: &ClusterAdmin, file: &Path) -> Result<(Value, String), Failure> {
+    let mut part = file.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let io_failure = |e: std::io::Error| backup_failure(&part, BackupError::Io(e.to_string()));
+    // A leftover FILE.part (or a link planted there) is removed, never written
+    // through: the new one is created here, owner-only from the start.
+    match std::fs::remove_file(&part) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_failure(e)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let out = options.open(&part).map_err(io_failure)?;
+    let result = async {
+        let mut w = std::io::BufWriter::new(out);
+        admin.save_backup(&mut w).await.map_err(Failure::Admin)?;
+        let out = w.into_inner().map_err(|e| io_failure(e.into_error()))?;
+        out.sync_all().map_err(io_failure)?;
+        drop(out);
+        let (backup, bytes) = check_backup(&part)?;
+        std::fs::rename(&part, file).map_err(io_failure)?;
+        // The rename itself is on disk once the directory is.
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_failure)?;
+        }
+        Ok(backup_summary(file, &backup, bytes))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
 }
 
 fn status_json(endpoint: &str, r: &Result<NodeStatus, AdminError>) -> Value {
@@ -135,6 +245,10 @@ pub async fn execute(
                 json!({ "promoted": id, "log_index": index }),
                 format!("node {id} is now a voter (log index {index})\n"),
             )
+        }
+        ClusterCmd::Snapshot(SnapshotCmd::Save { file }) => snapshot_save(admin, &file).await?,
+        ClusterCmd::Snapshot(SnapshotCmd::Status { file }) => {
+            return snapshot_status(&file, json, io);
         }
         ClusterCmd::Remove { id } => {
             let index = admin.remove(id).await.map_err(Failure::Admin)?;
