@@ -2,7 +2,7 @@
 //!
 //! Each member of the new cluster gets its data directory from the same file and the
 //! same member list: the directory then holds a Raft snapshot of the backup's state at
-//! log id [`SEED_LOG_ID`] (term 1, index 1, leader "node 0"), with the new membership,
+//! log id T1-N0-1 (term 1, index 1, leader "node 0"), with the new membership,
 //! as if the cluster had been initialised with that state and committed it. That log
 //! id is one `Raft::initialize` never produces (it starts at term 0, index 0): a
 //! member started on an empty directory cannot win an election against seeded ones
