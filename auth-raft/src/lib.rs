@@ -73,11 +73,15 @@
 
 pub mod admin;
 #[cfg(feature = "node")]
+mod batcher;
+#[cfg(feature = "node")]
 mod clock;
 #[cfg(feature = "node")]
 mod convert;
 #[cfg(feature = "node")]
 mod db;
+#[cfg(feature = "node")]
+mod handover;
 #[cfg(feature = "node")]
 mod log_store;
 #[cfg(feature = "node")]
@@ -88,6 +92,8 @@ mod network;
 #[cfg(feature = "node")]
 mod node;
 pub mod pki;
+#[cfg(feature = "node")]
+mod reads;
 #[cfg(feature = "node")]
 pub mod restore;
 #[cfg(feature = "node")]
@@ -118,7 +124,7 @@ pub(crate) use log_store::LogStore;
 #[cfg(feature = "node")]
 pub use node::{
     DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
-    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, StartError,
+    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, ReadStats, StartError,
 };
 #[cfg(feature = "node")]
 pub use service::{AdminGrpc, RaftGrpc};

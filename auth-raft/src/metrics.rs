@@ -13,6 +13,8 @@
 //! | `auth_raft_snapshots_installed_total` | counter | |
 //! | `auth_raft_snapshot_build_seconds` | histogram | |
 //! | `auth_raft_commit_seconds` | histogram: proposal to commit on the leader | |
+//! | `auth_raft_read_index_rounds_total` | counter: quorum rounds confirming leadership for reads, on the leader | |
+//! | `auth_raft_lease_reads_total` | counter: read indexes served under the leader lease, no round | |
 
 use openraft::ServerState;
 
@@ -27,10 +29,23 @@ pub const SNAPSHOT_BUILD_SECONDS: &str = "auth_raft_snapshot_build_seconds";
 /// Time from proposing a batch on the leader to its commit and apply.
 pub const COMMIT_SECONDS: &str = "auth_raft_commit_seconds";
 
+/// Quorum rounds run to confirm leadership for reads (read index), on the leader.
+pub const READ_INDEX_ROUNDS: &str = "auth_raft_read_index_rounds_total";
+/// Read indexes served under the leader lease, with no quorum round.
+pub const LEASE_READS: &str = "auth_raft_lease_reads_total";
+
 /// Describes the Raft metrics to the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("auth_raft_term", "Current Raft term.");
+    describe_counter!(
+        READ_INDEX_ROUNDS,
+        "Quorum rounds run to confirm leadership for reads (read index), on the leader."
+    );
+    describe_counter!(
+        LEASE_READS,
+        "Read indexes served under the leader lease, with no quorum round."
+    );
     describe_gauge!("auth_raft_is_leader", "1 on the leader, 0 elsewhere.");
     describe_gauge!(
         "auth_raft_leader_id",

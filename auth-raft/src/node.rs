@@ -3,43 +3,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_proto::v1 as pb;
 use auth_proto::v1::raft_service_client::RaftServiceClient;
 use auth_storage::StorageError;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::clock::{NodeClock, TimeBounds};
+use crate::batcher::{Pending, batch_loop};
+use crate::clock::NodeClock;
 use crate::convert::*;
 use crate::network::Network;
+use crate::reads::{LeaseState, ReadCounters, ReadQueue};
+pub use crate::reads::{ReadConsistency, ReadStats};
 use crate::snapshot_spool::SnapshotSpool;
 use crate::state_machine::StateMachineStore;
 use crate::tls::{PeerIdentity, PeerTls};
 use crate::types::*;
-
-/// Most commands in one log entry.
-const MAX_BATCH: usize = 512;
-/// Batches being committed at once; while they are, new writes queue and join the next.
-const MAX_INFLIGHT_BATCHES: usize = 2;
-
-/// How reads are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadConsistency {
-    /// Linearizable (default): before reading, the node learns the leader's commit
-    /// index (openraft's read index, confirmed by a quorum) and waits until it has
-    /// applied that far. A read sees every write acknowledged before it started.
-    #[default]
-    Linearizable,
-    /// Read this node's state as it is: lower latency, but possibly stale. Risk: on a
-    /// lagging node a logged-out session may still verify for a moment.
-    Local,
-}
 
 /// Configuration of one node.
 #[derive(Debug, Clone)]
@@ -119,7 +103,7 @@ impl RaftConfig {
     /// ]
     /// .into();
     /// config.cluster_id = "prod-auth".into();
-    /// assert_eq!(config.read_consistency, ReadConsistency::Linearizable);
+    /// assert_eq!(config.read_consistency, ReadConsistency::Lease);
     /// // Then: config.tls = Some(PeerTls::load(..)?); RaftNode::start(config).await?
     /// ```
     pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
@@ -129,7 +113,7 @@ impl RaftConfig {
             data_dir: data_dir.into(),
             cluster_id: DEFAULT_CLUSTER_ID.into(),
             initial_members: BTreeMap::new(),
-            read_consistency: ReadConsistency::Linearizable,
+            read_consistency: ReadConsistency::Lease,
             request_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_millis(30),
             election_timeout: Duration::from_millis(100),
@@ -163,26 +147,27 @@ pub enum StartError {
     Raft(String),
 }
 
-struct Pending {
-    cmd: pb::Command,
-    reply: oneshot::Sender<Result<pb::CommandResult, StorageError>>,
-}
-
 pub(crate) struct NodeShared {
     pub(crate) id: NodeId,
     pub(crate) addr: String,
     pub(crate) cluster_id: String,
     pub(crate) raft: Raft,
     pub(crate) sm: StateMachineStore,
-    db: crate::db::Db,
+    pub(crate) db: crate::db::Db,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
-    clock: NodeClock,
-    max_clock_skew: Option<Duration>,
+    pub(crate) clock: NodeClock,
+    pub(crate) max_clock_skew: Option<Duration>,
     /// Clients of the peers, shared with openraft's network (one connection each).
-    network: Network,
-    batch_tx: mpsc::Sender<Pending>,
-    reads: Mutex<ReadQueue>,
+    pub(crate) network: Network,
+    pub(crate) batch_tx: mpsc::Sender<Pending>,
+    pub(crate) reads: Mutex<ReadQueue>,
+    /// The leader lease of [`ReadConsistency::Lease`].
+    pub(crate) lease: Mutex<LeaseState>,
+    pub(crate) read_stats: ReadCounters,
+    /// When this node started: it grants no vote before one vote lease after, having
+    /// forgotten whose lease it may have been part of (see [`ReadConsistency::Lease`]).
+    pub(crate) started: Instant,
     /// `None`: no TLS on the peer listener (insecure mode).
     pub(crate) tls: Option<PeerTls>,
     pub(crate) snapshots: SnapshotSpool,
@@ -190,37 +175,88 @@ pub(crate) struct NodeShared {
     pub(crate) identities: Mutex<HashMap<Vec<u8>, PeerIdentity>>,
     /// Set by [`RaftNode::hand_over`]: this node proposes nothing more; its writes
     /// wait for the next leader and go there.
-    draining: std::sync::atomic::AtomicBool,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Read-held by every local proposal; [`RaftNode::hand_over`] takes it for writing
     /// once draining, to wait out the proposals that started before.
-    proposing: tokio::sync::RwLock<()>,
+    pub(crate) proposing: tokio::sync::RwLock<()>,
     /// The term this node last became leader in, and when it saw that.
-    leader_since: Mutex<Option<(u64, Instant)>>,
+    pub(crate) leader_since: Mutex<Option<(u64, Instant)>>,
 }
 
-/// Records when this node becomes leader, for [`RaftNode::hand_over`].
-async fn watch_leadership(shared: std::sync::Weak<NodeShared>) {
-    let Some(mut rx) = shared.upgrade().map(|s| s.raft.metrics()) else {
-        return;
-    };
-    loop {
-        {
-            let Some(s) = shared.upgrade() else { return };
-            let m = rx.borrow_and_update().clone();
-            if m.current_leader == Some(s.id) {
-                let mut since = s.leader_since.lock();
-                if since.is_none_or(|(term, _)| term != m.current_term) {
-                    *since = Some((m.current_term, Instant::now()));
-                }
+/// Attempts at a request to the leader, across leader changes, until
+/// [`RaftConfig::request_timeout`]:
+///
+/// ```ignore
+/// let mut retry = shared.leader_retry();
+/// while let Some(leader) = retry.next().await {
+///     match attempt(leader, retry.remaining()).await {
+///         Ok(v) => return Ok(v),
+///         Err(why) => retry.failed(why),
+///     }
+/// }
+/// Err(retry.error("write not committed in time"))
+/// ```
+pub(crate) struct LeaderRetry<'a> {
+    shared: &'a NodeShared,
+    deadline: Instant,
+    /// The leader the last attempt went to (this node while it hands over).
+    tried: Option<NodeId>,
+    tries: u32,
+    last: String,
+}
+
+impl LeaderRetry<'_> {
+    /// The leader for the next attempt: at once the first time, later as soon as
+    /// another leader is known or after a short backoff; `None` once out of time.
+    pub(crate) async fn next(&mut self) -> Option<Leader> {
+        loop {
+            if self.tries > 0 {
+                self.shared
+                    .await_leader_change(self.tried, self.tries, self.deadline)
+                    .await;
+            }
+            self.tries += 1;
+            if Instant::now() >= self.deadline {
+                return None;
+            }
+            let leader = self.shared.leader();
+            // While handing over, wait for a leader other than this node.
+            self.tried = match &leader {
+                Some(Leader::Local) => Some(self.shared.id),
+                Some(Leader::Remote(id, _)) => Some(*id),
+                None => self.shared.is_draining().then_some(self.shared.id),
+            };
+            if leader.is_some() {
+                return leader;
             }
         }
-        if rx.changed().await.is_err() {
-            return;
-        }
+    }
+
+    /// The time left for this attempt.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Records why an attempt failed, for the final error.
+    pub(crate) fn failed(&mut self, why: String) {
+        self.last = why;
+    }
+
+    /// The error once out of time: `what`, and why the last attempt failed.
+    pub(crate) fn error(self, what: &str) -> StorageError {
+        unavailable(format!("{what}: {}", self.last))
     }
 }
 
-fn unavailable(m: impl std::fmt::Display) -> StorageError {
+/// Where the leader is: see [`LeaderRetry`].
+pub(crate) enum Leader {
+    /// This node leads (and is not handing over).
+    Local,
+    /// Another node leads: its id and a client for its peer listener.
+    Remote(NodeId, RaftServiceClient<Channel>),
+}
+
+pub(crate) fn unavailable(m: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(m.to_string())
 }
 
@@ -339,6 +375,9 @@ impl RaftNode {
             network: network.clone(),
             batch_tx,
             reads: Mutex::new(ReadQueue::default()),
+            lease: Mutex::new(LeaseState::default()),
+            read_stats: ReadCounters::default(),
+            started: Instant::now(),
             tls: cfg.tls.clone(),
             snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
             identities: Mutex::new(HashMap::new()),
@@ -347,7 +386,7 @@ impl RaftNode {
             leader_since: Mutex::new(None),
         });
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
-        tokio::spawn(watch_leadership(Arc::downgrade(&shared)));
+        tokio::spawn(crate::handover::watch_leadership(Arc::downgrade(&shared)));
         let smallest = cfg.initial_members.keys().next().copied();
         if smallest == Some(cfg.id) {
             let initialized = shared
@@ -386,6 +425,12 @@ impl RaftNode {
     /// A snapshot of this node's Raft state.
     pub fn status(&self) -> pb::StatusResponse {
         self.shared.status()
+    }
+
+    /// How this node, while leading, confirmed the read indexes of linearizable reads
+    /// (its own and those its followers asked for) since it started.
+    pub fn read_stats(&self) -> ReadStats {
+        self.shared.read_stats.get()
     }
 
     /// Sets this node's Raft gauges (term, leader, log and applied index, follower
@@ -439,137 +484,6 @@ impl RaftNode {
         }
         out.sort_by_key(|(id, _, _)| *id);
         out
-    }
-
-    /// Hands leadership over before this node stops (a SIGTERM, a rolling upgrade),
-    /// instead of leaving the cluster to notice its silence and elect (a full election
-    /// timeout plus the followers' leader lease, about 0.3–0.4 s of failed writes).
-    ///
-    /// From now on this node proposes nothing: writes it receives wait for the next
-    /// leader and are forwarded there. Once a voter has matched this node's whole log
-    /// (the most up to date; entries in flight settle first), this node sends it
-    /// `TransferLeader` ("TimeoutNow"), and that voter starts an election at once.
-    ///
-    /// openraft 0.9 has no transfer RPC and its followers refuse votes while their
-    /// leader lease (the longest election timeout since the leader's last message)
-    /// holds. The leader's own vote is what carries the election: its lease dates
-    /// from its own election, so it grants the vote to a candidate whose log is as
-    /// long as its own, and steps down. In a 3-node cluster that vote and the
-    /// candidate's own are a majority: leadership moves in about one round trip. In
-    /// larger clusters the other followers' leases must lapse first (no message comes
-    /// from a draining leader), so the election completes about one lease later.
-    /// Safe throughout: the candidate wins only with votes Raft allows, and this node
-    /// stops leading as it grants its vote.
-    ///
-    /// Returns the new leader; `Ok(None)` if this node did not lead or had no voter
-    /// to hand to; an error if no new leader emerged within `timeout` (the cluster then
-    /// elects one the usual way once this node stops).
-    pub async fn hand_over(&self, timeout: Duration) -> Result<Option<NodeId>, String> {
-        let s = &self.shared;
-        if !s.is_leader() {
-            return Ok(None);
-        }
-        let me = s.id;
-        let voters: Vec<NodeId> = s
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|v| *v != me)
-            .collect();
-        if voters.is_empty() {
-            return Ok(None);
-        }
-        s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-        // A node on its way out never campaigns again: once it stops hearing from the
-        // next leader it would otherwise run for election and, being up to date, win.
-        s.raft.runtime_config().elect(false);
-        let r = self.transfer_to_a_voter(voters, timeout).await;
-        if r.is_err() {
-            // Lead on until the process stops, rather than hold writes back.
-            s.draining.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
-        r
-    }
-
-    /// The body of [`RaftNode::hand_over`], once draining.
-    async fn transfer_to_a_voter(
-        &self,
-        voters: Vec<NodeId>,
-        timeout: Duration,
-    ) -> Result<Option<NodeId>, String> {
-        let s = &self.shared;
-        let me = s.id;
-        let deadline = Instant::now() + timeout;
-        // Nothing more is appended once the proposals under way are in the log (new ones
-        // see `draining` and wait for the next leader): the log to hand over is final.
-        // A voter that matched an earlier index would lose the election it is asked to
-        // start, to this node's own vote and to any follower that has the rest.
-        let settled = tokio::time::timeout_at(deadline.into(), self.shared.proposing.write())
-            .await
-            .map_err(|_| "proposals under way did not finish".to_string())?;
-        drop(settled);
-        // The voter that has matched the whole log (entries in flight included).
-        let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> Option<NodeId> {
-            let last = m.last_log_index?;
-            let replication = m.replication.as_ref()?;
-            voters
-                .iter()
-                .copied()
-                .find(|v| replication.get(v).and_then(|l| l.map(|l| l.index)) == Some(last))
-        };
-        let m = s
-            .raft
-            .wait(Some(deadline.saturating_duration_since(Instant::now())))
-            .metrics(|m| caught_up(m).is_some(), "a voter caught up")
-            .await
-            .map_err(|e| format!("no voter caught up: {e}"))?;
-        // This node grants the candidate its vote only once its own lease, dating from
-        // its election, has run out: a leader elected moments ago waits for that.
-        let lease = Duration::from_millis(s.raft.config().election_timeout_max);
-        let since = *s.leader_since.lock();
-        if let Some((term, at)) = since
-            && term == m.current_term
-        {
-            let ready = at + lease + Duration::from_millis(5);
-            if ready > Instant::now() {
-                tokio::time::sleep_until(ready.into()).await;
-            }
-        }
-        let target = caught_up(&m).ok_or("no voter caught up")?;
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&target)
-            .map(|n| n.addr.clone())
-            .ok_or("the chosen voter has no address")?;
-        let mut client = s.network.client(target, &addr).map_err(|e| e.to_string())?;
-        let mut req = tonic::Request::new(pb::TransferLeaderRequest {
-            cluster_id: s.cluster_id.clone(),
-            leader_id: me,
-            term: m.current_term,
-        });
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        client
-            .transfer_leader(req)
-            .await
-            .map_err(|e| format!("transfer to node {target}: {}", e.message()))?;
-        // An election takes a round trip or, in a larger cluster, about one lease:
-        // waiting much longer would only hold this node's writes back.
-        let election = (lease * 2 + Duration::from_millis(200))
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let m = s
-            .raft
-            .wait(Some(election))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != me),
-                "a new leader",
-            )
-            .await
-            .map_err(|e| format!("no new leader: {e}"))?;
-        Ok(m.current_leader)
     }
 
     /// Waits until some node is known as leader, or `timeout` passes.
@@ -642,13 +556,13 @@ impl NodeShared {
         (state.tables.clone(), header)
     }
 
-    /// The current leader and, if it is another node, a client for it.
-    fn leader(&self) -> Option<(NodeId, Option<RaftServiceClient<Channel>>)> {
+    /// Where the leader is, as this node sees it now; `None` while no leader is known,
+    /// or while this node leads but is handing over (its requests wait for the next).
+    fn leader(&self) -> Option<Leader> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
         if leader == self.id {
-            // A leader handing over proposes nothing: its writes wait for the next one.
-            return (!self.is_draining()).then_some((leader, None));
+            return (!self.is_draining()).then_some(Leader::Local);
         }
         let addr = m
             .membership_config
@@ -657,130 +571,19 @@ impl NodeShared {
             .addr
             .clone();
         let client = self.network.client(leader, &addr).ok()?;
-        Some((leader, Some(client)))
+        Some(Leader::Remote(leader, client))
     }
 
-    /// Proposes a batch on the leader (locally or by forwarding), retrying on leader
-    /// changes until `request_timeout`. Retries re-send the same request ids, which the
-    /// state machine applies once.
-    async fn submit(&self, batch: pb::CommandBatch) -> Result<pb::BatchResult, StorageError> {
-        let deadline = Instant::now() + self.request_timeout;
-        let mut attempt = 0u32;
-        let mut last = String::from("no leader");
-        'attempts: while Instant::now() < deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let leader = self.leader();
-            // While handing over, wait for a leader other than this node.
-            let tried = leader
-                .as_ref()
-                .map(|(id, _)| *id)
-                .or_else(|| self.is_draining().then_some(self.id));
-            match leader {
-                Some((_, None)) => 'propose: {
-                    // Held while proposing: a hand-over waits for every proposal under
-                    // way before it picks its target, so the log it hands over is whole.
-                    let _proposing = self.proposing.read().await;
-                    if self.is_draining() {
-                        break 'propose;
-                    }
-                    let (proposal, refused) = self.bound_times(&batch);
-                    if proposal.commands.is_empty() {
-                        return Ok(merge_refused(pb::BatchResult::default(), refused));
-                    }
-                    let proposed = Instant::now();
-                    match tokio::time::timeout(remaining, self.raft.client_write(proposal)).await {
-                        Ok(Ok(resp)) => {
-                            metrics::histogram!(crate::metrics::COMMIT_SECONDS)
-                                .record(proposed.elapsed().as_secs_f64());
-                            return Ok(merge_refused(resp.data, refused));
-                        }
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                            last = "leadership moved".into();
-                        }
-                        Ok(Err(e)) => last = e.to_string(),
-                        Err(_) => break 'attempts,
-                    }
-                }
-                Some((id, Some(mut client))) => {
-                    let mut req = tonic::Request::new(pb::ForwardRequest {
-                        batch: Some(batch.clone()),
-                        cluster_id: self.cluster_id.clone(),
-                    });
-                    req.set_timeout(remaining);
-                    match client.forward(req).await {
-                        Ok(r) => return Ok(r.into_inner()),
-                        Err(s) => last = format!("forward to node {id}: {}", s.message()),
-                    }
-                }
-                None => {}
-            }
-            attempt += 1;
-            self.await_leader_change(tried, attempt, deadline).await;
+    /// The one retry loop of requests that must reach the leader (writes and read
+    /// indexes): see [`LeaderRetry`].
+    pub(crate) fn leader_retry(&self) -> LeaderRetry<'_> {
+        LeaderRetry {
+            shared: self,
+            deadline: Instant::now() + self.request_timeout,
+            tried: None,
+            tries: 0,
+            last: String::from("no leader"),
         }
-        Err(unavailable(format!("write not committed in time: {last}")))
-    }
-
-    /// On the leader, just before proposing: the batch as it enters the log (stamped
-    /// with this node's clock, each command's time checked and bounded, see
-    /// [`crate::clock`]) and the results of the commands refused, by position. Every
-    /// write passes here, whether proposed on this node or forwarded to it; the time a
-    /// follower put in the batch is dropped.
-    fn bound_times(
-        &self,
-        batch: &pb::CommandBatch,
-    ) -> (pb::CommandBatch, Vec<(usize, pb::CommandResult)>) {
-        let now_ms = self.clock.now_ms();
-        let bounds = TimeBounds::new(now_ms, self.max_clock_skew, self.request_timeout);
-        let mut proposal = pb::CommandBatch {
-            proposed_at_ms: now_ms,
-            commands: Vec::with_capacity(batch.commands.len()),
-        };
-        let mut refused = Vec::new();
-        let mut first_reason = None;
-        for (i, cmd) in batch.commands.iter().enumerate() {
-            let mut cmd = cmd.clone();
-            match bounds.map_or(Ok(()), |b| b.apply(&mut cmd)) {
-                Ok(()) => proposal.commands.push(cmd),
-                Err(reason) => {
-                    first_reason.get_or_insert_with(|| reason.clone());
-                    refused.push((i, crate::clock::refused(reason)));
-                }
-            }
-        }
-        if let Some(reason) = first_reason {
-            tracing::warn!(refused = refused.len(), %reason, "commands refused");
-        }
-        (proposal, refused)
-    }
-
-    /// Queues one command for the next batch and waits for its result.
-    pub(crate) async fn write(
-        &self,
-        op: pb::command::Op,
-    ) -> Result<pb::CommandResult, StorageError> {
-        let mut request_id = [0u8; 16];
-        rand::Rng::fill(&mut rand::rng(), &mut request_id);
-        let rx = self
-            .enqueue(pb::Command {
-                request_id: request_id.to_vec(),
-                op: Some(op),
-            })
-            .await?;
-        rx.await
-            .map_err(|_| unavailable("raft node is shutting down"))?
-    }
-
-    /// Puts a command in this node's batcher; the receiver yields its result.
-    pub(crate) async fn enqueue(
-        &self,
-        cmd: pb::Command,
-    ) -> Result<oneshot::Receiver<Result<pb::CommandResult, StorageError>>, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.batch_tx
-            .send(Pending { cmd, reply })
-            .await
-            .map_err(|_| unavailable("raft node is shutting down"))?;
-        Ok(rx)
     }
 
     /// After a failed attempt against `tried`: returns as soon as this node learns of
@@ -808,187 +611,5 @@ impl NodeShared {
     /// True if this node currently leads.
     pub(crate) fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
-    }
-
-    /// Returns once this node has applied every write committed before the call
-    /// (linearizable reads); immediately with [`ReadConsistency::Local`].
-    ///
-    /// Concurrent reads share read-index requests: a reader joins the queue, and one
-    /// request at a time fetches the leader's commit index for everyone who queued
-    /// before it started. That is still linearizable (the index was read after each
-    /// of those reads began) and costs one quorum round per batch, not per read.
-    pub(crate) async fn read_barrier(self: &Arc<Self>) -> Result<(), StorageError> {
-        if self.read_consistency == ReadConsistency::Local {
-            return Ok(());
-        }
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut q = self.reads.lock();
-            q.waiting.push(tx);
-            !std::mem::replace(&mut q.running, true)
-        };
-        if start {
-            tokio::spawn(read_index_loop(Arc::clone(self)));
-        }
-        let index = rx
-            .await
-            .map_err(|_| unavailable("raft node is shutting down"))??;
-        self.raft
-            .wait(Some(self.request_timeout))
-            .applied_index_at_least(index, "linearizable read")
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable(format!("read barrier: {e}")))
-    }
-
-    /// The leader's current commit index, asked of the leader (retrying across leader
-    /// changes until `request_timeout`).
-    async fn fetch_read_index(&self) -> Result<Option<u64>, StorageError> {
-        let deadline = Instant::now() + self.request_timeout;
-        let mut attempt = 0u32;
-        let mut last = String::from("no leader");
-        while Instant::now() < deadline {
-            let leader = self.leader();
-            // While handing over, wait for a leader other than this node.
-            let tried = leader
-                .as_ref()
-                .map(|(id, _)| *id)
-                .or_else(|| self.is_draining().then_some(self.id));
-            match leader {
-                Some((_, None)) => match self.raft.get_read_log_id().await {
-                    Ok((read, _)) => return Ok(read.map(|l| l.index)),
-                    Err(e) => last = e.to_string(),
-                },
-                Some((id, Some(mut client))) => {
-                    let mut req = tonic::Request::new(pb::ReadIndexRequest {
-                        cluster_id: self.cluster_id.clone(),
-                    });
-                    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                    match client.read_index(req).await {
-                        Ok(r) => match opt_log_id_from_pb(r.into_inner().read_log_id) {
-                            Ok(l) => return Ok(l.map(|l| l.index)),
-                            Err(e) => last = e.to_string(),
-                        },
-                        Err(s) => last = format!("read index from node {id}: {}", s.message()),
-                    }
-                }
-                None => {}
-            }
-            attempt += 1;
-            self.await_leader_change(tried, attempt, deadline).await;
-        }
-        Err(unavailable(format!("linearizable read timed out: {last}")))
-    }
-}
-
-/// Readers waiting for a read index, and whether a fetch is under way.
-#[derive(Default)]
-pub(crate) struct ReadQueue {
-    running: bool,
-    waiting: Vec<oneshot::Sender<Result<Option<u64>, StorageError>>>,
-}
-
-/// Serves queued readers one read-index fetch at a time until the queue is empty.
-async fn read_index_loop(shared: Arc<NodeShared>) {
-    loop {
-        let batch = {
-            let mut q = shared.reads.lock();
-            if q.waiting.is_empty() {
-                q.running = false;
-                return;
-            }
-            std::mem::take(&mut q.waiting)
-        };
-        let result = shared.fetch_read_index().await;
-        for tx in batch {
-            let _ = tx.send(result.clone());
-        }
-    }
-}
-
-/// The results of a whole batch: those of the proposed commands, in order, with the
-/// refused commands' results put back at their positions. A short `accepted` yields a
-/// short result, which the caller reports as a mismatch.
-fn merge_refused(
-    accepted: pb::BatchResult,
-    refused: Vec<(usize, pb::CommandResult)>,
-) -> pb::BatchResult {
-    if refused.is_empty() {
-        return accepted;
-    }
-    let total = accepted.results.len() + refused.len();
-    let mut accepted = accepted.results.into_iter();
-    let mut refused = refused.into_iter().peekable();
-    let mut results = Vec::with_capacity(total);
-    for i in 0..total {
-        let next = match refused.next_if(|(at, _)| *at == i) {
-            Some((_, r)) => Some(r),
-            None => accepted.next(),
-        };
-        match next {
-            Some(r) => results.push(r),
-            None => break,
-        }
-    }
-    pb::BatchResult { results }
-}
-
-/// Collects queued writes into batches: while up to `MAX_INFLIGHT_BATCHES` batches are
-/// being committed, new writes wait and then go together in one log entry.
-async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
-    while let Some(first) = rx.recv().await {
-        // The bound is on proposals, on the leader. A follower's batches only wait for
-        // the leader's answer: holding permits there could deadlock a hand-over, when
-        // they wait on the old leader, which forwards them back here once this node
-        // leads and its own batcher has no permit left.
-        let leads = weak.upgrade().is_some_and(|s| s.is_leader());
-        let permit = if leads {
-            let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
-                break;
-            };
-            Some(permit)
-        } else {
-            None
-        };
-        let mut pending = vec![first];
-        while pending.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => pending.push(p),
-                Err(_) => break,
-            }
-        }
-        let Some(shared) = weak.upgrade() else { break };
-        tokio::spawn(async move {
-            let batch = pb::CommandBatch {
-                // Informational only: the leader stamps its own clock when it proposes.
-                proposed_at_ms: shared.clock.now_ms(),
-                commands: pending.iter().map(|p| p.cmd.clone()).collect(),
-            };
-            let result = shared.submit(batch).await;
-            drop(permit);
-            match result {
-                Ok(r) if r.results.len() == pending.len() => {
-                    for (p, res) in pending.into_iter().zip(r.results) {
-                        let _ = p.reply.send(Ok(res));
-                    }
-                }
-                Ok(r) => {
-                    let e = StorageError::Internal(format!(
-                        "batch of {} got {} results",
-                        pending.len(),
-                        r.results.len()
-                    ));
-                    for p in pending {
-                        let _ = p.reply.send(Err(e.clone()));
-                    }
-                }
-                Err(e) => {
-                    for p in pending {
-                        let _ = p.reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        });
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use auth_proto::v1 as pb;
 use auth_proto::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
@@ -248,6 +249,11 @@ impl RaftService for RaftGrpc {
         self.shared.check_cluster(&req.cluster_id)?;
         let rpc = vote_req_from_pb(req).map_err(bad)?;
         self.shared.check_member(rpc.vote.leader_id.node_id)?;
+        // A member that restarted does not remember which leader it answered last, so
+        // it votes only once a vote lease has passed since it started: a leader's lease
+        // it helped confirm (ReadConsistency::Lease) runs out first.
+        let lease = Duration::from_millis(self.shared.raft.config().election_timeout_max);
+        tokio::time::sleep_until((self.shared.started + lease).into()).await;
         let resp = self
             .shared
             .raft
@@ -380,15 +386,18 @@ impl RaftService for RaftGrpc {
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         self.shared.require_member(&req)?;
         self.shared.check_cluster(&req.into_inner().cluster_id)?;
-        match self.shared.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(Response::new(pb::ReadIndexResponse {
+        if !self.shared.is_leader() {
+            return Err(self
+                .shared
+                .not_leader(self.shared.raft.metrics().borrow().current_leader));
+        }
+        // Joins this node's own queue of readers: one lease check or quorum round
+        // serves the followers' requests and local reads together.
+        match self.shared.queued_read_index().await {
+            Ok(read) => Ok(Response::new(pb::ReadIndexResponse {
                 read_log_id: opt_log_id_to_pb(&read),
             })),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(self.shared.not_leader(f.leader_id))
-            }
-            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+            Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
 }

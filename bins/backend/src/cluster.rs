@@ -295,6 +295,108 @@ fn terminate(child: &Child) {
     }
 }
 
+/// How long `cluster` waits for its nodes to elect a leader and commit.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An admin client of the nodes' peer listeners, with the cluster's admin certificate.
+fn cluster_admin(
+    plan: &[NodePlan],
+    tls: &ClusterTls,
+    insecure: bool,
+) -> Result<auth_raft::ClusterAdmin, String> {
+    let peers = plan.iter().map(|n| n.peer_addr.clone()).collect();
+    let admin = auth_raft::ClusterAdmin::new(peers, Duration::from_millis(500));
+    if insecure {
+        return Ok(admin);
+    }
+    let files = auth_raft::tls::TlsFiles {
+        ca: tls.ca.clone(),
+        cert: tls.admin_cert.clone(),
+        key: tls.admin_key.clone(),
+    };
+    let admin_tls = auth_raft::tls::PeerTls::load(&files, None).map_err(|e| e.to_string())?;
+    Ok(admin.with_tls(&admin_tls))
+}
+
+/// Waits until the cluster serves: every node answers and names the same leader, and
+/// that leader has applied its whole log, the entry that opens its term included, so
+/// a write through any node commits. Returns the leader; an error once a node exits
+/// or `timeout` passes.
+async fn wait_until_serving(
+    admin: &auth_raft::ClusterAdmin,
+    children: &mut [(NodePlan, Option<Child>)],
+    timeout: Duration,
+) -> Result<u64, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    loop {
+        for (n, slot) in children.iter_mut() {
+            if let Some(c) = slot
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                *slot = None;
+                return Err(format!("node {} exited: {status}", n.id));
+            }
+        }
+        let statuses = admin.status().await;
+        let mut leaders = Vec::new();
+        for (endpoint, r) in &statuses {
+            match r {
+                Ok(s) => leaders.push((s.leader_id, s)),
+                Err(e) => last = format!("{endpoint}: {e}"),
+            }
+        }
+        if leaders.len() == statuses.len() {
+            let leader = leaders.first().map_or(0, |(l, _)| *l);
+            let settled = leader != 0
+                && leaders.iter().all(|(l, _)| *l == leader)
+                && leaders.iter().any(|(_, s)| {
+                    s.id == leader
+                        && s.role == "leader"
+                        && s.last_log_index > 0
+                        && s.last_applied_index == s.last_log_index
+                });
+            if settled {
+                return Ok(leader);
+            }
+            last = if leader == 0 {
+                "no leader elected yet".into()
+            } else {
+                format!("node {leader} leads; not every node knows it, or it has not committed yet")
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not within {timeout:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops every running node: SIGTERM, then SIGKILL for any still up after 15 s.
+async fn stop_all(children: &mut [(NodePlan, Option<Child>)]) {
+    for (_, c) in children
+        .iter()
+        .filter_map(|(n, c)| c.as_ref().map(|c| (n, c)))
+    {
+        terminate(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (_, slot) in children.iter_mut() {
+        if let Some(c) = slot {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
 /// `auth-backend cluster`: starts the nodes, prints their id, pid and address, reports
 /// nodes that exit, and stops them all on SIGINT/SIGTERM.
 pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
@@ -346,8 +448,31 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
                 }
             }
         }
+        // The table comes once the cluster can serve: a load started on seeing it must
+        // not meet an election, or a follower that does not know the leader yet.
+        let admin = match cluster_admin(&plan, &tls, args.insecure) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("auth-backend cluster: {e}");
+                stop_all(&mut children).await;
+                return ExitCode::from(crate::app::EXIT_RUNTIME);
+            }
+        };
+        tokio::pin!(shutdown);
+        let ready = tokio::select! {
+            () = &mut shutdown => Err("interrupted".to_owned()),
+            r = wait_until_serving(&admin, &mut children, SERVING_TIMEOUT) => r,
+        };
+        let leader = match ready {
+            Ok(leader) => leader,
+            Err(e) => {
+                eprintln!("auth-backend cluster: not serving: {e}; logs are in {}", args.data_dir.display());
+                stop_all(&mut children).await;
+                return ExitCode::from(crate::app::EXIT_RUNTIME);
+            }
+        };
         println!(
-            "auth-backend cluster: {} nodes, data in {}",
+            "auth-backend cluster: {} nodes, node {leader} leads and writes are accepted; data in {}",
             plan.len(),
             args.data_dir.display()
         );
@@ -412,7 +537,6 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
             }
         }
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -432,27 +556,7 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
             "stopping {} nodes",
             children.iter().filter(|(_, c)| c.is_some()).count()
         );
-        for (_, c) in children
-            .iter()
-            .filter_map(|(n, c)| c.as_ref().map(|c| (n, c)))
-        {
-            terminate(c);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for (_, slot) in &mut children {
-            if let Some(c) = slot {
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if let Ok(None) = c.try_wait() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-        }
+        stop_all(&mut children).await;
         ExitCode::SUCCESS
     })
 }

@@ -651,3 +651,99 @@ fn serve_bootstraps_the_first_administrator_from_a_private_password_file() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("go together"), "{stderr}");
 }
+
+/// A base port with `n` nodes' client and peer ports (step 2) free right now: bound
+/// once and released. The kernel hands out ephemeral ports at random, so a run in
+/// parallel is unlikely to take one in between; the cluster would then fail loudly.
+fn free_port_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        let Some(last) = base.checked_add(2 * n) else {
+            continue;
+        };
+        let held: Vec<_> = (base..last)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(2 * n) {
+            return base;
+        }
+    }
+    panic!("no block of free ports");
+}
+
+/// `auth-backend cluster` prints its table only once a leader is elected and every
+/// node knows it: the first write through each node, at once, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_prints_its_table_once_every_node_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_block(3).to_string();
+    let mut cmd = command(&[
+        "cluster",
+        "--nodes",
+        "3",
+        "--base-port",
+        &base,
+        "--port-step",
+        "2",
+        "--insecure",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ]);
+    let mut child = cmd.spawn().expect("spawn auth-backend cluster");
+    let pid = child.id();
+    let (line_tx, lines) = mpsc::channel();
+    let _stdout = drain(child.stdout.take().unwrap(), Some(line_tx));
+    let stderr = drain(child.stderr.take().unwrap(), None);
+    let exited = wait_thread(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut endpoints = None;
+    let mut seen = String::new();
+    while endpoints.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                if let Some(e) = line.trim_end().strip_prefix("endpoints: ") {
+                    endpoints = Some(e.split(',').map(str::to_owned).collect::<Vec<_>>());
+                }
+            }
+            Err(_) => panic!(
+                "no endpoints line; stdout so far:\n{seen}\nstderr:\n{}",
+                stderr
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    assert!(seen.contains("leads and writes are accepted"), "{seen}");
+    for (i, e) in endpoints.unwrap().iter().enumerate() {
+        let mut c = AuthServiceClient::connect(format!("http://{e}"))
+            .await
+            .unwrap();
+        let r = c
+            .register(auth_proto::v1::RegisterRequest {
+                username: format!("first{i}"),
+                password: PW.into(),
+                client: None,
+            })
+            .await;
+        assert!(r.is_ok(), "the first write through {e} failed: {r:?}");
+    }
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = exited
+        .recv_timeout(DEADLINE)
+        .expect("cluster stops on SIGTERM");
+    assert!(status.success(), "{status}");
+}

@@ -71,7 +71,7 @@
 //! peers = "1=10.0.0.1:50052,2=10.0.0.2:50052,3=10.0.0.3:50052"   # peer listeners
 //! data_dir = "data"                 # relative to this file
 //! cluster_id = "example-prod"
-//! read_consistency = "linearizable"
+//! read_consistency = "lease"
 //! snapshot_every = 10000
 //! logs_to_keep = 1000
 //! peer_listen = "0.0.0.0:50052"
@@ -188,10 +188,17 @@ pub enum LogFormat {
 /// Raft read consistency, as a flag value; the default is the library's
 /// ([`auth_raft::RaftConfig::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ReadMode {
-    /// Every read sees every write acknowledged before it started.
-    Linearizable,
+    /// Linearizable, the leader confirming leadership once per lease (the default;
+    /// assumes members' clocks run at about the same rate). `linearizable` is accepted
+    /// for it.
+    #[value(alias = "linearizable")]
+    #[serde(alias = "linearizable")]
+    Lease,
+    /// Linearizable, the leader confirming leadership with a quorum round for every
+    /// batch of reads: no clock assumption.
+    ReadIndex,
     /// Read the local replica as it is.
     Local,
 }
@@ -199,7 +206,8 @@ pub enum ReadMode {
 impl From<ReadMode> for auth_raft::ReadConsistency {
     fn from(mode: ReadMode) -> Self {
         match mode {
-            ReadMode::Linearizable => auth_raft::ReadConsistency::Linearizable,
+            ReadMode::Lease => auth_raft::ReadConsistency::Lease,
+            ReadMode::ReadIndex => auth_raft::ReadConsistency::ReadIndex,
             ReadMode::Local => auth_raft::ReadConsistency::Local,
         }
     }

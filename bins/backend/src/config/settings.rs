@@ -369,8 +369,11 @@ pub struct RaftSettings {
     #[arg(long, env = "AUTH_BACKEND_CLUSTER_ID", value_name = "NAME")]
     pub cluster_id: Option<String>,
 
-    /// Raft: `linearizable` reads (default) or `local` (faster, possibly stale: a token
-    /// logged out a moment ago may still verify on a lagging node).
+    /// Raft: `lease` (default) or `read-index`, both linearizable, or `local` (faster,
+    /// possibly stale: a token logged out a moment ago may still verify on a lagging
+    /// node). `lease` confirms leadership once per lease and assumes the members'
+    /// clocks run at about the same rate; `read-index` runs a quorum round for every
+    /// batch of reads and assumes nothing about clocks.
     #[arg(long, env = "AUTH_BACKEND_READ_CONSISTENCY", value_enum)]
     pub read_consistency: Option<ReadMode>,
 

@@ -320,6 +320,44 @@ fn raft_storage_needs_id_peers_and_data_dir() {
 }
 
 #[test]
+fn read_modes_parse_and_linearizable_means_lease() {
+    for (given, mode) in [
+        ("lease", ReadConsistency::Lease),
+        ("linearizable", ReadConsistency::Lease),
+        ("read-index", ReadConsistency::ReadIndex),
+        ("local", ReadConsistency::Local),
+    ] {
+        let ok = resolve(args(&[
+            "--storage",
+            "raft",
+            "--id",
+            "1",
+            "--peer-listen",
+            "127.0.0.1:50052",
+            "--insecure",
+            "--signing-key-file",
+            "/tmp/k",
+            "--data-dir",
+            "/tmp/x",
+            "--peers",
+            "1=127.0.0.1:50052",
+            "--read-consistency",
+            given,
+        ]))
+        .unwrap();
+        let r = ok.raft_config().unwrap().unwrap();
+        assert_eq!(r.read_consistency, mode, "{given}");
+    }
+    assert!(
+        Cli::try_parse_from(["auth-backend", "serve", "--read-consistency", "sometimes"]).is_err()
+    );
+    let file = Settings::parse("[raft]\nread_consistency = \"read-index\"").unwrap();
+    assert_eq!(file.raft.read_consistency, Some(ReadMode::ReadIndex));
+    let file = Settings::parse("[raft]\nread_consistency = \"linearizable\"").unwrap();
+    assert_eq!(file.raft.read_consistency, Some(ReadMode::Lease));
+}
+
+#[test]
 fn wrong_peer_lists_are_rejected() {
     let base = [
         "--storage",
