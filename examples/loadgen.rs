@@ -1,4 +1,4 @@
-//! A small closed-loop load generator for auth-sdk servers.
+//! A small closed-loop load generator for auth-sdk servers (and, to compare, etcd).
 //!
 //! `cargo run --release --example loadgen -- --endpoints 127.0.0.1:50051 --op verify -c 64 -d 10`
 //! (add `--cacert ca.pem` for TLS backends)
@@ -8,8 +8,18 @@
 //! against `--url`) and `healthz` (HTTP `GET /healthz`: the HTTP baseline). Each of `-c` workers sends its next
 //! request as soon as the previous answers, round-robin over the endpoints, for `-d`
 //! seconds. Prints throughput, latency percentiles, errors and the longest gap between
-//! two successful calls (the failover gap when a node is killed during the run).
+//! two successful calls (the failover gap when a node is killed during the run) on one
+//! stdout line; on stderr, the failed calls counted by kind (gRPC code and message).
+//!
+//! `--target etcd` (built with `--features etcd-bench`) sends the same kind of load to an
+//! etcd v3 cluster; `--endpoints` are then its client URLs (`host:port` or
+//! `http://host:port`). Ops: `put` (a new key per call, with a 300-byte value: about one
+//! of our user records), `get` (a linearizable read, etcd's default, of a key put at
+//! setup) and `get-serializable` (the same read answered by the member alone). The output
+//! line has the same format for both targets; `benches/compare-etcd.sh` runs them side
+//! by side.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +37,11 @@ struct Args {
     /// Web base URL for `--op me`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// register | login | verify | me
+    /// What the endpoints are: our backend, or etcd v3 (needs the `etcd-bench` feature).
+    #[arg(long, value_enum, default_value_t = Target::Auth)]
+    target: Target,
+    /// auth: register | login | verify | health | healthz | me;
+    /// etcd: put | get | get-serializable
     #[arg(long, default_value = "verify")]
     op: String,
     /// Concurrent workers.
@@ -44,11 +58,27 @@ struct Args {
     cacert: Option<std::path::PathBuf>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Auth,
+    Etcd,
+}
+
+const AUTH_OPS: &[&str] = &["register", "login", "verify", "health", "healthz", "me"];
+const ETCD_OPS: &[&str] = &["put", "get", "get-serializable"];
+
 #[derive(Default)]
 struct Stats {
     latencies_us: Vec<u64>,
     errors: u64,
+    /// Failed calls by kind (gRPC code and message, `timeout`, ...), printed to stderr.
+    error_kinds: BTreeMap<String, u64>,
     successes_at: Vec<Instant>,
+}
+
+/// What a failed call counts as: its gRPC code and message.
+fn status_kind(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
 }
 
 fn channel(addr: &str, ca_pem: Option<&str>) -> Channel {
@@ -75,131 +105,65 @@ const PASSWORD: &str = "loadgen-password";
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let ca_pem = args
-        .cacert
-        .as_ref()
-        .map(|p| std::fs::read_to_string(p).expect("read --cacert"));
-    let channels: Vec<Channel> = args
-        .endpoints
-        .iter()
-        .map(|e| channel(e, ca_pem.as_deref()))
-        .collect();
-    let run_id = std::process::id();
-    // One account and one token for login/verify/me.
-    let mut setup = AuthServiceClient::new(channels[0].clone());
-    let user = format!("lg{run_id}");
-    let _ = setup
-        .register(RegisterRequest {
-            username: user.clone(),
-            password: PASSWORD.into(),
-            client: None,
-        })
-        .await;
-    let mut token = String::new();
-    if !["register", "health", "healthz"].contains(&args.op.as_str()) {
-        let tokens = setup
-            .login(LoginRequest {
-                username: user.clone(),
-                password: PASSWORD.into(),
-                client: None,
-            })
-            .await
-            .expect("login for setup")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        token = tokens.access_token;
+    let ops = match args.target {
+        Target::Auth => AUTH_OPS,
+        Target::Etcd => ETCD_OPS,
+    };
+    if !ops.contains(&args.op.as_str()) {
+        eprintln!(
+            "unknown op {:?} for --target {}; one of: {}",
+            args.op,
+            format!("{:?}", args.target).to_lowercase(),
+            ops.join(", ")
+        );
+        std::process::exit(2);
     }
-    let http = reqwest::Client::builder().build().expect("http client");
+    let run_id = std::process::id();
+    let workers: Vec<Worker> = match args.target {
+        Target::Auth => auth_workers(&args, run_id)
+            .await
+            .into_iter()
+            .map(Worker::Auth)
+            .collect(),
+        #[cfg(feature = "etcd-bench")]
+        Target::Etcd => etcd::workers(&args, run_id)
+            .await
+            .into_iter()
+            .map(Worker::Etcd)
+            .collect(),
+        #[cfg(not(feature = "etcd-bench"))]
+        Target::Etcd => {
+            eprintln!(
+                "--target etcd needs the example built with `--features etcd-bench` \
+                 (and PROTOC set: see benches/compare-etcd.sh)"
+            );
+            std::process::exit(2);
+        }
+    };
     let stats = Arc::new(Mutex::new(Stats::default()));
     let start = Instant::now();
     let end = start + Duration::from_secs(args.duration);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut workers = Vec::new();
-    for w in 0..args.concurrency {
-        let (channels, stats, op, token, user, http, url) = (
-            channels.clone(),
-            Arc::clone(&stats),
-            args.op.clone(),
-            token.clone(),
-            user.clone(),
-            http.clone(),
-            args.url.clone(),
-        );
-        workers.push(tokio::spawn(async move {
+    let mut tasks = Vec::new();
+    for mut worker in workers {
+        let stats = Arc::clone(&stats);
+        tasks.push(tokio::spawn(async move {
             let mut i = 0usize;
             let mut local = Stats::default();
             while Instant::now() < end {
-                let mut c = AuthServiceClient::new(channels[(w + i) % channels.len()].clone());
                 let t = Instant::now();
-                let ok = match op.as_str() {
-                    "register" => tokio::time::timeout(
-                        timeout,
-                        c.register(RegisterRequest {
-                            username: format!("r{run_id}x{w}x{i}"),
-                            password: PASSWORD.into(),
-                            client: None,
-                        }),
-                    )
+                let result = tokio::time::timeout(timeout, worker.call(i))
                     .await
-                    .map(|r| r.is_ok())
-                    .unwrap_or(false),
-                    "login" => tokio::time::timeout(
-                        timeout,
-                        c.login(LoginRequest {
-                            username: user.clone(),
-                            password: PASSWORD.into(),
-                            client: None,
-                        }),
-                    )
-                    .await
-                    .map(|r| r.is_ok())
-                    .unwrap_or(false),
-                    "verify" => tokio::time::timeout(
-                        timeout,
-                        c.verify(VerifyRequest {
-                            access_token: token.clone(),
-                        }),
-                    )
-                    .await
-                    .map(|r| r.is_ok())
-                    .unwrap_or(false),
-                    "health" => {
-                        let mut h = tonic_health::pb::health_client::HealthClient::new(
-                            channels[(w + i) % channels.len()].clone(),
-                        );
-                        tokio::time::timeout(
-                            timeout,
-                            h.check(tonic_health::pb::HealthCheckRequest {
-                                service: String::new(),
-                            }),
-                        )
-                        .await
-                        .map(|r| r.is_ok())
-                        .unwrap_or(false)
+                    .unwrap_or_else(|_| Err("timeout".into()));
+                match result {
+                    Ok(()) => {
+                        local.latencies_us.push(t.elapsed().as_micros() as u64);
+                        local.successes_at.push(Instant::now());
                     }
-                    "healthz" => {
-                        tokio::time::timeout(timeout, http.get(format!("{url}/healthz")).send())
-                            .await
-                            .map(|r| r.map(|r| r.status().is_success()).unwrap_or(false))
-                            .unwrap_or(false)
+                    Err(kind) => {
+                        local.errors += 1;
+                        *local.error_kinds.entry(kind).or_default() += 1;
                     }
-                    "me" => tokio::time::timeout(
-                        timeout,
-                        http.get(format!("{url}/api/v1/me"))
-                            .bearer_auth(&token)
-                            .send(),
-                    )
-                    .await
-                    .map(|r| r.map(|r| r.status().is_success()).unwrap_or(false))
-                    .unwrap_or(false),
-                    other => panic!("unknown op {other}"),
-                };
-                if ok {
-                    local.latencies_us.push(t.elapsed().as_micros() as u64);
-                    local.successes_at.push(Instant::now());
-                } else {
-                    local.errors += 1;
                 }
                 i += 1;
             }
@@ -207,10 +171,13 @@ async fn main() {
             s.latencies_us.extend(local.latencies_us);
             s.successes_at.extend(local.successes_at);
             s.errors += local.errors;
+            for (kind, n) in local.error_kinds {
+                *s.error_kinds.entry(kind).or_default() += n;
+            }
         }));
     }
-    for w in workers {
-        w.await.expect("worker");
+    for t in tasks {
+        t.await.expect("worker");
     }
     let elapsed = start.elapsed().as_secs_f64();
     let mut s = std::mem::take(&mut *stats.lock());
@@ -239,4 +206,248 @@ async fn main() {
         pct(1.0),
         gap.as_secs_f64() * 1000.0
     );
+    // Why calls failed, on stderr: stdout keeps the one line scripts parse.
+    for (kind, n) in &s.error_kinds {
+        eprintln!("  errors: {n} × {kind}");
+    }
+}
+
+/// One closed-loop worker: owns its clients and sends its `i`-th request on endpoint
+/// `(w + i) % endpoints`, so every worker round-robins over all of them.
+enum Worker {
+    Auth(AuthWorker),
+    #[cfg(feature = "etcd-bench")]
+    Etcd(etcd::Worker),
+}
+
+impl Worker {
+    /// Sends the `i`-th request; on failure, what kind of failure.
+    async fn call(&mut self, i: usize) -> Result<(), String> {
+        match self {
+            Worker::Auth(a) => a.call(i).await,
+            #[cfg(feature = "etcd-bench")]
+            Worker::Etcd(e) => e.call(i).await,
+        }
+    }
+}
+
+struct AuthWorker {
+    w: usize,
+    run_id: u32,
+    op: String,
+    channels: Vec<Channel>,
+    user: String,
+    token: String,
+    http: reqwest::Client,
+    url: String,
+}
+
+/// One channel per endpoint, shared by the workers; one account and one token for
+/// login, verify and me.
+async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
+    let ca_pem = args
+        .cacert
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).expect("read --cacert"));
+    let channels: Vec<Channel> = args
+        .endpoints
+        .iter()
+        .map(|e| channel(e, ca_pem.as_deref()))
+        .collect();
+    let mut setup = AuthServiceClient::new(channels[0].clone());
+    let user = format!("lg{run_id}");
+    let _ = setup
+        .register(RegisterRequest {
+            username: user.clone(),
+            password: PASSWORD.into(),
+            client: None,
+        })
+        .await;
+    let mut token = String::new();
+    if !["register", "health", "healthz"].contains(&args.op.as_str()) {
+        let tokens = setup
+            .login(LoginRequest {
+                username: user.clone(),
+                password: PASSWORD.into(),
+                client: None,
+            })
+            .await
+            .expect("login for setup")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        token = tokens.access_token;
+    }
+    let http = reqwest::Client::builder().build().expect("http client");
+    (0..args.concurrency)
+        .map(|w| AuthWorker {
+            w,
+            run_id,
+            op: args.op.clone(),
+            channels: channels.clone(),
+            user: user.clone(),
+            token: token.clone(),
+            http: http.clone(),
+            url: args.url.clone(),
+        })
+        .collect()
+}
+
+impl AuthWorker {
+    async fn call(&mut self, i: usize) -> Result<(), String> {
+        let channel = self.channels[(self.w + i) % self.channels.len()].clone();
+        let mut c = AuthServiceClient::new(channel.clone());
+        let http_result = |r: reqwest::Result<reqwest::Response>| match r {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(format!("HTTP: {e}")),
+        };
+        match self.op.as_str() {
+            "register" => c
+                .register(RegisterRequest {
+                    username: format!("r{}x{}x{i}", self.run_id, self.w),
+                    password: PASSWORD.into(),
+                    client: None,
+                })
+                .await
+                .map(drop)
+                .map_err(|s| status_kind(&s)),
+            "login" => c
+                .login(LoginRequest {
+                    username: self.user.clone(),
+                    password: PASSWORD.into(),
+                    client: None,
+                })
+                .await
+                .map(drop)
+                .map_err(|s| status_kind(&s)),
+            "verify" => c
+                .verify(VerifyRequest {
+                    access_token: self.token.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| status_kind(&s)),
+            "health" => tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| status_kind(&s)),
+            "healthz" => http_result(self.http.get(format!("{}/healthz", self.url)).send().await),
+            "me" => http_result(
+                self.http
+                    .get(format!("{}/api/v1/me", self.url))
+                    .bearer_auth(&self.token)
+                    .send()
+                    .await,
+            ),
+            other => unreachable!("op {other} was checked in main"),
+        }
+    }
+}
+
+/// `--target etcd`: the same closed loop against etcd v3 through `etcd-client`.
+#[cfg(feature = "etcd-bench")]
+mod etcd {
+    use std::time::Duration;
+
+    use etcd_client::{Client, ConnectOptions, Error, GetOptions, KvClient};
+
+    use super::Args;
+
+    /// Bytes per value: about one of our user records (name, argon2 PHC string, flags,
+    /// timestamps), so `put` moves as much data as a registration.
+    const VALUE_LEN: usize = 300;
+
+    pub struct Worker {
+        w: usize,
+        run_id: u32,
+        op: String,
+        /// One per endpoint; clones of the per-endpoint clients' KV clients, so the
+        /// workers share one HTTP/2 connection per endpoint, as on the auth side.
+        kvs: Vec<KvClient>,
+        /// Kept so the per-endpoint channels outlive every worker.
+        _clients: Vec<Client>,
+        /// The key `get` reads (put at setup).
+        key: String,
+        value: Vec<u8>,
+    }
+
+    /// One etcd client per endpoint (as the auth side's one channel per endpoint) and, for
+    /// the reads, one key put at setup.
+    pub async fn workers(args: &Args, run_id: u32) -> Vec<Worker> {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_millis(500));
+        let mut clients = Vec::with_capacity(args.endpoints.len());
+        for e in &args.endpoints {
+            // Connects lazily: nothing fails here while the member is down.
+            let client = Client::connect([e.as_str()], Some(options.clone()))
+                .await
+                .expect("etcd endpoint");
+            clients.push(client);
+        }
+        let key = format!("lg{run_id}");
+        let value = vec![b'v'; VALUE_LEN];
+        if args.op != "put" {
+            clients[0]
+                .kv_client()
+                .put(key.clone(), value.clone(), None)
+                .await
+                .expect("put the key to read (setup)");
+        }
+        (0..args.concurrency)
+            .map(|w| Worker {
+                w,
+                run_id,
+                op: args.op.clone(),
+                kvs: clients.iter().map(Client::kv_client).collect(),
+                _clients: clients.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    impl Worker {
+        pub async fn call(&mut self, i: usize) -> Result<(), String> {
+            let n = self.kvs.len();
+            let kv = &mut self.kvs[(self.w + i) % n];
+            let read = match self.op.as_str() {
+                "put" => {
+                    return kv
+                        .put(
+                            format!("r{}x{}x{i}", self.run_id, self.w),
+                            self.value.clone(),
+                            None,
+                        )
+                        .await
+                        .map(drop)
+                        .map_err(kind);
+                }
+                // Linearizable (etcd's default): a read index round through the leader.
+                "get" => kv.get(self.key.as_str(), None).await,
+                "get-serializable" => {
+                    kv.get(
+                        self.key.as_str(),
+                        Some(GetOptions::new().with_serializable()),
+                    )
+                    .await
+                }
+                other => unreachable!("op {other} was checked in main"),
+            };
+            match read {
+                Ok(r) if r.kvs().len() == 1 => Ok(()),
+                Ok(_) => Err("key missing".into()),
+                Err(e) => Err(kind(e)),
+            }
+        }
+    }
+
+    fn kind(e: Error) -> String {
+        match e {
+            Error::GRpcStatus(s) => super::status_kind(&s),
+            e => e.to_string(),
+        }
+    }
 }
