@@ -154,10 +154,14 @@ impl Db {
         })
     }
 
-    /// Appends encoded entries (index, bytes) durably.
-    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), DbError> {
+    /// Appends encoded entries (index, bytes); `durable` waits for fsync, otherwise a
+    /// later durable commit ([`Db::sync`]) makes them durable.
+    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)], durable: bool) -> Result<(), DbError> {
         self.with(|db| {
-            let tx = db.begin_write().map_err(redb_err)?;
+            let mut tx = db.begin_write().map_err(redb_err)?;
+            if !durable {
+                tx.set_durability(Durability::None).map_err(redb_err)?;
+            }
             {
                 let mut t = tx.open_table(LOGS).map_err(redb_err)?;
                 for (i, bytes) in entries {
@@ -165,6 +169,17 @@ impl Db {
                 }
             }
             tx.commit().map_err(redb_err)
+        })
+    }
+
+    /// Makes every commit so far durable: an empty commit with fsync (redb persists
+    /// the non-durable commits before a durable one).
+    pub(crate) fn sync(&self) -> Result<(), DbError> {
+        self.with(|db| {
+            db.begin_write()
+                .map_err(redb_err)?
+                .commit()
+                .map_err(redb_err)
         })
     }
 

@@ -81,6 +81,8 @@ mod convert;
 #[cfg(feature = "node")]
 mod db;
 #[cfg(feature = "node")]
+mod durable;
+#[cfg(feature = "node")]
 mod handover;
 #[cfg(feature = "node")]
 mod log_store;
@@ -150,6 +152,7 @@ pub(crate) fn open_all(
     node_id: NodeId,
 ) -> Result<(db::Db, LogStore, StateMachineStore), DbError> {
     let db = db::Db::open(dir, cluster_id, node_id)?;
-    let sm = StateMachineStore::open(db.clone())?;
-    Ok((db.clone(), LogStore::new(db), sm))
+    let log = LogStore::open(db.clone(), node_id)?;
+    let sm = StateMachineStore::open(db.clone(), log.durability())?;
+    Ok((db, log, sm))
 }

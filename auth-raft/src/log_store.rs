@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use auth_proto::v1 as pb;
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -13,18 +14,45 @@ use prost::Message;
 
 use crate::convert::*;
 use crate::db::{COMMITTED, Db, DbError, LAST_PURGED, VOTE};
+use crate::durable::Durability;
 use crate::types::*;
 
 /// The log store. Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    durable: Arc<Durability>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Db) -> Self {
-        Self { db }
+    /// The log of node `id` in `db`; starts its flusher (see [`crate::durable`]).
+    pub(crate) fn open(db: Db, id: NodeId) -> Result<Self, DbError> {
+        let last = match db.last()? {
+            Some((i, b)) => Some(decode_entry(i, &b)?.log_id),
+            None => db
+                .get_meta(LAST_PURGED)?
+                .map(|b| decode_log_id(&b))
+                .transpose()?,
+        };
+        let vote = read_vote(&db)?;
+        let durable = Durability::start(id, db.clone(), last, vote);
+        Ok(Self { db, durable })
     }
+
+    /// What of this log is on disk.
+    pub(crate) fn durability(&self) -> Arc<Durability> {
+        Arc::clone(&self.durable)
+    }
+}
+
+fn read_vote(db: &Db) -> Result<Option<Vote>, DbError> {
+    db.get_meta(VOTE)?
+        .map(|b| {
+            let pb = pb::VotePb::decode(b.as_slice())
+                .map_err(|e| DbError::Corrupt(format!("vote: {e}")))?;
+            vote_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
+        })
+        .transpose()
 }
 
 /// Runs a redb operation in place. Each is short (one B-tree update, at most one
@@ -121,22 +149,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = vote_to_pb(vote).encode_to_vec();
         blocking(move || db.put_meta(&[(VOTE, &bytes)], true))
             .await
-            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
+            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)))?;
+        self.durable.voted(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageIoError> {
         let db = self.db.clone();
-        blocking(move || {
-            db.get_meta(VOTE)?
-                .map(|b| {
-                    let pb = pb::VotePb::decode(b.as_slice())
-                        .map_err(|e| DbError::Corrupt(format!("vote: {e}")))?;
-                    vote_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
-                })
-                .transpose()
-        })
-        .await
-        .map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into())
+        blocking(move || read_vote(&db))
+            .await
+            .map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageIoError> {
@@ -169,13 +191,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let mut last = None;
         let encoded: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
-            .map(|e| (e.log_id.index, entry_to_pb(&e).encode_to_vec()))
+            .map(|e| {
+                last = Some(e.log_id);
+                (e.log_id.index, entry_to_pb(&e).encode_to_vec())
+            })
             .collect();
-        let db = self.db.clone();
-        let result = blocking(move || db.append(&encoded)).await;
-        // The callback fires only once the entries are on disk (commit = fsync).
+        let Some(last) = last else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let result = if self.durable.is_poisoned() {
+            Err(DbError::Redb("the log store failed to sync earlier".into()))
+        } else {
+            // A leader's own entries are reported at once and flushed while they
+            // replicate (see `crate::durable` for why that is safe); any other append
+            // calls back only once on disk (commit = fsync).
+            let defer = self.durable.may_defer(&last);
+            let db = self.db.clone();
+            let r = blocking(move || db.append(&encoded, !defer)).await;
+            if r.is_ok() {
+                if defer {
+                    self.durable.appended_deferred(last);
+                } else {
+                    self.durable.synced(Some(last));
+                }
+            }
+            r
+        };
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -192,7 +237,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || db.truncate(log_id.index))
             .await
-            .map_err(write_err)
+            .map_err(write_err)?;
+        self.durable.truncated(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
@@ -200,6 +247,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = log_id_to_pb(&log_id).encode_to_vec();
         blocking(move || db.purge(log_id.index, &bytes))
             .await
-            .map_err(write_err)
+            .map_err(write_err)?;
+        self.durable.synced(None);
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ use openraft::raft::{
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::convert::*;
+use crate::durable::Durability;
 use crate::tls::peer_channel;
 use crate::types::*;
 
@@ -53,6 +54,8 @@ pub(crate) struct Network {
     pub(crate) cluster_id: String,
     pub(crate) tls: Option<ClientTlsConfig>,
     pub(crate) clients: Arc<Mutex<PeerClients>>,
+    /// This node's durable log: caps the commit index it sends.
+    pub(crate) durable: Arc<Durability>,
 }
 
 impl Network {
@@ -85,6 +88,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             cluster_id: self.cluster_id.clone(),
+            durable: Arc::clone(&self.durable),
         }
     }
 }
@@ -95,6 +99,7 @@ pub(crate) struct Connection {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
     cluster_id: String,
+    durable: Arc<Durability>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,9 +157,11 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        // No follower learns of a commit beyond what is on this leader's disk.
+        rpc.leader_commit = self.durable.cap_commit(rpc.leader_commit);
         let mut c = self.client()?;
         let mut req = tonic::Request::new(append_to_pb(&rpc, &self.cluster_id));
         req.set_timeout(option.hard_ttl());

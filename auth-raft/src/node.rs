@@ -186,7 +186,7 @@ pub(crate) struct NodeShared {
 /// Attempts at a request to the leader, across leader changes, until
 /// [`RaftConfig::request_timeout`]:
 ///
-/// ```ignore
+/// ```text
 /// let mut retry = shared.leader_retry();
 /// while let Some(leader) = retry.next().await {
 ///     match attempt(leader, retry.remaining()).await {
@@ -344,6 +344,7 @@ impl RaftNode {
             cluster_id: cfg.cluster_id.clone(),
             tls: client_tls.clone(),
             clients: Arc::default(),
+            durable: log.durability(),
         };
         let raft = match openraft::Raft::new(
             cfg.id,
@@ -511,6 +512,8 @@ impl RaftNode {
     /// this node fail with `unavailable`.
     pub async fn shutdown(&self) {
         let _ = self.shared.raft.shutdown().await;
+        // Entries this node wrote as leader and had not flushed yet.
+        let _ = self.shared.db.sync();
         self.shared.db.close();
     }
 }

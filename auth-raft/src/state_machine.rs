@@ -2,7 +2,7 @@
 //! batches to the in-memory [`SmState`] and keeps the latest snapshot in redb.
 //!
 //! Durability: the state machine itself lives in memory. What is durable is the log
-//! (every entry fsynced before it is acknowledged), the committed index, and the latest
+//! (every entry fsynced before it is applied, see [`crate::durable`]), the committed index, and the latest
 //! snapshot. On restart the snapshot is loaded and openraft re-applies the committed log
 //! after it, which rebuilds exactly the state that was acknowledged.
 
@@ -18,6 +18,7 @@ use prost::Message;
 
 use crate::convert::*;
 use crate::db::{Db, DbError, SNAPSHOT_DATA, SNAPSHOT_META};
+use crate::durable::Durability;
 use crate::state::SmState;
 use crate::types::*;
 
@@ -27,6 +28,8 @@ pub struct StateMachineStore {
     pub(crate) state: Arc<RwLock<SmState>>,
     db: Db,
     snapshot_seq: Arc<AtomicU64>,
+    /// Entries are applied only once on this node's disk (see [`crate::durable`]).
+    durable: Arc<Durability>,
 }
 
 fn load_snapshot(db: &Db) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DbError> {
@@ -48,7 +51,7 @@ fn snap_err(e: impl std::fmt::Display) -> StorageIoError {
 
 impl StateMachineStore {
     /// Opens the state machine, starting from the stored snapshot if there is one.
-    pub(crate) fn open(db: Db) -> Result<Self, DbError> {
+    pub(crate) fn open(db: Db, durable: Arc<Durability>) -> Result<Self, DbError> {
         let state = match load_snapshot(&db)? {
             Some((meta, data)) => {
                 SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
@@ -60,6 +63,7 @@ impl StateMachineStore {
             state: Arc::new(RwLock::new(state)),
             db,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            durable,
         })
     }
 
@@ -123,8 +127,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.durable
+                .wait_durable(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+        }
         let mut s = self.state.write();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             s.last_applied = Some(e.log_id);
             match e.payload {
