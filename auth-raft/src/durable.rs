@@ -26,7 +26,12 @@
 //!
 //! If the leader crashes before the flush, the entry is lost with the non-durable
 //! commits after the last durable one (redb rolls back to it); nobody applied it and
-//! no client was answered, which is the same as an entry the leader never appended.
+//! no client was answered. Followers may still hold it, though: a leader must not
+//! reuse its log id. So a node that finds on start a committed vote naming itself
+//! demotes it to a candidate's vote of that term ([`crate::LogStore::open`]): it must
+//! win a later term before it leads again, and that term's entries replace the
+//! orphans on every follower. Membership entries are never deferred: openraft lets
+//! the next membership change begin once it counts the previous one committed.
 //! A failed fsync poisons the store: later appends fail and waiting appliers get an
 //! error, which stops Raft on this node (a failed fsync leaves the page cache in a
 //! state nobody can vouch for).
@@ -98,10 +103,12 @@ impl Durability {
     }
 
     /// Whether an append of entries ending at `last` may be reported before its fsync:
-    /// entries this node proposes as the leader of the current term.
-    pub(crate) fn may_defer(&self, last: &LogId) -> bool {
+    /// entries this node proposes as the leader of the current term, none of them a
+    /// membership change.
+    pub(crate) fn may_defer(&self, last: &LogId, membership: bool) -> bool {
         let s = self.state.lock();
-        self.wake.lock().is_some()
+        !membership
+            && self.wake.lock().is_some()
             && !s.poisoned
             && s.vote.is_some_and(|v| {
                 v.is_committed()
@@ -251,24 +258,31 @@ mod tests {
         (dir, db, d)
     }
 
+    impl Durability {
+        fn may_defer_normal(&self, last: &LogId) -> bool {
+            self.may_defer(last, false)
+        }
+    }
+
     #[test]
     fn only_the_leaders_own_entries_of_its_term_are_deferred() {
         let (_dir, _db, d) = durability();
         // No vote yet, or a follower's vote: nothing is deferred.
-        assert!(!d.may_defer(&log_id(1, 1, 1)));
+        assert!(!d.may_defer_normal(&log_id(1, 1, 1)));
         d.voted(Vote::new(2, 2));
-        assert!(!d.may_defer(&log_id(2, 2, 1)));
+        assert!(!d.may_defer_normal(&log_id(2, 2, 1)));
         // Leading in term 3: its own entries of term 3, nothing else.
         d.voted(leader_vote(3, 1));
-        assert!(d.may_defer(&log_id(3, 1, 5)));
+        assert!(d.may_defer_normal(&log_id(3, 1, 5)));
         assert!(
-            !d.may_defer(&log_id(2, 1, 4)),
+            !d.may_defer_normal(&log_id(2, 1, 4)),
             "its own entries of an older term"
         );
-        assert!(!d.may_defer(&log_id(3, 2, 5)));
+        assert!(!d.may_defer_normal(&log_id(3, 2, 5)));
+        assert!(!d.may_defer(&log_id(3, 1, 5), true), "a membership change");
         // A candidate's vote for itself is not committed: nothing is deferred.
         d.voted(Vote::new(4, 1));
-        assert!(!d.may_defer(&log_id(4, 1, 6)));
+        assert!(!d.may_defer_normal(&log_id(4, 1, 6)));
     }
 
     #[tokio::test]
@@ -316,6 +330,6 @@ mod tests {
         d.poison();
         assert!(d.wait_durable(9).await.is_err());
         assert!(d.is_poisoned());
-        assert!(!d.may_defer(&log_id(1, 1, 11)));
+        assert!(!d.may_defer_normal(&log_id(1, 1, 11)));
     }
 }

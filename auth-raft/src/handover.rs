@@ -46,8 +46,9 @@ impl RaftNode {
     /// from its own election, so it grants the vote to a candidate whose log is as
     /// long as its own, and steps down. In a 3-node cluster that vote and the
     /// candidate's own are a majority: leadership moves in about one round trip. In
-    /// larger clusters the other followers' leases must lapse first (no message comes
-    /// from a draining leader), so the election completes about one lease later.
+    /// larger clusters the other followers' leases must lapse first (the draining
+    /// leader's heartbeats renew them until it grants its vote), so the election
+    /// completes about one lease later.
     /// Safe throughout: the candidate wins only with votes Raft allows, and this node
     /// stops leading as it grants its vote.
     ///
@@ -73,13 +74,20 @@ impl RaftNode {
             return Ok(None);
         }
         s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The voter asked to campaign does so without waiting out its own vote lease,
+        // so a lease this node holds no longer proves anything, in this term even if
+        // the hand-over fails: reads take a quorum round until a later term.
+        let term = s.raft.metrics().borrow().current_term;
+        s.lease.lock().revoke(term);
         // A node on its way out never campaigns again: once it stops hearing from the
         // next leader it would otherwise run for election and, being up to date, win.
         s.raft.runtime_config().elect(false);
         let r = self.transfer_to_a_voter(voters, timeout).await;
         if r.is_err() {
-            // Lead on until the process stops, rather than hold writes back.
+            // Lead on until the process stops, rather than hold writes back, and take
+            // part in elections again.
             s.draining.store(false, std::sync::atomic::Ordering::SeqCst);
+            s.raft.runtime_config().elect(true);
         }
         r
     }

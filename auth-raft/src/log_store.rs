@@ -34,7 +34,21 @@ impl LogStore {
                 .map(|b| decode_log_id(&b))
                 .transpose()?,
         };
-        let vote = read_vote(&db)?;
+        let mut vote = read_vote(&db)?;
+        // A leader that stopped may have lost entries it reported stored before their
+        // fsync (`crate::durable`) while followers kept them. Restarted as leader of the
+        // same term (openraft resumes a committed vote naming itself), it would give
+        // other entries the same log ids, which followers take for the ones they hold.
+        // As a candidate of that term it must win a later term first, whose entries
+        // replace the orphans.
+        if let Some(v) = vote
+            && v.is_committed()
+            && v.leader_id.node_id == id
+        {
+            let demoted = Vote::new(v.leader_id.term, id);
+            db.put_meta(&[(VOTE, &vote_to_pb(&demoted).encode_to_vec())], true)?;
+            vote = Some(demoted);
+        }
         let durable = Durability::start(id, db.clone(), last, vote);
         Ok(Self { db, durable })
     }
@@ -192,10 +206,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut last = None;
+        let mut membership = false;
         let encoded: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
             .map(|e| {
                 last = Some(e.log_id);
+                membership |= matches!(e.payload, openraft::EntryPayload::Membership(_));
                 (e.log_id.index, entry_to_pb(&e).encode_to_vec())
             })
             .collect();
@@ -209,7 +225,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // A leader's own entries are reported at once and flushed while they
             // replicate (see `crate::durable` for why that is safe); any other append
             // calls back only once on disk (commit = fsync).
-            let defer = self.durable.may_defer(&last);
+            // A membership entry is never deferred: openraft lets the next change start
+            // once it counts this one committed, and that count must be of disks.
+            let defer = self.durable.may_defer(&last, membership);
             let db = self.db.clone();
             let r = blocking(move || db.append(&encoded, !defer)).await;
             if r.is_ok() {
@@ -250,5 +268,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_err)?;
         self.durable.synced(None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_with_vote(vote: Vote) -> Option<Vote> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), "t", 1).unwrap();
+        db.put_meta(&[(VOTE, &vote_to_pb(&vote).encode_to_vec())], true)
+            .unwrap();
+        let _ = LogStore::open(db.clone(), 1).unwrap();
+        // What a restart after this one would find, too.
+        read_vote(&db).unwrap()
+    }
+
+    #[test]
+    fn a_restarted_leader_comes_back_as_a_candidate_of_its_term() {
+        let mut led = Vote::new(7, 1);
+        led.commit();
+        let back = open_with_vote(led).unwrap();
+        assert_eq!(back, Vote::new(7, 1));
+        assert!(!back.is_committed());
+        // A follower's vote, or its own uncommitted one, is kept as it was.
+        let mut followed = Vote::new(7, 2);
+        followed.commit();
+        assert_eq!(open_with_vote(followed), Some(followed));
+        assert_eq!(open_with_vote(Vote::new(8, 1)), Some(Vote::new(8, 1)));
     }
 }

@@ -113,6 +113,21 @@ pub(crate) struct LeaseState {
     held: Option<(Vote, Duration)>,
     /// A renewal is under way.
     renewing: bool,
+    /// No lease in this term or any before: a hand-over began in it (the voter it
+    /// targets campaigns without waiting out its own vote lease).
+    revoked_term: Option<u64>,
+}
+
+impl LeaseState {
+    /// Drops the lease and takes none again in `term` (see [`RaftNode::hand_over`]).
+    pub(crate) fn revoke(&mut self, term: u64) {
+        self.held = None;
+        self.revoked_term = Some(self.revoked_term.map_or(term, |t| t.max(term)));
+    }
+
+    fn allowed(&self, vote: &Vote) -> bool {
+        self.revoked_term.is_none_or(|t| vote.leader_id.term > t)
+    }
 }
 
 /// Why a read index could not be had from this node as leader.
@@ -209,7 +224,11 @@ impl NodeShared {
             // A leader handing over grants its vote away at any moment.
             return None;
         }
-        let (vote, until) = self.lease.lock().held?;
+        let (vote, until) = {
+            let lease = self.lease.lock();
+            let held = lease.held?;
+            lease.allowed(&held.0).then_some(held)?
+        };
         // The state first and the clock after: if the lease still holds once the state
         // was read, no other node led in a later term when it was read. A vote this
         // node granted (a hand-over, a candidate its own vote lease let through) shows
@@ -275,8 +294,12 @@ impl NodeShared {
         if let Some(before) = before
             && before.is_committed()
             && self.vote().await? == before
+            && !self.is_draining()
         {
-            self.lease.lock().held = Some((before, start + self.lease_span()));
+            let mut lease = self.lease.lock();
+            if lease.allowed(&before) {
+                lease.held = Some((before, start + self.lease_span()));
+            }
         }
         Ok(read)
     }
@@ -311,5 +334,28 @@ async fn read_index_loop(shared: Arc<NodeShared>) {
         for tx in batch {
             let _ = tx.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_term_takes_no_lease_and_a_later_term_may() {
+        let mut lease = LeaseState::default();
+        let mut v5 = Vote::new(5, 1);
+        v5.commit();
+        assert!(lease.allowed(&v5));
+        lease.held = Some((v5, Duration::from_secs(1)));
+        lease.revoke(5);
+        assert!(lease.held.is_none());
+        assert!(!lease.allowed(&v5));
+        // An older revocation never lowers the bar.
+        lease.revoke(3);
+        assert!(!lease.allowed(&v5));
+        let mut v6 = Vote::new(6, 1);
+        v6.commit();
+        assert!(lease.allowed(&v6));
     }
 }
