@@ -248,10 +248,12 @@ impl NodeShared {
         if !leads || now_vote != vote || now >= until {
             return None;
         }
-        // Until an entry of this term is committed, the commit index may be behind
-        // what an earlier leader acknowledged: the quorum path waits for it.
+        // Until an entry of this leadership is committed, the commit index may be
+        // behind what an earlier leader acknowledged: the quorum path waits for it.
+        // The whole leader id, not the term: openraft's leader ids are (term, node),
+        // and two nodes can lead one after the other in the same term.
         let committed = committed?;
-        if committed.leader_id.term != vote.leader_id.term {
+        if committed.leader_id != vote.leader_id {
             return None;
         }
         if until - now < self.lease_span() / 2 {
