@@ -10,6 +10,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::clock::TimeBounds;
+use crate::metrics::Stage;
 use crate::node::{Leader, NodeShared, unavailable};
 
 /// Most commands in one log entry.
@@ -20,6 +21,7 @@ const MAX_INFLIGHT_BATCHES: usize = 2;
 /// A queued write and where its result goes.
 pub(crate) struct Pending {
     cmd: pb::Command,
+    queued: Instant,
     reply: oneshot::Sender<Result<pb::CommandResult, StorageError>>,
 }
 
@@ -45,8 +47,12 @@ impl NodeShared {
                 cluster_id: self.cluster_id.clone(),
             });
             req.set_timeout(retry.remaining());
+            let sent = Instant::now();
             match client.forward(req).await {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(r) => {
+                    Stage::Forward.since(sent);
+                    return Ok(r.into_inner());
+                }
                 Err(s) => retry.failed(format!("forward to the leader: {}", s.message())),
             }
         }
@@ -141,7 +147,11 @@ impl NodeShared {
     ) -> Result<oneshot::Receiver<Result<pb::CommandResult, StorageError>>, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.batch_tx
-            .send(Pending { cmd, reply })
+            .send(Pending {
+                cmd,
+                queued: Instant::now(),
+                reply,
+            })
             .await
             .map_err(|_| unavailable("raft node is shutting down"))?;
         Ok(rx)
@@ -201,6 +211,9 @@ pub(crate) async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pe
             }
         }
         let Some(shared) = weak.upgrade() else { break };
+        for p in &pending {
+            Stage::Queue.since(p.queued);
+        }
         tokio::spawn(async move {
             let batch = pb::CommandBatch {
                 // Informational only: the leader stamps its own clock when it proposes.

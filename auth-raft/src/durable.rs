@@ -211,8 +211,10 @@ fn flusher(this: std::sync::Weak<Durability>, db: Db, wake: mpsc::Receiver<()>) 
             }
             (s.appended, s.generation)
         };
+        let started = std::time::Instant::now();
         match db.sync() {
             Ok(()) => {
+                crate::metrics::Stage::Flush.since(started);
                 let mut s = this.state.lock();
                 if s.generation == generation
                     && let Some(t) = target

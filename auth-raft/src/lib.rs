@@ -83,6 +83,8 @@ mod db;
 #[cfg(feature = "node")]
 mod durable;
 #[cfg(feature = "node")]
+mod elections;
+#[cfg(feature = "node")]
 mod handover;
 #[cfg(feature = "node")]
 mod log_store;

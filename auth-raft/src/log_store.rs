@@ -15,6 +15,7 @@ use prost::Message;
 use crate::convert::*;
 use crate::db::{COMMITTED, Db, DbError, LAST_PURGED, VOTE};
 use crate::durable::Durability;
+use crate::metrics::Stage;
 use crate::types::*;
 
 /// The log store. Cheap to clone: clones share the database.
@@ -229,7 +230,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // once it counts this one committed, and that count must be of disks.
             let defer = self.durable.may_defer(&last, membership);
             let db = self.db.clone();
+            let started = std::time::Instant::now();
             let r = blocking(move || db.append(&encoded, !defer)).await;
+            let stage = if defer {
+                Stage::Append
+            } else {
+                Stage::AppendSync
+            };
+            stage.since(started);
             if r.is_ok() {
                 if defer {
                     self.durable.appended_deferred(last);

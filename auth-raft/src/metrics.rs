@@ -15,6 +15,7 @@
 //! | `auth_raft_commit_seconds` | histogram: proposal to commit on the leader | |
 //! | `auth_raft_read_index_rounds_total` | counter: quorum rounds confirming leadership for reads, on the leader | |
 //! | `auth_raft_lease_reads_total` | counter: read indexes served under the leader lease, no round | |
+//! | `auth_raft_write_stage_seconds` | histogram: one stage of the write path ([`Stage`]) | `stage` |
 
 use openraft::ServerState;
 
@@ -33,6 +34,64 @@ pub const COMMIT_SECONDS: &str = "auth_raft_commit_seconds";
 pub const READ_INDEX_ROUNDS: &str = "auth_raft_read_index_rounds_total";
 /// Read indexes served under the leader lease, with no quorum round.
 pub const LEASE_READS: &str = "auth_raft_lease_reads_total";
+
+/// Time spent in one stage of the write path, labelled by [`Stage`]: with
+/// `auth_raft_commit_seconds` and the gRPC request histogram, where a write's time goes
+/// (`benches/write-stages.sh` prints the breakdown).
+pub const WRITE_STAGE_SECONDS: &str = "auth_raft_write_stage_seconds";
+
+/// A stage of the write path, the `stage` label of [`WRITE_STAGE_SECONDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A command waiting in this node's batcher for its batch to leave (per command).
+    Queue,
+    /// A follower's forward of a batch to the leader, round trip (per batch).
+    Forward,
+    /// The leader serving a forwarded batch, arrival to answer (per batch).
+    ForwardServe,
+    /// Writing entries to the log without fsync: the leader's own, flushed by
+    /// [`Stage::Flush`] while they replicate (per append).
+    Append,
+    /// Writing entries to the log with fsync: a follower's, or a leader's membership
+    /// change (per append).
+    AppendSync,
+    /// The leader's flusher thread making deferred appends durable (per fsync).
+    Flush,
+    /// The leader's AppendEntries carrying entries to one follower, round trip
+    /// (per call; heartbeats are not counted).
+    Replicate,
+    /// A follower serving an AppendEntries that carries entries (per call).
+    FollowerAppend,
+    /// The state machine waiting for entries to be on this node's disk before applying
+    /// them (per apply call).
+    WaitDurable,
+    /// Applying committed entries to the state machine (per apply call).
+    Apply,
+}
+
+impl Stage {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queue => "queue",
+            Stage::Forward => "forward",
+            Stage::ForwardServe => "forward_serve",
+            Stage::Append => "append",
+            Stage::AppendSync => "append_sync",
+            Stage::Flush => "flush",
+            Stage::Replicate => "replicate",
+            Stage::FollowerAppend => "follower_append",
+            Stage::WaitDurable => "wait_durable",
+            Stage::Apply => "apply",
+        }
+    }
+
+    /// Records the time since `start` in this stage.
+    pub(crate) fn since(self, start: std::time::Instant) {
+        metrics::histogram!(WRITE_STAGE_SECONDS, "stage" => self.as_str())
+            .record(start.elapsed().as_secs_f64());
+    }
+}
 
 /// Describes the Raft metrics to the installed recorder.
 pub fn describe() {
@@ -66,6 +125,11 @@ pub fn describe() {
         SNAPSHOT_BUILD_SECONDS,
         Unit::Seconds,
         "Time to build and persist a snapshot."
+    );
+    describe_histogram!(
+        WRITE_STAGE_SECONDS,
+        Unit::Seconds,
+        "Time in one stage of the write path (label stage)."
     );
     describe_histogram!(
         COMMIT_SECONDS,

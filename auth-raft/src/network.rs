@@ -29,6 +29,27 @@ use crate::types::*;
 /// (a few hundred bytes each), about 10 MiB; snapshot chunks are 1 MiB.
 pub(crate) const MAX_RAFT_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// Most bytes of entries in one AppendEntries (at least one entry is always sent): a
+/// follower stores and fsyncs this much well within a heartbeat interval, the time
+/// openraft allows the call.
+pub(crate) const MAX_APPEND_BYTES: usize = 256 * 1024;
+
+/// How many of `entries`, from the first, fit in `budget` bytes of commands; at least
+/// one, so that an entry larger than the budget still goes, alone.
+pub(crate) fn sendable_prefix(entries: &[Entry], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        used += match &e.payload {
+            openraft::EntryPayload::Normal(batch) => prost::Message::encoded_len(batch),
+            _ => 64,
+        };
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 /// A lazily connecting Raft client for the node at `addr`.
 pub(crate) fn raft_client(
     addr: &str,
@@ -163,13 +184,36 @@ impl RaftNetwork<TypeConfig> for Connection {
         // No follower learns of a commit beyond what is on this leader's disk.
         rpc.leader_commit = self.durable.cap_commit(rpc.leader_commit);
         let mut c = self.client()?;
+        // openraft gives each AppendEntries one heartbeat interval, its own timeout
+        // around this call. A follower catching up is sent up to 64 entries at once,
+        // each a batch of up to 512 commands: more than it can store and fsync in that
+        // time, so every try timed out and the same entries were sent again, forever.
+        // Send what fits in MAX_APPEND_BYTES (at least one entry) and report how far
+        // that got; openraft sends the rest next.
+        let partial = match sendable_prefix(&rpc.entries, MAX_APPEND_BYTES) {
+            keep if keep < rpc.entries.len() => {
+                rpc.entries.truncate(keep);
+                rpc.entries.last().map(|e| e.log_id)
+            }
+            _ => None,
+        };
+        let carries = !rpc.entries.is_empty();
         let mut req = tonic::Request::new(append_to_pb(&rpc, &self.cluster_id));
         req.set_timeout(option.hard_ttl());
+        let sent = std::time::Instant::now();
         let resp = c
             .append_entries(req)
             .await
             .map_err(|s| self.status_err(RPCTypes::AppendEntries, &option, s))?;
-        append_resp_from_pb(resp.into_inner()).map_err(malformed)
+        if carries {
+            crate::metrics::Stage::Replicate.since(sent);
+        }
+        match append_resp_from_pb(resp.into_inner()).map_err(malformed)? {
+            AppendEntriesResponse::Success if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -200,5 +244,39 @@ impl RaftNetwork<TypeConfig> for Connection {
             .await
             .map_err(|s| self.status_err(RPCTypes::Vote, &option, s))?;
         vote_resp_from_pb(resp.into_inner()).map_err(malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_proto::v1 as pb;
+    use openraft::{EntryPayload, LogId};
+
+    use super::*;
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let batch = pb::CommandBatch {
+            proposed_at_ms: 0,
+            commands: vec![pb::Command {
+                request_id: vec![7; bytes],
+                op: None,
+            }],
+        };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(batch),
+        }
+    }
+
+    #[test]
+    fn an_append_carries_entries_up_to_the_byte_budget_and_never_none() {
+        let small: Vec<Entry> = (1..=10).map(|i| entry(i, 100)).collect();
+        assert_eq!(sendable_prefix(&small, 10_000), 10);
+        assert_eq!(sendable_prefix(&[], 10_000), 0);
+        let big: Vec<Entry> = (1..=10).map(|i| entry(i, 4_000)).collect();
+        // Each entry is a little over 4000 bytes encoded: two fit in 10 000.
+        assert_eq!(sendable_prefix(&big, 10_000), 2);
+        // One entry larger than the budget still goes, alone.
+        assert_eq!(sendable_prefix(&big, 1_000), 1);
     }
 }

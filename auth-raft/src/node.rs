@@ -181,6 +181,9 @@ pub(crate) struct NodeShared {
     pub(crate) proposing: tokio::sync::RwLock<()>,
     /// The term this node last became leader in, and when it saw that.
     pub(crate) leader_since: Mutex<Option<(u64, Instant)>>,
+    /// When a leader's AppendEntries (or snapshot) last reached this node as a
+    /// follower; see [`crate::elections`].
+    pub(crate) leader_contact: Mutex<Option<Instant>>,
 }
 
 /// Attempts at a request to the leader, across leader changes, until
@@ -325,6 +328,9 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: cfg.logs_to_keep,
             max_payload_entries: 64,
+            // Until `elections::enable_after_start` decides (a restarted member waits
+            // to hear from a leader first).
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -385,29 +391,31 @@ impl RaftNode {
             draining: std::sync::atomic::AtomicBool::new(false),
             proposing: tokio::sync::RwLock::new(()),
             leader_since: Mutex::new(None),
+            leader_contact: Mutex::new(None),
         });
+        // A member of a cluster that existed before this start (its log or snapshot
+        // holds a membership), not one just created.
+        let restarted = shared
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         tokio::spawn(crate::handover::watch_leadership(Arc::downgrade(&shared)));
         let smallest = cfg.initial_members.keys().next().copied();
-        if smallest == Some(cfg.id) {
-            let initialized = shared
-                .raft
-                .is_initialized()
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-            if !initialized {
-                let members: BTreeMap<NodeId, BasicNode> = cfg
-                    .initial_members
-                    .iter()
-                    .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                    .collect();
-                if let Err(e) = shared.raft.initialize(members).await {
-                    tracing::warn!(error = %e, "cluster initialisation skipped");
-                } else {
-                    tracing::info!(members = cfg.initial_members.len(), "cluster initialised");
-                }
+        if smallest == Some(cfg.id) && !restarted {
+            let members: BTreeMap<NodeId, BasicNode> = cfg
+                .initial_members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(e) = shared.raft.initialize(members).await {
+                tracing::warn!(error = %e, "cluster initialisation skipped");
+            } else {
+                tracing::info!(members = cfg.initial_members.len(), "cluster initialised");
             }
         }
+        crate::elections::enable_after_start(&shared, restarted);
         Ok(Self { shared })
     }
 
@@ -609,6 +617,18 @@ impl NodeShared {
     /// True once [`RaftNode::hand_over`] began.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the leader's AppendEntries or snapshot just reached this node.
+    pub(crate) fn heard_from_leader(&self) {
+        *self.leader_contact.lock() = Some(Instant::now());
+    }
+
+    /// True if no leader's message reached this node for `d` (counting from start
+    /// if none ever did).
+    pub(crate) fn leader_silent_for(&self, d: Duration) -> bool {
+        let last = (*self.leader_contact.lock()).unwrap_or(self.started);
+        last.elapsed() > d
     }
 
     /// True if this node currently leads.

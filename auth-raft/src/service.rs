@@ -12,10 +12,12 @@ use auth_proto::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use auth_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use auth_storage::StorageError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{BasicNode, Snapshot};
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;
+use crate::metrics::Stage;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::node::{NodeShared, RaftNode};
 use crate::snapshot_spool::ChunkError;
@@ -230,12 +232,31 @@ impl RaftService for RaftGrpc {
         self.shared.check_cluster(&req.cluster_id)?;
         let rpc = append_from_pb(req).map_err(bad)?;
         self.shared.check_member(rpc.vote.leader_id.node_id)?;
+        // openraft stops this node's Raft on entries that do not follow on from
+        // `prev_log_id` one by one: refuse them here instead.
+        let first = rpc.prev_log_id.map_or(0, |l| l.index + 1);
+        for (next, e) in (first..).zip(&rpc.entries) {
+            if e.log_id.index != next {
+                return Err(Status::invalid_argument(format!(
+                    "entry {} where {next} should follow the previous log id",
+                    e.log_id.index
+                )));
+            }
+        }
+        let carries = !rpc.entries.is_empty();
+        let arrived = std::time::Instant::now();
         let resp = self
             .shared
             .raft
             .append_entries(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            self.shared.heard_from_leader();
+        }
+        if carries {
+            Stage::FollowerAppend.since(arrived);
+        }
         Ok(Response::new(append_resp_to_pb(&resp)))
     }
 
@@ -257,9 +278,10 @@ impl RaftService for RaftGrpc {
         let resp = self
             .shared
             .raft
-            .vote(rpc)
+            .vote(rpc.clone())
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        crate::elections::campaign_instead(&self.shared, &rpc, &resp).await;
         Ok(Response::new(vote_resp_to_pb(&resp)))
     }
 
@@ -281,6 +303,7 @@ impl RaftService for RaftGrpc {
                 vote: Some(vote_to_pb(&my_vote)),
             }));
         }
+        self.shared.heard_from_leader();
         let finished = self
             .shared
             .snapshots
@@ -332,6 +355,7 @@ impl RaftService for RaftGrpc {
                 .filter(|l| *l != self.shared.id);
             return Err(self.shared.not_leader(leader));
         }
+        let arrived = std::time::Instant::now();
         // Re-batch on the leader: commands forwarded by every follower join the
         // leader's own queue, so one log entry carries writes from all nodes.
         let mut receivers = Vec::with_capacity(batch.commands.len());
@@ -351,6 +375,7 @@ impl RaftService for RaftGrpc {
                 Err(_) => return Err(Status::unavailable("raft node is shutting down")),
             }
         }
+        Stage::ForwardServe.since(arrived);
         Ok(Response::new(pb::BatchResult { results }))
     }
 

@@ -9,6 +9,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use auth_proto::v1 as pb;
 use openraft::storage::RaftStateMachine;
@@ -19,6 +20,7 @@ use prost::Message;
 use crate::convert::*;
 use crate::db::{Db, DbError, SNAPSHOT_DATA, SNAPSHOT_META};
 use crate::durable::Durability;
+use crate::metrics::Stage;
 use crate::state::SmState;
 use crate::types::*;
 
@@ -129,11 +131,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         if let Some(last) = entries.last() {
+            let started = Instant::now();
             self.durable
                 .wait_durable(last.log_id.index)
                 .await
                 .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+            Stage::WaitDurable.since(started);
         }
+        let started = Instant::now();
         let mut s = self.state.write();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
@@ -147,6 +152,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        drop(s);
+        Stage::Apply.since(started);
         Ok(out)
     }
 

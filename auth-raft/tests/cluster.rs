@@ -310,6 +310,43 @@ async fn bad_raft_rpcs_are_refused_with_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Entries that do not follow on from the previous log id (openraft would stop
+    // this node's Raft on them).
+    let gap = |index: u64| pb::EntryPb {
+        log_id: Some(pb::LogIdPb {
+            leader_id: Some(pb::LeaderIdPb {
+                term: 99,
+                node_id: 2,
+            }),
+            index,
+        }),
+        payload: Some(pb::entry_pb::Payload::Blank(true)),
+    };
+    for (prev, entries) in [(None, vec![gap(5)]), (Some(3), vec![gap(4), gap(6)])] {
+        let e = c
+            .append_entries(pb::AppendEntriesRequestPb {
+                vote: Some(pb::VotePb {
+                    leader_id: Some(pb::LeaderIdPb {
+                        term: 99,
+                        node_id: 2,
+                    }),
+                    committed: true,
+                }),
+                prev_log_id: prev.map(|index| pb::LogIdPb {
+                    leader_id: Some(pb::LeaderIdPb {
+                        term: 1,
+                        node_id: 1,
+                    }),
+                    index,
+                }),
+                entries,
+                leader_commit: None,
+                cluster_id: cluster.cluster_id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
     // Oversized: beyond the 16 MiB message limit.
     let e = c
         .forward(pb::ForwardRequest {
@@ -395,6 +432,123 @@ async fn a_wrong_member_list_is_refused() {
 }
 
 /// The leader's last log index once every node has applied it (a settled cluster).
+/// Waits until node `id` follows `leader` and applied `want`.
+async fn caught_up(cluster: &Cluster, id: u64, leader: u64, want: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = cluster.nodes[(id - 1) as usize].node.status();
+        if st.last_applied_index >= want && st.leader_id == leader {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {id} did not catch up: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A follower that missed many large batches catches up by log replication. openraft
+/// allows an AppendEntries one heartbeat interval; sent 64 batches of this size at once,
+/// a follower cannot store and fsync them in time, and it was sent the same entries
+/// again and again without ever catching up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_on_large_batches_catches_up() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let behind = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop(behind).await;
+    // Entries of up to 256 users of 4 KiB each, 40 MiB in all.
+    let s = cluster.storage(leader);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..256 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            for i in 0..40 {
+                let mut u = user(&format!("big{t}x{i}"));
+                u.password_hash = "h".repeat(4096);
+                s.create_user(u).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let st = cluster.nodes[(leader - 1) as usize].node.status();
+    cluster.restart(behind).await;
+    caught_up(&cluster, behind, leader, st.last_applied_index).await;
+    let got = cluster
+        .storage(behind)
+        .get_user(&user("big255x39").id)
+        .await;
+    assert!(matches!(got, Ok(Some(_))), "{got:?}");
+    cluster.shutdown().await;
+}
+
+/// The leader that a running node names after `old` went down.
+async fn successor(cluster: &Cluster, old: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let named = cluster
+            .nodes
+            .iter()
+            .filter(|n| cluster.is_running(n.cfg.id))
+            .map(|n| n.node.status().leader_id)
+            .find(|l| *l != 0 && *l != old && cluster.is_running(*l));
+        if let Some(l) = named {
+            return l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader after {old}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A leader that restarts has forgotten whom it followed and that it led. It must not
+/// campaign before the new leader reaches it (a leader retries a peer it could not
+/// reach only every half second): with a higher node id, its campaign outranks the new
+/// leader's term, and the new leader would step down the moment it heard of it, a whole
+/// election without writes for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_leader_rejoins_without_deposing_its_successor() {
+    let mut cluster = Cluster::start(3).await;
+    // Kill leaders until one with a higher id than its successor's is down (at most
+    // three rounds: whichever leads after node 3 went down has a lower id).
+    for round in 0..3 {
+        let old = cluster.leader(Duration::from_secs(10)).await;
+        cluster.stop(old).await;
+        let new = successor(&cluster, old).await;
+        let s = cluster.storage(new);
+        for i in 0..20 {
+            s.create_user(user(&format!("r{round}x{i}"))).await.unwrap();
+        }
+        let term = cluster.nodes[(new - 1) as usize].node.status().term;
+        let want = cluster.nodes[(new - 1) as usize]
+            .node
+            .status()
+            .last_applied_index;
+        cluster.restart(old).await;
+        caught_up(&cluster, old, new, want).await;
+        if old < new {
+            continue;
+        }
+        for n in &cluster.nodes {
+            let st = n.node.status();
+            assert_eq!(
+                (st.term, st.leader_id),
+                (term, new),
+                "node {} saw an election after node {old} restarted",
+                st.id
+            );
+        }
+        cluster.shutdown().await;
+        return;
+    }
+    panic!("no leader with a higher id than its successor's went down");
+}
+
 async fn settled_index(cluster: &Cluster) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let read = || {

@@ -40,6 +40,11 @@ pub struct ClusterArgs {
     /// cluster anyone else can reach.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve each node's Prometheus metrics (`serve --metrics-listen`) on its client
+    /// port + 2, without a token: for measurements on this machine (needs --port-step 3
+    /// or more).
+    #[arg(long)]
+    pub metrics: bool,
     /// Extra `serve` flags for every node, after `--` (e.g. `-- --argon2-memory-kib 4096`).
     #[arg(last = true)]
     pub node_args: Vec<String>,
@@ -143,6 +148,9 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
     if args.port_step < 2 {
         return Err("--port-step must be at least 2 (each node has two ports)".into());
     }
+    if args.metrics && args.port_step < 3 {
+        return Err("--metrics needs --port-step 3 or more (a third port per node)".into());
+    }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     #[cfg(unix)]
@@ -175,6 +183,9 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
         let peer = client
             .checked_add(1)
             .ok_or_else(|| "ports run past 65535".to_string())?;
+        if args.metrics && client.checked_add(2).is_none() {
+            return Err("ports run past 65535".into());
+        }
         ports.insert(
             u64::from(i) + 1,
             (
@@ -229,6 +240,10 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            if args.metrics {
+                a.push("--metrics-listen".into());
+                a.push(metrics_addr(&args.host, addr));
+            }
             if args.insecure {
                 a.push("--insecure".into());
             } else {
@@ -265,6 +280,15 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
         })
         .collect();
     Ok((nodes, tls))
+}
+
+/// A node's metrics address under `cluster --metrics`: its client port + 2.
+fn metrics_addr(host: &str, client: &str) -> String {
+    let port = client
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u32>().ok())
+        .map_or(0, |p| p + 2);
+    format!("{host}:{port}")
 }
 
 fn spawn(exe: &Path, node: &NodePlan) -> Result<Child, String> {
@@ -495,6 +519,13 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
         let peers: Vec<&str> = plan.iter().map(|n| n.peer_addr.as_str()).collect();
         println!("endpoints: {}", endpoints.join(","));
         println!("peer endpoints: {}", peers.join(","));
+        if args.metrics {
+            let m: Vec<String> = plan
+                .iter()
+                .map(|n| format!("http://{}/metrics", metrics_addr(&args.host, &n.addr)))
+                .collect();
+            println!("metrics: {}", m.join(" "));
+        }
         if args.insecure {
             println!("WARNING: --insecure: no TLS on any listener; anyone who can reach the");
             println!("peer ports can take the cluster over. For measurements only.");
@@ -575,6 +606,7 @@ mod tests {
             port_step: 10,
             data_dir: dir.clone(),
             insecure: false,
+            metrics: false,
             node_args: vec!["--argon2-memory-kib".into(), "64".into()],
         };
         let (p, tls) = plan(&args).unwrap();
@@ -659,6 +691,24 @@ mod tests {
             ..args.clone()
         };
         assert!(plan(&overlapping).is_err());
+        // --metrics: each node's client port + 2, which needs a third port per node.
+        let with_metrics = ClusterArgs {
+            metrics: true,
+            ..args.clone()
+        };
+        let (p3, _) = plan(&with_metrics).unwrap();
+        let listen = p3[1]
+            .args
+            .iter()
+            .position(|a| a == "--metrics-listen")
+            .unwrap();
+        assert_eq!(p3[1].args[listen + 1], "127.0.0.1:50063");
+        assert!(!p[1].args.iter().any(|a| a == "--metrics-listen"));
+        let cramped = ClusterArgs {
+            port_step: 2,
+            ..with_metrics
+        };
+        assert!(plan(&cramped).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
