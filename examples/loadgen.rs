@@ -190,17 +190,23 @@ async fn main() {
         let i = ((s.latencies_us.len() - 1) as f64 * p).round() as usize;
         s.latencies_us[i] as f64 / 1000.0
     };
+    let mean_ms = if s.latencies_us.is_empty() {
+        f64::NAN
+    } else {
+        s.latencies_us.iter().sum::<u64>() as f64 / s.latencies_us.len() as f64 / 1000.0
+    };
     let mut gap = Duration::ZERO;
     for w in s.successes_at.windows(2) {
         gap = gap.max(w[1] - w[0]);
     }
     println!(
-        "op={} c={} ok={} err={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms longest_gap={:.0}ms",
+        "op={} c={} ok={} err={} rate={:.0}/s mean={:.2}ms p50={:.2}ms p99={:.2}ms max={:.2}ms longest_gap={:.0}ms",
         args.op,
         args.concurrency,
         s.latencies_us.len(),
         s.errors,
         s.latencies_us.len() as f64 / elapsed,
+        mean_ms,
         pct(0.5),
         pct(0.99),
         pct(1.0),
