@@ -55,23 +55,28 @@ async fn release_hold(shared: Weak<NodeShared>, until: Instant) {
     let Some(s) = shared.upgrade() else { return };
     let me = s.id;
     let mut metrics = s.raft.metrics();
+    let heard = Arc::clone(&s.leader_heard);
     drop(s);
-    let _ = tokio::time::timeout_at(
-        until.into(),
-        metrics.wait_for(|m| {
-            let mut voters = m.membership_config.membership().voter_ids();
-            let alone = voters.next() == Some(me) && voters.next().is_none();
-            alone || m.current_leader.is_some_and(|l| l != me)
-        }),
-    )
+    // Not the leader in the metrics: a follower's vote survives its restart, so they
+    // name the old leader at once, before anyone was heard.
+    let alone = metrics.wait_for(|m| {
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(me) && voters.next().is_none()
+    });
+    let _ = tokio::time::timeout_at(until.into(), async {
+        tokio::select! {
+            _ = alone => {}
+            _ = heard.notified() => {}
+        }
+    })
     .await;
     let Some(s) = shared.upgrade() else { return };
-    s.raft.runtime_config().elect(true);
     // A hand-over that began meanwhile turned elections off for good.
-    if s.is_draining() {
-        s.raft.runtime_config().elect(false);
+    let _gate = s.campaign_gate.write().await;
+    if !s.is_draining() {
+        s.raft.runtime_config().elect(true);
+        tracing::debug!("elections enabled after restart");
     }
-    tracing::debug!("elections enabled after restart");
 }
 
 /// Called by the vote handler with the request and this node's answer: if this node
@@ -84,14 +89,20 @@ pub(crate) async fn campaign_instead(
 ) {
     if resp.vote_granted
         || !resp.vote.is_committed()
+        || req.vote.leader_id().term <= resp.vote.leader_id().term
         || resp.last_log_id.as_ref() <= req.last_log_id.as_ref()
         || shared.is_draining()
         || shared.is_leader()
     {
         return;
     }
+    // Held from the check of the leader's silence until the campaign is queued, while
+    // AppendEntries are handled under a read lock of it: no answer to the leader
+    // (which it would count toward its read lease) falls between the two, and any
+    // AppendEntries after reaches openraft after the campaign.
+    let _gate = shared.campaign_gate.write().await;
     let lease = Duration::from_millis(shared.raft.config().election_timeout_max);
-    if !shared.leader_silent_for(lease) {
+    if !shared.leader_silent_for(lease) || shared.is_draining() {
         return;
     }
     let mine = resp.vote.leader_id().term;

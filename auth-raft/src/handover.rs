@@ -73,6 +73,9 @@ impl RaftNode {
         if voters.is_empty() {
             return Ok(None);
         }
+        // Under the gate that a restarted member's hold releases under: elections
+        // switched off here stay off (`crate::elections`).
+        let gate = s.campaign_gate.write().await;
         s.draining.store(true, std::sync::atomic::Ordering::SeqCst);
         // The voter asked to campaign does so without waiting out its own vote lease,
         // so a lease this node holds no longer proves anything, in this term even if
@@ -82,6 +85,7 @@ impl RaftNode {
         // A node on its way out never campaigns again: once it stops hearing from the
         // next leader it would otherwise run for election and, being up to date, win.
         s.raft.runtime_config().elect(false);
+        drop(gate);
         let r = self.transfer_to_a_voter(voters, timeout).await;
         if r.is_err() {
             // Lead on until the process stops, rather than hold writes back, and take

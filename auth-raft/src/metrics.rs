@@ -37,7 +37,7 @@ pub const LEASE_READS: &str = "auth_raft_lease_reads_total";
 
 /// Time spent in one stage of the write path, labelled by [`Stage`]: with
 /// `auth_raft_commit_seconds` and the gRPC request histogram, where a write's time goes
-/// (`benches/write-stages.sh` prints the breakdown).
+/// (`benches/write-stages.py` prints the breakdown).
 pub const WRITE_STAGE_SECONDS: &str = "auth_raft_write_stage_seconds";
 
 /// A stage of the write path, the `stage` label of [`WRITE_STAGE_SECONDS`].

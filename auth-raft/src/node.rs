@@ -184,6 +184,11 @@ pub(crate) struct NodeShared {
     /// When a leader's AppendEntries (or snapshot) last reached this node as a
     /// follower; see [`crate::elections`].
     pub(crate) leader_contact: Mutex<Option<Instant>>,
+    /// Notified (one permit) at each such contact: ends a restarted member's hold.
+    pub(crate) leader_heard: Arc<tokio::sync::Notify>,
+    /// Read-held while an AppendEntries is handled; written while deciding to
+    /// campaign (see [`crate::elections`]).
+    pub(crate) campaign_gate: tokio::sync::RwLock<()>,
 }
 
 /// Attempts at a request to the leader, across leader changes, until
@@ -392,6 +397,8 @@ impl RaftNode {
             proposing: tokio::sync::RwLock::new(()),
             leader_since: Mutex::new(None),
             leader_contact: Mutex::new(None),
+            leader_heard: Arc::default(),
+            campaign_gate: tokio::sync::RwLock::new(()),
         });
         // A member of a cluster that existed before this start (its log or snapshot
         // holds a membership), not one just created.
@@ -622,6 +629,7 @@ impl NodeShared {
     /// Records that the leader's AppendEntries or snapshot just reached this node.
     pub(crate) fn heard_from_leader(&self) {
         *self.leader_contact.lock() = Some(Instant::now());
+        self.leader_heard.notify_one();
     }
 
     /// True if no leader's message reached this node for `d` (counting from start

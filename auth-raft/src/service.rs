@@ -234,7 +234,13 @@ impl RaftService for RaftGrpc {
         self.shared.check_member(rpc.vote.leader_id.node_id)?;
         // openraft stops this node's Raft on entries that do not follow on from
         // `prev_log_id` one by one: refuse them here instead.
-        let first = rpc.prev_log_id.map_or(0, |l| l.index + 1);
+        let first = match rpc.prev_log_id {
+            None => 0,
+            Some(l) => l
+                .index
+                .checked_add(1)
+                .ok_or_else(|| Status::invalid_argument("previous log index out of range"))?,
+        };
         for (next, e) in (first..).zip(&rpc.entries) {
             if e.log_id.index != next {
                 return Err(Status::invalid_argument(format!(
@@ -245,6 +251,7 @@ impl RaftService for RaftGrpc {
         }
         let carries = !rpc.entries.is_empty();
         let arrived = std::time::Instant::now();
+        let _gate = self.shared.campaign_gate.read().await;
         let resp = self
             .shared
             .raft

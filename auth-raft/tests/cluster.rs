@@ -431,7 +431,6 @@ async fn a_wrong_member_list_is_refused() {
     let _ = Arc::new(());
 }
 
-/// The leader's last log index once every node has applied it (a settled cluster).
 /// Waits until node `id` follows `leader` and applied `want`.
 async fn caught_up(cluster: &Cluster, id: u64, leader: u64, want: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -549,6 +548,7 @@ async fn a_restarted_leader_rejoins_without_deposing_its_successor() {
     panic!("no leader with a higher id than its successor's went down");
 }
 
+/// The leader's last log index once every node has applied it (a settled cluster).
 async fn settled_index(cluster: &Cluster) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let read = || {
