@@ -7,7 +7,8 @@
 //!   `--secs`);
 //! - memory: this process's resident set before and after, per node (a third of the
 //!   growth: all three nodes hold the whole state) and per user;
-//! - snapshot build on the leader, and its size on disk;
+//! - snapshot build on the leader, and the longest single write meanwhile (one client
+//!   writing throughout: how long the build held writes up);
 //! - snapshot install: a fourth node added as a learner (`ClusterAdmin::add_learner`),
 //!   until it has applied everything;
 //! - restart: a follower stopped and started again from its data dir, until it has
@@ -248,8 +249,23 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     while set.join_next().await.is_some() {}
     let writes_per_sec = extra.load(Ordering::Relaxed) as f64 / args.secs as f64;
 
-    // Snapshot build on the leader.
+    // Snapshot build on the leader, while one client writes one user at a time: the
+    // longest of those writes is how long the build held writes up.
     let last = members[li].node().status().last_applied_index;
+    let building = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (s, building) = (storage.clone(), Arc::clone(&building));
+        async move {
+            let (mut longest, mut i) = (Duration::ZERO, 0u64);
+            while building.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                s.create_user(user(size + 8_000_000_000 + i)).await?;
+                longest = longest.max(t.elapsed());
+                i += 1;
+            }
+            Ok::<_, auth_sdk::StorageError>(longest)
+        }
+    });
     let started = Instant::now();
     members[li].node().trigger_snapshot().await?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -260,6 +276,8 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let snapshot_secs = started.elapsed().as_secs_f64();
+    building.store(false, Ordering::Relaxed);
+    let stall_ms = writer.await??.as_secs_f64() * 1000.0;
 
     // Snapshot install: a new node joins as a learner; the leader's log is compacted,
     // so it gets the snapshot, then the log after it.
@@ -291,7 +309,7 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     println!(
         "users={size} load={:.1}s ({:.0} users+sessions/s) writes_at_size={writes_per_sec:.0}/s \
          rss_per_node={:.1}MiB bytes_per_user={} snapshot_build={snapshot_secs:.2}s \
-         snapshot_install={install_secs:.2}s node_disk={:.1}MiB restart={restart_secs:.2}s",
+         longest_write_during_build={stall_ms:.0}ms snapshot_install={install_secs:.2}s node_disk={:.1}MiB restart={restart_secs:.2}s",
         load_secs,
         size as f64 / load_secs,
         per_node as f64 / 1048576.0,

@@ -20,7 +20,11 @@ pub(crate) const LAST_PURGED: &str = "last_purged";
 pub(crate) const CLUSTER_ID: &str = "cluster_id";
 pub(crate) const NODE_ID: &str = "node_id";
 pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
+/// The snapshot's data itself, in versions before [`SNAPSHOT_FILE`] (read, then
+/// emptied when the next snapshot is stored).
 pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
+/// The name of the file under `<dir>/snapshots` holding the snapshot's data.
+pub(crate) const SNAPSHOT_FILE: &str = "snapshot_file";
 
 /// A failure of the node's disk store.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,9 @@ fn redb_err(e: impl std::fmt::Display) -> DbError {
 #[derive(Clone)]
 pub(crate) struct Db {
     inner: Arc<RwLock<Option<Database>>>,
+    dir: Arc<std::path::PathBuf>,
+    /// Held while a snapshot file is stored (see [`crate::snapshot_file`]).
+    pub(crate) snapshot_store: Arc<parking_lot::Mutex<()>>,
 }
 
 impl Db {
@@ -115,7 +122,14 @@ impl Db {
         }
         Ok(Self {
             inner: Arc::new(RwLock::new(Some(database))),
+            dir: Arc::new(dir.to_path_buf()),
+            snapshot_store: Arc::default(),
         })
+    }
+
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Closes the database file now.

@@ -103,6 +103,7 @@ pub mod restore;
 #[cfg(feature = "node")]
 mod service;
 #[cfg(feature = "node")]
+mod snapshot_file;
 mod snapshot_spool;
 #[cfg(feature = "node")]
 mod state;

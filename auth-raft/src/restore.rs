@@ -19,8 +19,8 @@ use auth_storage::backup::{Backup, BackupError};
 use openraft::BasicNode;
 use prost::Message;
 
-use crate::convert::{log_id_to_pb, snapshot_meta_to_pb};
-use crate::db::{COMMITTED, Db, LAST_PURGED, SNAPSHOT_DATA, SNAPSHOT_META};
+use crate::convert::log_id_to_pb;
+use crate::db::{COMMITTED, Db, LAST_PURGED};
 use crate::state::SmState;
 use crate::types::{LogId, Membership, NodeId, SnapshotMeta, StoredMembership};
 
@@ -116,22 +116,19 @@ pub fn seed_data_dir(
     };
     let store = |e: crate::DbError| RestoreError::Store(e.to_string());
     let db = Db::open(dir, cluster_id, node_id).map_err(store)?;
-    let meta_bytes = snapshot_meta_to_pb(&meta).encode_to_vec();
     let at_bytes = log_id_to_pb(&at).encode_to_vec();
-    let written = db.put_meta(
-        &[
-            (SNAPSHOT_META, &meta_bytes),
-            (SNAPSHOT_DATA, &data),
-            (LAST_PURGED, &at_bytes),
-            (COMMITTED, &at_bytes),
-        ],
-        true,
+    let written = crate::snapshot_file::store(
+        &db,
+        &meta,
+        &data,
+        &[(LAST_PURGED, &at_bytes), (COMMITTED, &at_bytes)],
     );
     db.close();
     if let Err(e) = written {
         // A store with the identity but not the state would start as an empty,
         // uninitialised member: remove it, so a rerun can seed the directory.
         let _ = std::fs::remove_file(dir.join("raft.redb"));
+        let _ = std::fs::remove_dir_all(dir.join("snapshots"));
         return Err(store(e));
     }
     Ok(Seeded {

@@ -4,17 +4,18 @@
 //! Applying a [`CommandBatch`] is deterministic: it depends only on the current state and
 //! the batch (time travels inside it), so every node computes the same results.
 
-use std::collections::{HashMap, VecDeque};
-
 use auth_proto::v1 as pb;
 use auth_proto::v1::command::Op;
 use auth_proto::v1::command_result::Result as Res;
 use auth_proto::v1::rotate_result::Kind;
 use auth_storage::memory::Tables;
+use std::sync::Arc;
+
 use auth_storage::{
     PutChallenge, Reservation, ReserveLogin, RotateOutcome, RotateRefresh, SettleLogin,
     StorageError,
 };
+use imbl::{HashMap, Vector};
 use prost::Message;
 
 use crate::types::{LogId, StoredMembership};
@@ -26,14 +27,17 @@ pub(crate) const DEDUP_WINDOW_MS: i64 = 120_000;
 /// Upper bound on remembered request ids, whatever the window.
 pub(crate) const DEDUP_MAX: usize = 200_000;
 
-/// The state machine's data.
+/// The state machine's data. Every part is persistent (see [`Tables`]): a clone is a
+/// consistent view that costs nothing to take and is written out as a snapshot while
+/// writes go on.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SmState {
     pub tables: Tables,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    dedup: HashMap<Vec<u8>, (i64, pb::CommandResult)>,
-    dedup_order: VecDeque<(i64, Vec<u8>)>,
+    /// Results behind `Arc`: map nodes hold pointers, not whole results.
+    dedup: HashMap<Vec<u8>, (i64, Arc<pb::CommandResult>)>,
+    dedup_order: Vector<(i64, Vec<u8>)>,
     /// The latest leader clock seen (`proposed_at_ms`); only ever grows.
     clock_ms: i64,
 }
@@ -63,12 +67,12 @@ impl SmState {
                 if !cmd.request_id.is_empty()
                     && let Some((_, r)) = self.dedup.get(&cmd.request_id)
                 {
-                    return r.clone();
+                    return pb::CommandResult::clone(r);
                 }
                 let r = self.apply_command(cmd);
                 if !cmd.request_id.is_empty() {
                     self.dedup
-                        .insert(cmd.request_id.clone(), (self.clock_ms, r.clone()));
+                        .insert(cmd.request_id.clone(), (self.clock_ms, Arc::new(r.clone())));
                     self.dedup_order
                         .push_back((self.clock_ms, cmd.request_id.clone()));
                 }
@@ -199,7 +203,7 @@ impl SmState {
                 self.dedup.get(id).map(|(_, r)| pb::DedupEntry {
                     request_id: id.clone(),
                     applied_at_ms: *at,
-                    result: Some(r.clone()),
+                    result: Some(pb::CommandResult::clone(r)),
                 })
             })
             .collect();
@@ -245,7 +249,9 @@ impl SmState {
                 state
                     .dedup_order
                     .push_back((d.applied_at_ms, d.request_id.clone()));
-                state.dedup.insert(d.request_id, (d.applied_at_ms, r));
+                state
+                    .dedup
+                    .insert(d.request_id, (d.applied_at_ms, Arc::new(r)));
             }
         }
         Ok(state)

@@ -15,12 +15,11 @@ use auth_proto::v1 as pb;
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use parking_lot::RwLock;
-use prost::Message;
 
-use crate::convert::*;
-use crate::db::{Db, DbError, SNAPSHOT_DATA, SNAPSHOT_META};
+use crate::db::{Db, DbError};
 use crate::durable::Durability;
 use crate::metrics::Stage;
+use crate::snapshot_file;
 use crate::state::SmState;
 use crate::types::*;
 
@@ -34,19 +33,6 @@ pub struct StateMachineStore {
     durable: Arc<Durability>,
 }
 
-fn load_snapshot(db: &Db) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DbError> {
-    match (db.get_meta(SNAPSHOT_META)?, db.get_meta(SNAPSHOT_DATA)?) {
-        (Some(m), Some(d)) => {
-            let pb = pb::SnapshotMetaPb::decode(m.as_slice())
-                .map_err(|e| DbError::Corrupt(format!("snapshot meta: {e}")))?;
-            let meta =
-                snapshot_meta_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))?;
-            Ok(Some((meta, d)))
-        }
-        _ => Ok(None),
-    }
-}
-
 fn snap_err(e: impl std::fmt::Display) -> StorageIoError {
     StorageIOError::read_snapshot(None, AnyError::error(e)).into()
 }
@@ -54,7 +40,7 @@ fn snap_err(e: impl std::fmt::Display) -> StorageIoError {
 impl StateMachineStore {
     /// Opens the state machine, starting from the stored snapshot if there is one.
     pub(crate) fn open(db: Db, durable: Arc<Durability>) -> Result<Self, DbError> {
-        let state = match load_snapshot(&db)? {
+        let state = match snapshot_file::load(&db)? {
             Some((meta, data)) => {
                 SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
                     .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?
@@ -69,14 +55,12 @@ impl StateMachineStore {
         })
     }
 
-    async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageIoError> {
+    /// Stores the snapshot durably (see [`crate::snapshot_file`]); hands `data` back.
+    async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<Vec<u8>, StorageIoError> {
         let db = self.db.clone();
-        let meta_bytes = snapshot_meta_to_pb(meta).encode_to_vec();
+        let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            db.put_meta(
-                &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &data)],
-                true,
-            )
+            snapshot_file::store(&db, &meta, &data, &[]).map(|()| data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
@@ -87,10 +71,13 @@ impl StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageIoError> {
         let started = std::time::Instant::now();
-        let (data, last_applied, membership) = {
-            let s = self.state.read();
-            (s.encode_snapshot(), s.last_applied, s.membership.clone())
-        };
+        // A consistent view, taken in O(1) under the lock; encoded off it, so writes
+        // go on meanwhile.
+        let view = self.state.read().clone();
+        let (last_applied, membership) = (view.last_applied, view.membership.clone());
+        let data = tokio::task::spawn_blocking(move || view.encode_snapshot())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!(
@@ -104,7 +91,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: membership,
             snapshot_id,
         };
-        self.persist(&meta, data.clone()).await?;
+        let data = self.persist(&meta, data).await?;
         metrics::counter!(crate::metrics::SNAPSHOTS_BUILT).increment(1);
         metrics::histogram!(crate::metrics::SNAPSHOT_BUILD_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -185,7 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageIoError> {
         let db = self.db.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&db))
+        let loaded = tokio::task::spawn_blocking(move || snapshot_file::load(&db))
             .await
             .map_err(snap_err)?
             .map_err(snap_err)?;

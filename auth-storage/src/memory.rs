@@ -6,10 +6,12 @@
 //! replicated backend can apply its log entries to the same `Tables`, so it gives exactly
 //! the answers `MemoryStorage` gives.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use imbl::{HashMap, OrdMap, OrdSet};
 use parking_lot::RwLock;
 
 use crate::{
@@ -20,24 +22,31 @@ use crate::{
 
 /// Users, sessions and their indexes. Not synchronised: wrap it (as [`MemoryStorage`]
 /// does) or own it from one task (as a state machine does).
+///
+/// The maps are persistent (`imbl`): a clone shares their structure, costs a few
+/// pointer copies whatever the size, and later writes to either side copy only the
+/// paths they change. A replicated state machine clones its tables under its lock and
+/// writes the clone out as a snapshot without holding writes up.
 #[derive(Debug, Default, Clone)]
 pub struct Tables {
-    users: HashMap<String, User>,
+    /// Records behind `Arc`: a map node then holds pointers, not whole records, and a
+    /// write to a record shared with a snapshot view copies that one record.
+    users: HashMap<String, Arc<User>>,
     /// `username_key` → user id, ordered for [`Tables::list_users`].
-    usernames: BTreeMap<String, String>,
-    sessions: HashMap<String, Session>,
+    usernames: OrdMap<String, String>,
+    sessions: HashMap<String, Arc<Session>>,
     /// user id → that user's session ids.
     user_sessions: HashMap<String, BTreeSet<String>>,
     /// (idle expiry, session id), ordered so the sweeper takes the earliest first.
-    expiry: BTreeSet<(i64, String)>,
+    expiry: OrdSet<(i64, String)>,
     /// `username_key` → failed-login record.
     attempts: HashMap<String, LoginAttempts>,
     /// (record expiry, username key), earliest first.
-    attempts_expiry: BTreeSet<(i64, String)>,
+    attempts_expiry: OrdSet<(i64, String)>,
     /// challenge id → challenge.
     challenges: HashMap<String, Challenge>,
     /// (expiry, challenge id), earliest first.
-    challenge_expiry: BTreeSet<(i64, String)>,
+    challenge_expiry: OrdSet<(i64, String)>,
     /// user id → (expiry, challenge id) of that user's challenges.
     user_challenges: HashMap<String, BTreeSet<(i64, String)>>,
 }
@@ -60,7 +69,7 @@ impl Tables {
                 return Err(StorageError::Invalid(format!("duplicate user {}", u.id)));
             }
             t.usernames.insert(u.username_key.clone(), u.id.clone());
-            t.users.insert(u.id.clone(), u);
+            t.users.insert(u.id.clone(), Arc::new(u));
         }
         for s in sessions {
             if !t.users.contains_key(&s.user_id) || t.sessions.contains_key(&s.id) {
@@ -71,7 +80,7 @@ impl Tables {
                 .or_default()
                 .insert(s.id.clone());
             t.expiry.insert((s.expires_at_ms, s.id.clone()));
-            t.sessions.insert(s.id.clone(), s);
+            t.sessions.insert(s.id.clone(), Arc::new(s));
         }
         Ok(t)
     }
@@ -88,12 +97,12 @@ impl Tables {
 
     /// Every user, in no particular order (for snapshots).
     pub fn users(&self) -> impl Iterator<Item = &User> {
-        self.users.values()
+        self.users.values().map(|u| &**u)
     }
 
     /// Every session, in no particular order (for snapshots).
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values()
+        self.sessions.values().map(|s| &**s)
     }
 
     /// See [`Storage::create_user`].
@@ -109,13 +118,13 @@ impl Tables {
         user.version = 1;
         self.usernames
             .insert(user.username_key.clone(), user.id.clone());
-        self.users.insert(user.id.clone(), user.clone());
+        self.users.insert(user.id.clone(), Arc::new(user.clone()));
         Ok(user)
     }
 
     /// See [`Storage::get_user`].
     pub fn get_user(&self, id: &str) -> Option<&User> {
-        self.users.get(id)
+        self.users.get(id).map(|u| &**u)
     }
 
     /// See [`Storage::get_user_by_username`].
@@ -123,6 +132,7 @@ impl Tables {
         self.usernames
             .get(username_key)
             .and_then(|id| self.users.get(id))
+            .map(|u| &**u)
     }
 
     /// See [`Storage::list_users`].
@@ -135,7 +145,7 @@ impl Tables {
         let mut last = None;
         let keys = self
             .usernames
-            .range::<str, _>((Bound::Excluded(req.after.as_str()), Bound::Unbounded));
+            .range::<_, str>((Bound::Excluded(req.after.as_str()), Bound::Unbounded));
         for (examined, (key, id)) in keys.enumerate() {
             if examined == LIST_USERS_SCAN || page.users.len() == limit {
                 page.next = last;
@@ -145,7 +155,7 @@ impl Tables {
             let matches =
                 req.contains.is_empty() || key.contains(&req.contains) || *id == req.contains;
             if matches && let Some(u) = self.users.get(id) {
-                page.users.push(u.clone());
+                page.users.push(User::clone(u));
             }
         }
         page
@@ -153,7 +163,11 @@ impl Tables {
 
     /// See [`Storage::update_user`].
     pub fn update_user(&mut self, mut user: User) -> Result<User> {
-        let stored = self.users.get_mut(&user.id).ok_or(StorageError::NotFound)?;
+        let stored = self
+            .users
+            .get_mut(&user.id)
+            .map(Arc::make_mut)
+            .ok_or(StorageError::NotFound)?;
         if stored.version != user.version {
             return Err(StorageError::Conflict);
         }
@@ -213,13 +227,14 @@ impl Tables {
             .insert(session.id.clone());
         self.expiry
             .insert((session.expires_at_ms, session.id.clone()));
-        self.sessions.insert(session.id.clone(), session.clone());
+        self.sessions
+            .insert(session.id.clone(), Arc::new(session.clone()));
         Ok(session)
     }
 
     /// See [`Storage::get_session`].
     pub fn get_session(&self, id: &str) -> Option<&Session> {
-        self.sessions.get(id)
+        self.sessions.get(id).map(|s| &**s)
     }
 
     /// See [`Storage::is_session_live`].
@@ -238,7 +253,7 @@ impl Tables {
             .flatten()
             .filter_map(|sid| self.sessions.get(sid))
             .filter(|s| s.expires_at_ms > now_ms)
-            .cloned()
+            .map(|s| Session::clone(s))
             .collect();
         out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         out
@@ -246,7 +261,7 @@ impl Tables {
 
     /// See [`Storage::rotate_refresh`].
     pub fn rotate_refresh(&mut self, req: RotateRefresh) -> RotateOutcome {
-        let Some(s) = self.sessions.get_mut(&req.session_id) else {
+        let Some(s) = self.sessions.get_mut(&req.session_id).map(Arc::make_mut) else {
             return RotateOutcome::Invalid;
         };
         if s.expires_at_ms <= req.now_ms {
@@ -549,7 +564,7 @@ impl Tables {
 }
 
 /// The keys of up to `limit` entries of an expiry index due at `now_ms`, earliest first.
-fn due(index: &BTreeSet<(i64, String)>, now_ms: i64, limit: usize) -> Vec<String> {
+fn due(index: &OrdSet<(i64, String)>, now_ms: i64, limit: usize) -> Vec<String> {
     index
         .iter()
         .take_while(|(at, _)| *at <= now_ms)
