@@ -21,7 +21,7 @@ pub(crate) const CLUSTER_ID: &str = "cluster_id";
 pub(crate) const NODE_ID: &str = "node_id";
 pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
 /// The snapshot's data itself, in versions before [`SNAPSHOT_FILE`] (read, then
-/// emptied when the next snapshot is stored).
+/// removed when the next snapshot is stored).
 pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
 /// The name of the file under `<dir>/snapshots` holding the snapshot's data.
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot_file";
@@ -55,6 +55,8 @@ pub(crate) struct Db {
     dir: Arc<std::path::PathBuf>,
     /// Held while a snapshot file is stored (see [`crate::snapshot_file`]).
     pub(crate) snapshot_store: Arc<parking_lot::Mutex<()>>,
+    /// Log and snapshot sizes, for when to build the next snapshot.
+    pub(crate) pacing: Arc<crate::snapshot_pacing::SnapshotPacing>,
 }
 
 impl Db {
@@ -124,6 +126,7 @@ impl Db {
             inner: Arc::new(RwLock::new(Some(database))),
             dir: Arc::new(dir.to_path_buf()),
             snapshot_store: Arc::default(),
+            pacing: Arc::default(),
         })
     }
 
@@ -151,8 +154,35 @@ impl Db {
         })
     }
 
+    /// Reads several meta records in one transaction (a consistent view of them).
+    pub(crate) fn get_metas<const N: usize>(
+        &self,
+        keys: [&str; N],
+    ) -> Result<[Option<Vec<u8>>; N], DbError> {
+        self.with(|db| {
+            let tx = db.begin_read().map_err(redb_err)?;
+            let t = tx.open_table(META).map_err(redb_err)?;
+            let mut out = [const { None }; N];
+            for (slot, key) in out.iter_mut().zip(keys) {
+                *slot = t.get(key).map_err(redb_err)?.map(|v| v.value().to_vec());
+            }
+            Ok(out)
+        })
+    }
+
     /// Writes meta records in one transaction; `durable` waits for fsync.
     pub(crate) fn put_meta(&self, records: &[(&str, &[u8])], durable: bool) -> Result<(), DbError> {
+        self.put_remove_meta(records, &[], durable)
+    }
+
+    /// Writes meta records and removes others, in one transaction; `durable` waits for
+    /// fsync.
+    pub(crate) fn put_remove_meta(
+        &self,
+        records: &[(&str, &[u8])],
+        remove: &[&str],
+        durable: bool,
+    ) -> Result<(), DbError> {
         self.with(|db| {
             let mut tx = db.begin_write().map_err(redb_err)?;
             if !durable {
@@ -162,6 +192,9 @@ impl Db {
                 let mut t = tx.open_table(META).map_err(redb_err)?;
                 for (k, v) in records {
                     t.insert(*k, *v).map_err(redb_err)?;
+                }
+                for k in remove {
+                    t.remove(*k).map_err(redb_err)?;
                 }
             }
             tx.commit().map_err(redb_err)

@@ -122,7 +122,13 @@ pub fn seed_data_dir(
         &meta,
         &data,
         &[(LAST_PURGED, &at_bytes), (COMMITTED, &at_bytes)],
-    );
+    )
+    .and_then(|stored| {
+        // The directory was checked to be new: nothing can be stored there already.
+        stored
+            .then_some(())
+            .ok_or_else(|| crate::DbError::Corrupt("a newer snapshot is already there".into()))
+    });
     db.close();
     if let Err(e) = written {
         // A store with the identity but not the state would start as an empty,

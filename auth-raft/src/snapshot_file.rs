@@ -4,10 +4,17 @@
 //! Writing hundreds of megabytes into redb held its single write transaction, and so
 //! every log append, for the whole commit (half a second at 100k users). A file is
 //! written, fsynced and renamed into place beside the log instead; only the few bytes of
-//! metadata then go through redb. Order: file written and synced, renamed, directory
-//! synced, metadata committed, older files removed. A crash at any point leaves the
-//! previous snapshot named in redb and whole on disk; a file no record names is removed
-//! by the next store.
+//! metadata then go through redb. Order: file written (mode 0600) and synced, renamed,
+//! directory synced (and the data directory, the first time), metadata committed,
+//! older files removed. A crash at any point leaves the previous snapshot named in
+//! redb and whole on disk; a file no record names is removed by the next store.
+//!
+//! Stores and loads take one lock (openraft builds a snapshot in a task of its own,
+//! concurrently with sending the current one to a follower): a load sees the metadata
+//! and the file name of one store, and has the file open before a later store may
+//! remove it.
+//!
+//! The change of layout is one-way: an older version finds no snapshot data in redb.
 
 use std::io::Write;
 use std::path::Path;
@@ -29,51 +36,73 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
     move |e| DbError::Redb(format!("{}: {e}", what.display()))
 }
 
-fn stored_meta(db: &Db) -> Result<Option<SnapshotMeta>, DbError> {
-    db.get_meta(SNAPSHOT_META)?
-        .map(|m| {
-            let pb = pb::SnapshotMetaPb::decode(m.as_slice())
-                .map_err(|e| DbError::Corrupt(format!("snapshot meta: {e}")))?;
-            snapshot_meta_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
-        })
-        .transpose()
+fn decode_meta(m: &[u8]) -> Result<SnapshotMeta, DbError> {
+    let pb = pb::SnapshotMetaPb::decode(m)
+        .map_err(|e| DbError::Corrupt(format!("snapshot meta: {e}")))?;
+    snapshot_meta_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
 }
 
 /// The stored snapshot, if any: its metadata and data.
 pub(crate) fn load(db: &Db) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DbError> {
-    let Some(meta) = stored_meta(db)? else {
-        return Ok(None);
+    use std::io::Read;
+    let (meta, mut file) = {
+        let _stores_wait = db.snapshot_store.lock();
+        let [meta, name, data] = db.get_metas([SNAPSHOT_META, SNAPSHOT_FILE, SNAPSHOT_DATA])?;
+        let Some(meta) = meta else {
+            return Ok(None);
+        };
+        let meta = decode_meta(&meta)?;
+        match (name, data) {
+            (Some(name), _) => {
+                let name = String::from_utf8(name)
+                    .map_err(|_| DbError::Corrupt("snapshot file name is not UTF-8".into()))?;
+                let path = db.dir().join(DIR).join(name);
+                (meta, std::fs::File::open(&path).map_err(io(&path))?)
+            }
+            // Written by a version that kept the data in redb.
+            (None, Some(data)) => return Ok(Some((meta, data))),
+            (None, None) => return Err(DbError::Corrupt("snapshot meta without data".into())),
+        }
     };
-    let name = db.get_meta(SNAPSHOT_FILE)?.unwrap_or_default();
-    if !name.is_empty() {
-        let name = String::from_utf8(name)
-            .map_err(|_| DbError::Corrupt("snapshot file name is not UTF-8".into()))?;
-        let path = db.dir().join(DIR).join(name);
-        return Ok(Some((meta, std::fs::read(&path).map_err(io(&path))?)));
+    // Open: a store that removes the file now does not take it away from us.
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| DbError::Redb(format!("snapshot file: {e}")))?;
+    Ok(Some((meta, data)))
+}
+
+/// Creates `<dir>/snapshots` durably (its entry in the data directory synced too).
+fn snapshot_dir(db: &Db) -> Result<std::path::PathBuf, DbError> {
+    let dir = db.dir().join(DIR);
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        sync_dir(db.dir())?;
     }
-    // Written by a version that kept the data in redb.
-    match db.get_meta(SNAPSHOT_DATA)? {
-        Some(data) => Ok(Some((meta, data))),
-        None => Err(DbError::Corrupt("snapshot meta without data".into())),
-    }
+    Ok(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), DbError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 /// Stores a snapshot durably, with `extra` meta records in the same transaction, unless
 /// the one stored already covers a later log index (a snapshot built before an install
-/// finished after it). Blocking: call from a blocking thread.
+/// finished after it): then nothing is written and the answer is `false`. Blocking:
+/// call from a blocking thread.
 pub(crate) fn store(
     db: &Db,
     meta: &SnapshotMeta,
     data: &[u8],
     extra: &[(&str, &[u8])],
-) -> Result<(), DbError> {
-    let dir = db.dir().join(DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+) -> Result<bool, DbError> {
     let _one_at_a_time = db.snapshot_store.lock();
-    if let Some(stored) = stored_meta(db)?
-        && stored.last_log_id > meta.last_log_id
+    let dir = snapshot_dir(db)?;
+    if let Some(stored) = db.get_meta(SNAPSHOT_META)?
+        && decode_meta(&stored)?.last_log_id > meta.last_log_id
     {
-        return Ok(());
+        return Ok(false);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,31 +115,28 @@ pub(crate) fn store(
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        // Password hashes and session records: owner only, like raft.redb.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
         f.write_all(data).map_err(io(&tmp))?;
         f.sync_data().map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))?;
+    sync_dir(&dir)?;
     let meta_bytes = snapshot_meta_to_pb(meta).encode_to_vec();
     let mut records = vec![
         (SNAPSHOT_META, meta_bytes.as_slice()),
         (SNAPSHOT_FILE, name.as_bytes()),
-        (SNAPSHOT_DATA, &[][..]),
     ];
     records.extend_from_slice(extra);
-    if let Err(e) = db.put_meta(&records, true) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
+    // On failure the file stays: the commit may still have reached the disk (a
+    // failed fsync says nothing either way), and the next store removes it if not.
+    db.put_remove_meta(&records, &[SNAPSHOT_DATA], true)?;
     remove_others(&dir, &name);
-    Ok(())
+    Ok(true)
 }
 
 /// Removes every file in `dir` but `keep` (older snapshots, a crash's leftovers).
@@ -160,7 +186,15 @@ mod tests {
         store(&db, &meta(20), b"twenty", &[]).unwrap();
         assert_eq!(files(dir.path()).len(), 1, "{:?}", files(dir.path()));
         // An older snapshot finishing late does not replace a newer one.
-        store(&db, &meta(15), b"fifteen", &[]).unwrap();
+        assert!(!store(&db, &meta(15), b"fifteen", &[]).unwrap());
+        #[cfg(unix)]
+        for f in files(dir.path()) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(DIR).join(f))
+                .unwrap()
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600, "snapshot files are private");
+        }
         db.close();
         let db = Db::open(dir.path(), "c", 1).unwrap();
         let (m, data) = load(&db).unwrap().unwrap();
@@ -181,9 +215,9 @@ mod tests {
             (m.snapshot_id.as_str(), data.as_slice()),
             ("s7", &b"legacy"[..])
         );
-        // The next store moves it to a file and empties the old record.
-        store(&db, &meta(8), b"eight", &[]).unwrap();
-        assert_eq!(db.get_meta(SNAPSHOT_DATA).unwrap().unwrap(), b"");
+        // The next store moves it to a file and removes the old record.
+        assert!(store(&db, &meta(8), b"eight", &[]).unwrap());
+        assert_eq!(db.get_meta(SNAPSHOT_DATA).unwrap(), None);
         assert_eq!(load(&db).unwrap().unwrap().1, b"eight");
     }
 

@@ -1,5 +1,6 @@
 //! The Raft state machine ([`RaftStateMachine`], storage API v2): applies command
-//! batches to the in-memory [`SmState`] and keeps the latest snapshot in redb.
+//! batches to the in-memory [`SmState`] and keeps the latest snapshot on disk
+//! ([`crate::snapshot_file`]).
 //!
 //! Durability: the state machine itself lives in memory. What is durable is the log
 //! (every entry fsynced before it is applied, see [`crate::durable`]), the committed index, and the latest
@@ -42,6 +43,7 @@ impl StateMachineStore {
     pub(crate) fn open(db: Db, durable: Arc<Durability>) -> Result<Self, DbError> {
         let state = match snapshot_file::load(&db)? {
             Some((meta, data)) => {
+                db.pacing.stored(data.len() as u64);
                 SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
                     .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?
             }
@@ -60,7 +62,11 @@ impl StateMachineStore {
         let db = self.db.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            snapshot_file::store(&db, &meta, &data, &[]).map(|()| data)
+            let stored = snapshot_file::store(&db, &meta, &data, &[])?;
+            if stored {
+                db.pacing.stored(data.len() as u64);
+            }
+            Ok::<_, DbError>(data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
