@@ -1,12 +1,13 @@
 //! [`PasswordHasher`]: argon2id with PHC strings, run on a bounded blocking pool.
 //!
 //! Hashing is deliberately slow (~16 ms at the default parameters), so it must never run
-//! on an async worker thread: every hash goes to tokio's blocking pool, and a semaphore
-//! admits at most `concurrency` at a time (one per core by default) so a login storm
-//! cannot starve everything else. With [`HashPriority::Background`] (the default) the
-//! blocking-pool thread hands the hash to one of `concurrency` threads of lower
-//! scheduling priority and waits for it, so that on a saturated machine token checks
-//! and page loads run before password hashes. The queue in front of the semaphore is bounded in
+//! on an async worker thread, and a semaphore admits at most `concurrency` at a time
+//! (one per core by default) so a login storm cannot starve everything else. With
+//! [`HashPriority::Background`] (the default) each hash goes straight to one of
+//! `concurrency` threads of lower scheduling priority, which answers through a
+//! one-shot channel: on a saturated machine token checks and page loads run before
+//! password hashes, and a hash costs the caller two thread hand-offs (there and back),
+//! not four. With [`HashPriority::Normal`] hashes run on tokio's blocking pool. The queue in front of the semaphore is bounded in
 //! length and in waiting time ([`HashQueue`]): past either bound a check is shed with
 //! [`AuthError::Overloaded`] without being tried, so a flood fails fast instead of
 //! making every caller wait for seconds. The argon2 memory blocks (19 MiB at the
@@ -62,7 +63,7 @@ struct Inner {
     max_waiting: usize,
     max_wait: Duration,
     /// The lower-priority hashing threads ([`HashPriority::Background`]).
-    background: Option<rayon::ThreadPool>,
+    background: Option<HashThreads>,
     /// Reusable memory blocks, one per hash in flight at most.
     blocks: Mutex<Vec<Vec<Block>>>,
 }
@@ -229,24 +230,28 @@ impl HashSlot {
         .await
     }
 
-    /// Runs `f` on the blocking pool (which hands it to the background threads, if
-    /// any, and waits: tokio then still counts it as blocking work in flight), holding
-    /// the permit until it is done (even if the caller goes away meanwhile).
+    /// Runs `f` on a background hashing thread (or, without them, tokio's blocking
+    /// pool), holding the permit until it is done (even if the caller goes away
+    /// meanwhile).
     async fn run<T, F>(self, f: F) -> Result<T, AuthError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, AuthError> + Send + 'static,
     {
         let HashSlot { inner, _permit } = self;
-        tokio::task::spawn_blocking(move || {
-            let _permit = _permit;
-            match &inner.background {
-                Some(threads) => threads.install(|| f(&inner)),
-                None => f(&inner),
+        let job = {
+            let inner = Arc::clone(&inner);
+            move || {
+                let _permit = _permit;
+                f(&inner)
             }
-        })
-        .await
-        .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))?
+        };
+        match &inner.background {
+            Some(threads) => threads.run(job).await?,
+            None => tokio::task::spawn_blocking(job)
+                .await
+                .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))?,
+        }
     }
 }
 
@@ -276,14 +281,64 @@ impl Inner {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashing threads below the process's other threads (nice +10 on Linux), fed through
+/// a channel. An idle thread sleeps in the channel's receive (a futex wait): no
+/// spinning, which on a small machine would take CPU from the very work hashing is
+/// meant to yield to. The threads end when the hasher is dropped (the channel closes).
+struct HashThreads {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl HashThreads {
+    /// Runs `f` on one of the threads; its answer comes back through a one-shot
+    /// channel, so the caller's task is woken, not a thread blocked.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        // The semaphore admits at most as many hashes as there are threads and the
+        // channel has room for as many: a full channel is a bug, not back-pressure.
+        self.jobs
+            .try_send(job)
+            .map_err(|e| AuthError::Internal(format!("hashing threads: {e}")))?;
+        rx.await
+            .map_err(|_| AuthError::Internal("a hashing thread failed".into()))
+    }
+}
+
 /// `n` hashing threads below the process's other threads: nice +10 on Linux.
-fn background_threads(n: usize) -> Result<rayon::ThreadPool, AuthError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("auth-hash-{i}"))
-        .start_handler(|_| lower_this_threads_priority())
-        .build()
-        .map_err(|e| AuthError::Internal(format!("cannot start the hashing threads: {e}")))
+fn background_threads(n: usize) -> Result<HashThreads, AuthError> {
+    let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("auth-hash-{i}"))
+            .spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    // One thread waits in recv holding the lock, the others on the
+                    // lock; both sleep.
+                    let job = rx.lock().recv();
+                    match job {
+                        // A panic fails that one hash (its answer channel is dropped:
+                        // the caller gets an error); the thread lives on for the next.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| AuthError::Internal(format!("cannot start the hashing threads: {e}")))?;
+    }
+    Ok(HashThreads { jobs })
 }
 
 /// Raises the calling thread's nice value by 10 (Linux keeps one per thread). Failure
@@ -425,7 +480,18 @@ mod tests {
         let priority = || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as _) };
         let ours = priority();
         let threads = background_threads(2).unwrap();
-        assert_eq!(threads.install(priority), (ours + 10).min(19));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // A job that panics is an error for its caller, and costs no thread.
+        for _ in 0..3 {
+            let e = rt.block_on(threads.run(|| panic!("boom"))).unwrap_err();
+            assert_eq!(e.code(), "internal");
+        }
+        for _ in 0..4 {
+            let theirs = rt.block_on(threads.run(priority)).unwrap();
+            assert_eq!(theirs, (ours + 10).min(19));
+        }
         assert_eq!(priority(), ours, "the caller's own priority is untouched");
     }
 
