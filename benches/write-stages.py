@@ -43,10 +43,11 @@ import urllib.request
 BASE = 31251  # below the ephemeral port range, clear of compare-etcd.sh's
 
 
-def scrape(url):
+def scrape(url, token):
     """{(metric, labels, 'sum'|'count'): value} for the histograms we read."""
     out = {}
-    with urllib.request.urlopen(url, timeout=5) as r:
+    req = urllib.request.Request(url, headers={'Authorization': f'Bearer {token}'})
+    with urllib.request.urlopen(req, timeout=5) as r:
         for line in r.read().decode().splitlines():
             if line.startswith('#'):
                 continue
@@ -124,6 +125,9 @@ def main():
                 endpoints = line.split()[1].split(',')
             if line.startswith('metrics: '):
                 metrics = line.split()[1:]
+        # cluster --metrics puts every node's /metrics behind this bearer token.
+        with open(os.path.join(data, 'metrics.token')) as f:
+            token = f.readline().strip()
         head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                               text=True).stdout.strip()
         print(f'ours {head}, {args.nodes} nodes, leader {leader}, register -c {args.clients}, '
@@ -132,11 +136,11 @@ def main():
         for r in range(args.rounds):
             for label, node in (('forwarded (client at a follower)', follower),
                                 ('direct (client at the leader)', leader)):
-                before = [scrape(u) for u in metrics]
+                before = [scrape(u, token) for u in metrics]
                 out = subprocess.run([loadgen, '--endpoints', endpoints[node - 1], '--op',
                                       'register', '-c', str(args.clients), '-d', str(args.secs)],
                                      capture_output=True, text=True, check=True).stdout.strip()
-                after = [scrape(u) for u in metrics]
+                after = [scrape(u, token) for u in metrics]
                 f = dict(kv.split('=', 1) for kv in out.split())
                 ok = int(f['ok'])
                 print(f'\n== round {r + 1}: {label}: {out}')

@@ -41,8 +41,8 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub insecure: bool,
     /// Serve each node's Prometheus metrics (`serve --metrics-listen`) on its client
-    /// port + 2, without a token: for measurements on this machine (needs --port-step 3
-    /// or more).
+    /// port + 2, behind a bearer token the cluster creates in `DIR/metrics.token`
+    /// (needs --port-step 3 or more).
     #[arg(long)]
     pub metrics: bool,
     /// Extra `serve` flags for every node, after `--` (e.g. `-- --argon2-memory-kib 4096`).
@@ -64,6 +64,9 @@ pub struct NodePlan {
     /// Arguments of `auth-backend` for this node.
     pub args: Vec<String>,
 }
+
+/// The `/metrics` bearer token of `cluster --metrics`, in the data dir.
+pub const METRICS_TOKEN: &str = "metrics.token";
 
 /// Reads `DIR/NAME`, or creates it with `make()` (mode 0600).
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, String> {
@@ -176,6 +179,10 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
     read_or_create(&key_file, random_key)?;
     let mfa_key_file = args.data_dir.join("mfa.key");
     read_or_create(&mfa_key_file, random_key)?;
+    let metrics_token_file = args.data_dir.join(METRICS_TOKEN);
+    if args.metrics {
+        read_or_create(&metrics_token_file, random_key)?;
+    }
     let mut ports = BTreeMap::new();
     for i in 0..args.nodes {
         let port = u32::from(args.base_port) + u32::from(i) * u32::from(args.port_step);
@@ -243,6 +250,8 @@ pub fn plan(args: &ClusterArgs) -> Result<(Vec<NodePlan>, ClusterTls), String> {
             if args.metrics {
                 a.push("--metrics-listen".into());
                 a.push(metrics_addr(&args.host, addr));
+                a.push("--metrics-token-file".into());
+                a.push(path(metrics_token_file.clone()));
             }
             if args.insecure {
                 a.push("--insecure".into());
@@ -525,6 +534,10 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
                 .map(|n| format!("http://{}/metrics", metrics_addr(&args.host, &n.addr)))
                 .collect();
             println!("metrics: {}", m.join(" "));
+            println!(
+                "metrics bearer token: {}",
+                args.data_dir.join(METRICS_TOKEN).display()
+            );
         }
         if args.insecure {
             println!("WARNING: --insecure: no TLS on any listener; anyone who can reach the");
@@ -703,6 +716,22 @@ mod tests {
             .position(|a| a == "--metrics-listen")
             .unwrap();
         assert_eq!(p3[1].args[listen + 1], "127.0.0.1:50063");
+        // ... behind a private token the cluster created, the same for every node.
+        let token = p3[1]
+            .args
+            .iter()
+            .position(|a| a == "--metrics-token-file")
+            .unwrap();
+        assert_eq!(
+            PathBuf::from(&p3[1].args[token + 1]),
+            dir.join(METRICS_TOKEN)
+        );
+        assert!(
+            std::fs::read_to_string(dir.join(METRICS_TOKEN))
+                .unwrap()
+                .len()
+                >= 32
+        );
         assert!(!p[1].args.iter().any(|a| a == "--metrics-listen"));
         let cramped = ClusterArgs {
             port_step: 2,

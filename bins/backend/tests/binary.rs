@@ -652,33 +652,51 @@ fn serve_bootstraps_the_first_administrator_from_a_private_password_file() {
     assert!(stderr.contains("go together"), "{stderr}");
 }
 
-/// A base port with `n` nodes' client and peer ports (step 2) free right now: bound
-/// once and released. The kernel hands out ephemeral ports at random, so a run in
-/// parallel is unlikely to take one in between; the cluster would then fail loudly.
-fn free_port_block(n: u16) -> u16 {
+/// A base port with `n` nodes' ports (`step` each) free right now: bound once and
+/// released. The kernel hands out ephemeral ports at random, so a run in parallel is
+/// unlikely to take one in between; the cluster would then fail loudly.
+fn free_port_block(n: u16, step: u16) -> u16 {
     for _ in 0..200 {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = probe.local_addr().unwrap().port();
         drop(probe);
-        let Some(last) = base.checked_add(2 * n) else {
+        let Some(last) = base.checked_add(step * n) else {
             continue;
         };
         let held: Vec<_> = (base..last)
             .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
-        if held.len() == usize::from(2 * n) {
+        if held.len() == usize::from(step * n) {
             return base;
         }
     }
     panic!("no block of free ports");
 }
 
+/// The HTTP status of a GET of `url`'s `/metrics` (`host:port`), with `token` as bearer.
+fn metrics_status(addr: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
 /// `auth-backend cluster` prints its table only once a leader is elected and every
-/// node knows it: the first write through each node, at once, succeeds.
+/// node knows it: the first write through each node, at once, succeeds. With
+/// `--metrics`, every node's `/metrics` wants the bearer token the cluster wrote to its
+/// data dir: a scraper without it, or with another, gets 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_prints_its_table_once_every_node_takes_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_port_block(3).to_string();
+    let base = free_port_block(3, 3).to_string();
     let mut cmd = command(&[
         "cluster",
         "--nodes",
@@ -686,7 +704,8 @@ async fn cluster_prints_its_table_once_every_node_takes_writes() {
         "--base-port",
         &base,
         "--port-step",
-        "2",
+        "3",
+        "--metrics",
         "--insecure",
         "--data-dir",
         dir.path().to_str().unwrap(),
@@ -705,7 +724,8 @@ async fn cluster_prints_its_table_once_every_node_takes_writes() {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let mut endpoints = None;
     let mut seen = String::new();
-    while endpoints.is_none() {
+    // The table, then the endpoints, the metrics addresses and the token's file.
+    while endpoints.is_none() || !seen.contains("metrics bearer token: ") {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => {
@@ -715,7 +735,7 @@ async fn cluster_prints_its_table_once_every_node_takes_writes() {
                 }
             }
             Err(_) => panic!(
-                "no endpoints line; stdout so far:\n{seen}\nstderr:\n{}",
+                "no endpoints or metrics lines; stdout so far:\n{seen}\nstderr:\n{}",
                 stderr
                     .recv_timeout(Duration::from_secs(5))
                     .unwrap_or_default()
@@ -736,6 +756,47 @@ async fn cluster_prints_its_table_once_every_node_takes_writes() {
             .await;
         assert!(r.is_ok(), "the first write through {e} failed: {r:?}");
     }
+    let token = std::fs::read_to_string(dir.path().join("metrics.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(token.len() >= 32, "{token:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("metrics.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let metrics: Vec<String> = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics: "))
+        .expect("a metrics line")
+        .split_whitespace()
+        .map(|u| {
+            u.trim_start_matches("http://")
+                .trim_end_matches("/metrics")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(metrics.len(), 3, "{seen}");
+    let statuses = tokio::task::spawn_blocking(move || {
+        metrics
+            .iter()
+            .map(|m| {
+                (
+                    metrics_status(m, None),
+                    metrics_status(m, Some("another-token-of-a-plausible-length")),
+                    metrics_status(m, Some(&token)),
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses, vec![(401, 401, 200); 3]);
     let ok = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
