@@ -55,8 +55,6 @@ pub(crate) struct Db {
     dir: Arc<std::path::PathBuf>,
     /// Held while a snapshot file is stored (see [`crate::snapshot_file`]).
     pub(crate) snapshot_store: Arc<parking_lot::Mutex<()>>,
-    /// Log and snapshot sizes, for when to build the next snapshot.
-    pub(crate) pacing: Arc<crate::snapshot_pacing::SnapshotPacing>,
 }
 
 impl Db {
@@ -126,7 +124,6 @@ impl Db {
             inner: Arc::new(RwLock::new(Some(database))),
             dir: Arc::new(dir.to_path_buf()),
             snapshot_store: Arc::default(),
-            pacing: Arc::default(),
         })
     }
 

@@ -105,8 +105,6 @@ mod service;
 #[cfg(feature = "node")]
 mod snapshot_file;
 #[cfg(feature = "node")]
-mod snapshot_pacing;
-#[cfg(feature = "node")]
 mod snapshot_spool;
 #[cfg(feature = "node")]
 mod state;

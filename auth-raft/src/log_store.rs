@@ -220,9 +220,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        self.db
-            .pacing
-            .appended(encoded.iter().map(|(_, b)| b.len() as u64).sum());
         let result = if self.durable.is_poisoned() {
             Err(DbError::Redb("the log store failed to sync earlier".into()))
         } else {

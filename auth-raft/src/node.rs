@@ -48,10 +48,7 @@ pub struct RaftConfig {
     /// Election timeout range lower bound (upper = 2×). Default 100 ms: a dead leader is
     /// replaced in about half a second on loaded 2-core machines.
     pub election_timeout: Duration,
-    /// Build a snapshot (and compact the log) every this many entries at least.
-    /// Default 10 000. Once the state is large (a snapshot over 4 MiB), the log
-    /// written since the last snapshot must also reach a quarter of its size, so that
-    /// building snapshots costs a bounded share of the writing whatever the size.
+    /// Build a snapshot (and compact the log) every this many entries. Default 10 000.
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot, for followers that lag a little
     /// (further behind, they get the snapshot). Default 1 000.
@@ -333,9 +330,7 @@ impl RaftNode {
             // transfer restarts from scratch and would loop.
             install_snapshot_timeout: 30_000,
             snapshot_max_chunk_size: 1024 * 1024,
-            // Built when `crate::snapshot_pacing` says (the entry count and the log's
-            // size against the last snapshot's).
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: cfg.logs_to_keep,
             max_payload_entries: 64,
             // Until `elections::enable_after_start` decides (a restarted member waits
@@ -414,10 +409,6 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         tokio::spawn(crate::handover::watch_leadership(Arc::downgrade(&shared)));
-        tokio::spawn(crate::snapshot_pacing::pace_snapshots(
-            Arc::downgrade(&shared),
-            cfg.snapshot_every,
-        ));
         let smallest = cfg.initial_members.keys().next().copied();
         if smallest == Some(cfg.id) && !restarted {
             let members: BTreeMap<NodeId, BasicNode> = cfg

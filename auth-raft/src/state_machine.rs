@@ -43,7 +43,6 @@ impl StateMachineStore {
     pub(crate) fn open(db: Db, durable: Arc<Durability>) -> Result<Self, DbError> {
         let state = match snapshot_file::load(&db)? {
             Some((meta, data)) => {
-                db.pacing.stored(data.len() as u64);
                 SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
                     .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?
             }
@@ -62,11 +61,7 @@ impl StateMachineStore {
         let db = self.db.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            let stored = snapshot_file::store(&db, &meta, &data, &[])?;
-            if stored {
-                db.pacing.stored(data.len() as u64);
-            }
-            Ok::<_, DbError>(data)
+            snapshot_file::store(&db, &meta, &data, &[]).map(|_stored| data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?

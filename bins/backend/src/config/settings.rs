@@ -377,8 +377,7 @@ pub struct RaftSettings {
     #[arg(long, env = "AUTH_BACKEND_READ_CONSISTENCY", value_enum)]
     pub read_consistency: Option<ReadMode>,
 
-    /// Raft: build a snapshot and compact the log every N entries at least (a large
-    /// state also waits for a log of a quarter of its snapshot's size) [default: 10000].
+    /// Raft: build a snapshot and compact the log every N entries [default: 10000].
     #[arg(long, env = "AUTH_BACKEND_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
 
