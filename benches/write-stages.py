@@ -33,12 +33,10 @@ Run (CARGO_TARGET_DIR is honoured):
 import argparse
 import os
 import re
-import signal
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.request
+
+from cluster_run import Cluster
 
 BASE = 31251  # below the ephemeral port range, clear of compare-etcd.sh's
 
@@ -98,36 +96,8 @@ def main():
     ap.add_argument('--clients', type=int, default=1)
     ap.add_argument('--rounds', type=int, default=1)
     args = ap.parse_args()
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-    target = os.environ.get('CARGO_TARGET_DIR', 'target')
-    binary = os.path.join(target, 'release', 'auth-backend')
-    loadgen = os.path.join(target, 'release', 'examples', 'loadgen')
-    for b in (binary, loadgen):
-        if not os.access(b, os.X_OK):
-            sys.exit(f'{b} missing: build first (see the top of this script)')
-    data = tempfile.mkdtemp(prefix='write-stages.')
-    cmd = [binary, 'cluster', '--nodes', str(args.nodes), '--data-dir', data, '--base-port',
-           str(BASE), '--insecure', '--metrics', '--', '--argon2-memory-kib', '64',
-           '--argon2-iterations', '1', '--throttle', 'false']
-    sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)
-    try:
-        leader = endpoints = metrics = None
-        deadline = time.monotonic() + 90
-        while metrics is None:
-            line = sup.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                sys.exit(f'cluster did not come up; logs in {data}')
-            m = re.search(r'node (\d+) leads', line)
-            if m:
-                leader = int(m.group(1))
-            if line.startswith('endpoints: '):
-                endpoints = line.split()[1].split(',')
-            if line.startswith('metrics: '):
-                metrics = line.split()[1:]
-        # cluster --metrics puts every node's /metrics behind this bearer token.
-        with open(os.path.join(data, 'metrics.token')) as f:
-            token = f.readline().strip()
+    with Cluster(args.nodes, BASE, metrics=True) as c:
+        leader, endpoints, metrics, token = c.leader, c.endpoints, c.metrics, c.token
         head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                               text=True).stdout.strip()
         print(f'ours {head}, {args.nodes} nodes, leader {leader}, register -c {args.clients}, '
@@ -137,7 +107,7 @@ def main():
             for label, node in (('forwarded (client at a follower)', follower),
                                 ('direct (client at the leader)', leader)):
                 before = [scrape(u, token) for u in metrics]
-                out = subprocess.run([loadgen, '--endpoints', endpoints[node - 1], '--op',
+                out = subprocess.run([c.loadgen, '--endpoints', endpoints[node - 1], '--op',
                                       'register', '-c', str(args.clients), '-d', str(args.secs)],
                                      capture_output=True, text=True, check=True).stdout.strip()
                 after = [scrape(u, token) for u in metrics]
@@ -156,13 +126,6 @@ def main():
                         s, n = v
                         role = 'leader' if i == leader else f'node {i}'
                         print(f'{stage:<16} {role:<9} {1000 * s / n:8.3f} {n / ok:9.2f}')
-    finally:
-        os.killpg(sup.pid, signal.SIGTERM)
-        try:
-            sup.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(sup.pid, signal.SIGKILL)
-        subprocess.run(['rm', '-rf', data])
 
 
 if __name__ == '__main__':
