@@ -268,9 +268,9 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     });
     // A trigger while a periodic build is under way does nothing: once that one
     // finishes (short of `last`), trigger again and time that build alone.
+    let mut seen = members[li].node().status().snapshot_index;
     let mut started = Instant::now();
     members[li].node().trigger_snapshot().await?;
-    let mut seen = members[li].node().status().snapshot_index;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let index = members[li].node().status().snapshot_index;

@@ -41,7 +41,8 @@ pub struct Config {
     /// argon2id cost parameters. Default OWASP: m=19456 KiB, t=2, p=1.
     pub hash: HashParams,
     /// How many password hashes may run at once; 0 means one per CPU core. Hashing
-    /// always runs on the blocking pool, never on an async worker.
+    /// never runs on an async worker: it runs on as many threads of its own (or on
+    /// tokio's blocking pool with [`HashPriority::Normal`]).
     pub hash_concurrency: usize,
     /// How many password checks may wait for a hash slot, and for how long, before
     /// they are shed with [`AuthError::Overloaded`].

@@ -4,7 +4,7 @@
 //! everywhere, change password, delete account, list and revoke sessions.
 //!
 //! - **Passwords** are hashed with argon2id (OWASP parameters by default) on a bounded
-//!   blocking pool, never on an async worker. Unknown users and wrong passwords fail
+//!   set of lower-priority threads, never on an async worker. Unknown users and wrong passwords fail
 //!   alike and take the same time. Consecutive failures lock the account with a growing
 //!   backoff, recorded in storage.
 //! - **Access tokens** are short-lived JWTs (HS256 or EdDSA) from a rotating [`KeyRing`];

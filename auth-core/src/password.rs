@@ -1,4 +1,4 @@
-//! [`PasswordHasher`]: argon2id with PHC strings, run on a bounded blocking pool.
+//! [`PasswordHasher`]: argon2id with PHC strings, run on bounded hashing threads.
 //!
 //! Hashing is deliberately slow (~16 ms at the default parameters), so it must never run
 //! on an async worker thread, and a semaphore admits at most `concurrency` at a time
@@ -49,7 +49,7 @@ pub struct PasswordCheck {
     pub needs_rehash: bool,
 }
 
-/// argon2id hashing and verification on a bounded blocking pool.
+/// argon2id hashing and verification on bounded, lower-priority threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
