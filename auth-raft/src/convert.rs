@@ -146,6 +146,19 @@ pub(crate) fn entry_to_pb(e: &Entry) -> pb::EntryPb {
     }
 }
 
+/// [`entry_to_pb`] without copying the commands.
+pub(crate) fn entry_into_pb(e: Entry) -> pb::EntryPb {
+    let payload = match e.payload {
+        EntryPayload::Normal(batch) => pb::entry_pb::Payload::Normal(batch),
+        EntryPayload::Blank => pb::entry_pb::Payload::Blank(true),
+        EntryPayload::Membership(m) => pb::entry_pb::Payload::Membership(membership_to_pb(&m)),
+    };
+    pb::EntryPb {
+        log_id: Some(log_id_to_pb(&e.log_id)),
+        payload: Some(payload),
+    }
+}
+
 pub(crate) fn entry_from_pb(e: pb::EntryPb) -> Result<Entry, Malformed> {
     let log_id = log_id_from_pb(need(e.log_id, "entry.log_id")?)?;
     let payload = match need(e.payload, "entry.payload")? {

@@ -1,9 +1,11 @@
-//! The on-disk store: one redb file per node holding the Raft log, the vote, the
-//! committed index, the latest snapshot and the cluster identity.
+//! The on-disk store: one redb file per node holding the vote, the committed index, the
+//! last purged log id, the latest snapshot's metadata and the cluster identity. The log
+//! itself is in segment files beside it ([`crate::wal`]); versions before those kept it
+//! in the `logs` table here, which [`crate::LogStore`] moves out on start.
 //!
 //! redb commits with `Durability::Immediate` by default, i.e. fsync before `commit`
-//! returns; that is what the log and the vote use. Only the committed index (which Raft
-//! can recompute) is written without waiting for the disk.
+//! returns; that is what the vote uses. Only the committed index (which Raft can
+//! recompute) is written without waiting for the disk.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+/// The log, in versions before [`crate::wal`].
 pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -41,6 +44,11 @@ pub enum DbError {
     /// The node has shut down.
     #[error("raft store: closed")]
     Closed,
+}
+
+/// Whether `<dir>/log` ([`crate::wal`]) holds anything.
+fn has_log_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("log")).is_ok_and(|mut d| d.next().is_some())
 }
 
 fn redb_err(e: impl std::fmt::Display) -> DbError {
@@ -97,6 +105,15 @@ impl Db {
                     .map_err(redb_err)?
                     .map(|v| String::from_utf8_lossy(v.value()).into_owned());
                 match (stored_cluster, stored_node) {
+                    // A new store beside an old log (its redb file deleted): the log is
+                    // another store's, never adopted.
+                    (None, None) if has_log_files(dir) => {
+                        return Err(DbError::Identity(format!(
+                            "data directory {} holds a Raft log but no store; \
+                             remove the directory to start this node afresh",
+                            dir.display()
+                        )));
+                    }
                     (None, None) => {
                         meta.insert(CLUSTER_ID, cluster_id.as_bytes())
                             .map_err(redb_err)?;
@@ -198,71 +215,13 @@ impl Db {
         })
     }
 
-    /// Appends encoded entries (index, bytes); `durable` waits for fsync, otherwise a
-    /// later durable commit ([`Db::sync`]) makes them durable.
-    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)], durable: bool) -> Result<(), DbError> {
-        self.with(|db| {
-            let mut tx = db.begin_write().map_err(redb_err)?;
-            if !durable {
-                tx.set_durability(Durability::None).map_err(redb_err)?;
-            }
-            {
-                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-                for (i, bytes) in entries {
-                    t.insert(*i, bytes.as_slice()).map_err(redb_err)?;
-                }
-            }
-            tx.commit().map_err(redb_err)
-        })
-    }
-
-    /// Makes every commit so far durable: an empty commit with fsync (redb persists
-    /// the non-durable commits before a durable one).
-    pub(crate) fn sync(&self) -> Result<(), DbError> {
-        self.with(|db| {
-            db.begin_write()
-                .map_err(redb_err)?
-                .commit()
-                .map_err(redb_err)
-        })
-    }
-
-    /// Removes every entry with index >= `from`.
-    pub(crate) fn truncate(&self, from: u64) -> Result<(), DbError> {
-        self.with(|db| {
-            let tx = db.begin_write().map_err(redb_err)?;
-            {
-                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-                t.retain_in(from.., |_, _| false).map_err(redb_err)?;
-            }
-            tx.commit().map_err(redb_err)
-        })
-    }
-
-    /// Records `last_purged` and removes every entry with index <= `upto`, atomically.
-    pub(crate) fn purge(&self, upto: u64, last_purged: &[u8]) -> Result<(), DbError> {
-        self.with(|db| {
-            let tx = db.begin_write().map_err(redb_err)?;
-            {
-                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
-                t.retain_in(..=upto, |_, _| false).map_err(redb_err)?;
-                let mut m = tx.open_table(META).map_err(redb_err)?;
-                m.insert(LAST_PURGED, last_purged).map_err(redb_err)?;
-            }
-            tx.commit().map_err(redb_err)
-        })
-    }
-
-    /// Entries in `[start, end)`, in order.
-    pub(crate) fn range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
+    /// The log entries of a version that kept the log in redb (index, bytes), in order.
+    pub(crate) fn legacy_logs(&self) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
         self.with(|db| {
             let tx = db.begin_read().map_err(redb_err)?;
             let t = tx.open_table(LOGS).map_err(redb_err)?;
             let mut out = Vec::new();
-            if start >= end {
-                return Ok(out);
-            }
-            for item in t.range(start..end).map_err(redb_err)? {
+            for item in t.iter().map_err(redb_err)? {
                 let (k, v) = item.map_err(redb_err)?;
                 out.push((k.value(), v.value().to_vec()));
             }
@@ -270,14 +229,30 @@ impl Db {
         })
     }
 
-    /// The last entry, if any.
-    pub(crate) fn last(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+    /// Empties the legacy log table (durably).
+    pub(crate) fn clear_legacy_logs(&self) -> Result<(), DbError> {
         self.with(|db| {
-            let tx = db.begin_read().map_err(redb_err)?;
-            let t = tx.open_table(LOGS).map_err(redb_err)?;
-            Ok(t.last()
-                .map_err(redb_err)?
-                .map(|(k, v)| (k.value(), v.value().to_vec())))
+            let tx = db.begin_write().map_err(redb_err)?;
+            {
+                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+                t.retain(|_, _| false).map_err(redb_err)?;
+            }
+            tx.commit().map_err(redb_err)
+        })
+    }
+
+    /// Writes legacy log entries, as a version that kept the log in redb did.
+    #[cfg(test)]
+    pub(crate) fn put_legacy_logs(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), DbError> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(redb_err)?;
+            {
+                let mut t = tx.open_table(LOGS).map_err(redb_err)?;
+                for (i, bytes) in entries {
+                    t.insert(*i, bytes.as_slice()).map_err(redb_err)?;
+                }
+            }
+            tx.commit().map_err(redb_err)
         })
     }
 }

@@ -5,9 +5,9 @@
 //! leader's, then a follower's. etcd overlaps them: the leader writes its WAL while
 //! the entries travel. This module does the same under openraft:
 //!
-//! - A **leader's own entries** (of its current term, proposed by it) are committed to
-//!   redb without fsync, reported stored at once, and made durable by the flusher
-//!   thread while they replicate.
+//! - A **leader's own entries** (of its current term, proposed by it) are written to
+//!   the log file without `fdatasync`, reported stored at once, and made durable by the
+//!   flusher thread while they replicate.
 //! - Everything else (every follower append, truncation, the vote) is durable before
 //!   it is reported, as before. A follower's acknowledgement always means its disk.
 //!
@@ -24,9 +24,9 @@
 //!    ([`Durability::cap_commit`]): no follower applies an entry the leader could
 //!    still lose in a crash.
 //!
-//! If the leader crashes before the flush, the entry is lost with the non-durable
-//! commits after the last durable one (redb rolls back to it); nobody applied it and
-//! no client was answered. Followers may still hold it, though: a leader must not
+//! If the machine fails before the flush, the entry may be lost (recovery cuts the log
+//! at the first record that did not reach the disk); nobody applied it and no client
+//! was answered. Followers may still hold it, though: a leader must not
 //! reuse its log id. So a node that finds on start a committed vote naming itself
 //! demotes it to a candidate's vote of that term ([`crate::LogStore::open`]): it must
 //! win a later term before it leads again, and that term's entries replace the
@@ -43,8 +43,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::NodeId;
-use crate::db::Db;
 use crate::types::{LogId, Vote};
+use crate::wal::Wal;
 
 /// The durable part of this node's log.
 pub(crate) struct Durability {
@@ -73,8 +73,13 @@ struct State {
 }
 
 impl Durability {
-    /// Starts the flusher for `db`, whose log ends at `last` (all of it on disk).
-    pub(crate) fn start(id: NodeId, db: Db, last: Option<LogId>, vote: Option<Vote>) -> Arc<Self> {
+    /// Starts the flusher for `wal`, whose log ends at `last` (all of it on disk).
+    pub(crate) fn start(
+        id: NodeId,
+        wal: Arc<Wal>,
+        last: Option<LogId>,
+        vote: Option<Vote>,
+    ) -> Arc<Self> {
         let index = last.map_or(0, |l| l.index);
         let (published, _) = watch::channel((index, false));
         let this = Arc::new(Self {
@@ -94,7 +99,7 @@ impl Durability {
         let weak = Arc::downgrade(&this);
         let spawned = std::thread::Builder::new()
             .name(format!("raft-fsync-{id}"))
-            .spawn(move || flusher(weak, db, rx));
+            .spawn(move || flusher(weak, wal, rx));
         if spawned.is_err() {
             // No flusher: every append stays durable in place.
             this.wake.lock().take();
@@ -126,15 +131,14 @@ impl Durability {
         }
     }
 
-    /// Records a durable write: everything appended so far is on disk (a durable redb
-    /// commit persists the non-durable ones before it).
-    pub(crate) fn synced(&self, appended: Option<LogId>) {
+    /// Records a durable append ending at `last`: everything appended so far is on
+    /// disk (`fdatasync` covers every earlier write to the file, and earlier segments
+    /// were synced before the next began).
+    pub(crate) fn synced(&self, last: LogId) {
         let mut s = self.state.lock();
-        if appended.is_some() {
-            s.appended = appended;
-        }
-        s.durable = s.appended;
-        s.durable_index = s.appended.map_or(s.durable_index, |l| l.index);
+        s.appended = Some(last);
+        s.durable = Some(last);
+        s.durable_index = last.index;
         self.publish(&s);
     }
 
@@ -148,10 +152,9 @@ impl Durability {
         self.publish(&s);
     }
 
-    /// Records the vote saved (durably).
+    /// Records the vote saved (durably; in redb, which says nothing of the log's file).
     pub(crate) fn voted(&self, vote: Vote) {
         self.state.lock().vote = Some(vote);
-        self.synced(None);
     }
 
     /// Marks the store failed: appends refuse, waiting appliers get an error.
@@ -198,9 +201,9 @@ impl Durability {
     }
 }
 
-/// Makes deferred appends durable: one empty durable redb commit covers every
-/// non-durable one before it, so a burst of appends costs one fsync.
-fn flusher(this: std::sync::Weak<Durability>, db: Db, wake: mpsc::Receiver<()>) {
+/// Makes deferred appends durable: one `fdatasync` covers every write before it, so a
+/// burst of appends costs one.
+fn flusher(this: std::sync::Weak<Durability>, wal: Arc<Wal>, wake: mpsc::Receiver<()>) {
     while wake.recv().is_ok() {
         while wake.try_recv().is_ok() {}
         let Some(this) = this.upgrade() else { return };
@@ -212,7 +215,7 @@ fn flusher(this: std::sync::Weak<Durability>, db: Db, wake: mpsc::Receiver<()>) 
             (s.appended, s.generation)
         };
         let started = std::time::Instant::now();
-        match db.sync() {
+        match wal.sync() {
             Ok(()) => {
                 crate::metrics::Stage::Flush.since(started);
                 let mut s = this.state.lock();
@@ -253,11 +256,24 @@ mod tests {
         v
     }
 
-    fn durability() -> (tempfile::TempDir, Db, Arc<Durability>) {
+    fn durability() -> (tempfile::TempDir, Arc<Wal>, Arc<Durability>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), "t", 1).unwrap();
-        let d = Durability::start(1, db.clone(), None, None);
-        (dir, db, d)
+        let wal = Arc::new(Wal::open(dir.path(), Some(0)).unwrap());
+        let d = Durability::start(1, Arc::clone(&wal), None, None);
+        (dir, wal, d)
+    }
+
+    fn append(wal: &Wal, entries: &[(u64, &[u8])], sync: bool) {
+        let mut batch = crate::wal::Batch::default();
+        for (i, bytes) in entries {
+            batch
+                .push(*i, |b| {
+                    b.extend_from_slice(bytes);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        wal.append(&batch, sync).unwrap();
     }
 
     impl Durability {
@@ -289,14 +305,13 @@ mod tests {
 
     #[tokio::test]
     async fn apply_waits_for_the_flush_and_followers_hear_of_no_commit_beyond_the_disk() {
-        let (_dir, db, d) = durability();
+        let (_dir, wal, d) = durability();
         d.voted(leader_vote(1, 1));
-        db.append(&[(1, b"one".to_vec())], true).unwrap();
-        d.synced(Some(log_id(1, 1, 1)));
+        append(&wal, &[(1, b"one")], true);
+        d.synced(log_id(1, 1, 1));
         assert_eq!(d.cap_commit(Some(log_id(1, 1, 1))), Some(log_id(1, 1, 1)));
         // Entries 2 and 3 written without fsync; openraft may count them committed.
-        db.append(&[(2, b"two".to_vec()), (3, b"three".to_vec())], false)
-            .unwrap();
+        append(&wal, &[(2, b"two"), (3, b"three")], false);
         d.state.lock().appended = Some(log_id(1, 1, 3));
         // Not yet flushed: the cap holds the commit at the last durable id, and an
         // applier of 3 waits. (The flusher has not been woken yet.)
@@ -319,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn truncation_lowers_the_durable_index_and_a_poisoned_store_fails_waiters() {
         let (_dir, _db, d) = durability();
-        d.synced(Some(log_id(1, 2, 10)));
+        d.synced(log_id(1, 2, 10));
         d.truncated(8);
         // Nothing from 8 on is in the log: an applier of 8 waits for nothing more.
         d.wait_durable(8).await.unwrap();

@@ -1,9 +1,9 @@
 //! Raft-replicated [`Storage`](auth_storage::Storage) for auth-sdk.
 //!
-//! Built on openraft 0.9 with its v2 storage API and a durable redb store:
+//! Built on openraft 0.9 with its v2 storage API, an append-only log file and redb:
 //!
-//! - [`RaftNode`] runs one node: the log and vote in redb (fsync before
-//!   acknowledging), the state machine in memory with snapshots in redb, the Raft RPCs
+//! - [`RaftNode`] runs one node: the log in segment files and the vote in redb (on disk
+//!   before acknowledging), the state machine in memory with snapshots in files, the Raft RPCs
 //!   over tonic (`raft.proto`), group commit of concurrent writes, and forwarding of
 //!   writes from followers to the leader.
 //! - [`RaftStorage`] is that node as a `Storage`: every write is one log entry command
@@ -115,6 +115,8 @@ mod storage;
 pub mod tls;
 #[cfg(feature = "node")]
 mod types;
+#[cfg(feature = "node")]
+mod wal;
 
 /// openraft's own storage test suite, run on our log store and state machine.
 #[cfg(all(test, feature = "node"))]

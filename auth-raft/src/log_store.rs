@@ -1,7 +1,9 @@
-//! The Raft log and vote, on redb ([`RaftLogStorage`], storage API v2).
+//! The Raft log ([`crate::wal`]) and the vote (redb), as openraft's [`RaftLogStorage`]
+//! (storage API v2).
 //!
-//! `save_vote` returns only after the vote is on disk, and `append` calls back only
-//! after the entries are: both commit with fsync.
+//! `save_vote` returns only after the vote is on disk (a redb commit with fsync), and
+//! `append` calls back only after the entries are (`fdatasync`), except for a leader's
+//! own entries, which [`crate::durable`] flushes while they replicate.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,23 +19,26 @@ use crate::db::{COMMITTED, Db, DbError, LAST_PURGED, VOTE};
 use crate::durable::Durability;
 use crate::metrics::Stage;
 use crate::types::*;
+use crate::wal::{Batch, Wal};
 
-/// The log store. Cheap to clone: clones share the database.
+/// The log store. Cheap to clone: clones share the files.
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    wal: Arc<Wal>,
     durable: Arc<Durability>,
 }
 
 impl LogStore {
-    /// The log of node `id` in `db`; starts its flusher (see [`crate::durable`]).
+    /// The log of node `id` in `db`'s data directory; starts its flusher (see
+    /// [`crate::durable`]).
     pub(crate) fn open(db: Db, id: NodeId) -> Result<Self, DbError> {
-        let last = match db.last()? {
-            Some((i, b)) => Some(decode_entry(i, &b)?.log_id),
-            None => db
-                .get_meta(LAST_PURGED)?
-                .map(|b| decode_log_id(&b))
-                .transpose()?,
+        let last_purged = read_last_purged(&db)?;
+        let wal = Arc::new(Wal::open(db.dir(), last_purged.map(|l| l.index))?);
+        migrate_redb_log(&db, &wal, last_purged.map(|l| l.index))?;
+        let last = match last_entry(&wal)? {
+            Some(e) => Some(e.log_id),
+            None => last_purged,
         };
         let mut vote = read_vote(&db)?;
         // A leader that stopped may have lost entries it reported stored before their
@@ -50,14 +55,81 @@ impl LogStore {
             db.put_meta(&[(VOTE, &vote_to_pb(&demoted).encode_to_vec())], true)?;
             vote = Some(demoted);
         }
-        let durable = Durability::start(id, db.clone(), last, vote);
-        Ok(Self { db, durable })
+        let durable = Durability::start(id, Arc::clone(&wal), last, vote);
+        Ok(Self { db, wal, durable })
     }
 
     /// What of this log is on disk.
     pub(crate) fn durability(&self) -> Arc<Durability> {
         Arc::clone(&self.durable)
     }
+
+    /// The log's files.
+    pub(crate) fn wal(&self) -> Arc<Wal> {
+        Arc::clone(&self.wal)
+    }
+}
+
+fn read_last_purged(db: &Db) -> Result<Option<LogId>, DbError> {
+    db.get_meta(LAST_PURGED)?
+        .map(|b| decode_log_id(&b))
+        .transpose()
+}
+
+fn last_entry(wal: &Wal) -> Result<Option<Entry>, DbError> {
+    let Some(i) = wal.last_index() else {
+        return Ok(None);
+    };
+    let mut last = None;
+    wal.read(i, i + 1, |i, b| {
+        last = Some(decode_entry(i, b)?);
+        Ok(())
+    })?;
+    Ok(last)
+}
+
+/// Moves the log of a data directory written by a version that kept it in redb into
+/// the segment files, then empties redb's table. Idempotent: after a crash midway, the
+/// entries the files lack are copied again.
+fn migrate_redb_log(db: &Db, wal: &Wal, last_purged: Option<u64>) -> Result<(), DbError> {
+    let old = db.legacy_logs()?;
+    if old.is_empty() {
+        return Ok(());
+    }
+    let have = wal.last_index();
+    // What the files hold already (a copy a crash interrupted) must be the same bytes.
+    let mut copied = Vec::new();
+    wal.read(0, u64::MAX, |i, b| {
+        copied.push((i, b.to_vec()));
+        Ok(())
+    })?;
+    for (i, bytes) in &copied {
+        if old
+            .iter()
+            .find(|(j, _)| j == i)
+            .is_some_and(|(_, b)| b != bytes)
+        {
+            return Err(DbError::Corrupt(format!(
+                "log {i}: differs between redb and the log files"
+            )));
+        }
+    }
+    let mut batch = Batch::default();
+    for (i, bytes) in &old {
+        decode_entry(*i, bytes)?;
+        if Some(*i) > have.max(last_purged) {
+            batch.push(*i, |buf| {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            })?;
+        }
+    }
+    wal.append(&batch, true)?;
+    tracing::info!(
+        entries = old.len(),
+        "raft log moved from redb to segment files"
+    );
+    db.clear_legacy_logs()
 }
 
 fn read_vote(db: &Db) -> Result<Option<Vote>, DbError> {
@@ -70,9 +142,9 @@ fn read_vote(db: &Db) -> Result<Option<Vote>, DbError> {
         .transpose()
 }
 
-/// Runs a redb operation in place. Each is short (one B-tree update, at most one
-/// fsync); handing it to the blocking pool cost more CPU in thread wake-ups than it
-/// saved (measured under a 64-client register load on a 3-node cluster).
+/// Runs a storage operation in place. Each is short (one write, at most one fsync);
+/// handing it to the blocking pool cost more CPU in thread wake-ups than it saved
+/// (measured under a 64-client register load on a 3-node cluster).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
 ) -> Result<T, DbError> {
@@ -120,12 +192,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        let db = self.db.clone();
+        let wal = Arc::clone(&self.wal);
         blocking(move || {
-            db.range(start, end)?
-                .into_iter()
-                .map(|(i, b)| decode_entry(i, &b))
-                .collect()
+            let mut out = Vec::with_capacity(end.saturating_sub(start).min(1024) as usize);
+            wal.read(start, end, |i, b| {
+                out.push(decode_entry(i, b)?);
+                Ok(())
+            })?;
+            Ok(out)
         })
         .await
         .map_err(read_err)
@@ -136,14 +210,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageIoError> {
-        let db = self.db.clone();
+        let (db, wal) = (self.db.clone(), Arc::clone(&self.wal));
         blocking(move || {
-            let last_purged = db
-                .get_meta(LAST_PURGED)?
-                .map(|b| decode_log_id(&b))
-                .transpose()?;
-            let last = match db.last()? {
-                Some((i, b)) => Some(decode_entry(i, &b)?.log_id),
+            let last_purged = read_last_purged(&db)?;
+            let last = match last_entry(&wal)? {
+                Some(e) => Some(e.log_id),
                 None => last_purged,
             };
             Ok(LogState {
@@ -208,30 +279,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut last = None;
         let mut membership = false;
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| {
-                last = Some(e.log_id);
-                membership |= matches!(e.payload, openraft::EntryPayload::Membership(_));
-                (e.log_id.index, entry_to_pb(&e).encode_to_vec())
-            })
-            .collect();
+        let mut batch = Batch::default();
+        let mut encoded = Ok(());
+        for e in entries {
+            last = Some(e.log_id);
+            membership |= matches!(e.payload, openraft::EntryPayload::Membership(_));
+            let index = e.log_id.index;
+            let pb = entry_into_pb(e);
+            encoded = encoded.and_then(|()| {
+                batch.push(index, |buf| {
+                    pb.encode(buf)
+                        .map_err(|e| DbError::Corrupt(format!("log {index}: {e}")))
+                })
+            });
+        }
         let Some(last) = last else {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        let result = if self.durable.is_poisoned() {
+        let result = if let Err(e) = encoded {
+            Err(e)
+        } else if self.durable.is_poisoned() {
             Err(DbError::Redb("the log store failed to sync earlier".into()))
         } else {
             // A leader's own entries are reported at once and flushed while they
             // replicate (see `crate::durable` for why that is safe); any other append
-            // calls back only once on disk (commit = fsync).
+            // calls back only once on disk.
             // A membership entry is never deferred: openraft lets the next change start
             // once it counts this one committed, and that count must be of disks.
             let defer = self.durable.may_defer(&last, membership);
-            let db = self.db.clone();
+            let wal = Arc::clone(&self.wal);
             let started = std::time::Instant::now();
-            let r = blocking(move || db.append(&encoded, !defer)).await;
+            let r = blocking(move || wal.append(&batch, !defer)).await;
             let stage = if defer {
                 Stage::Append
             } else {
@@ -242,7 +321,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 if defer {
                     self.durable.appended_deferred(last);
                 } else {
-                    self.durable.synced(Some(last));
+                    self.durable.synced(last);
                 }
             }
             r
@@ -253,6 +332,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             Err(e) => {
+                // The log's state on disk is unknown: nothing more is reported durable.
+                self.durable.poison();
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(write_err(e))
             }
@@ -260,22 +341,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
-        let db = self.db.clone();
-        blocking(move || db.truncate(log_id.index))
+        let wal = Arc::clone(&self.wal);
+        blocking(move || wal.truncate(log_id.index))
             .await
-            .map_err(write_err)?;
+            .map_err(|e| {
+                self.durable.poison();
+                write_err(e)
+            })?;
         self.durable.truncated(log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
-        let db = self.db.clone();
+        let (db, wal) = (self.db.clone(), Arc::clone(&self.wal));
         let bytes = log_id_to_pb(&log_id).encode_to_vec();
-        blocking(move || db.purge(log_id.index, &bytes))
-            .await
-            .map_err(write_err)?;
-        self.durable.synced(None);
-        Ok(())
+        // Recorded durably before any file goes: recovery then skips what is left.
+        blocking(move || {
+            db.put_meta(&[(LAST_PURGED, &bytes)], true)?;
+            wal.purge(log_id.index)
+        })
+        .await
+        .map_err(write_err)
     }
 }
 
@@ -291,6 +377,51 @@ mod tests {
         let _ = LogStore::open(db.clone(), 1).unwrap();
         // What a restart after this one would find, too.
         read_vote(&db).unwrap()
+    }
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_redb_by_an_older_version_moves_to_the_segment_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), "t", 1).unwrap();
+        let old: Vec<(u64, Vec<u8>)> = (5..9)
+            .map(|i| (i, entry_to_pb(&entry(i)).encode_to_vec()))
+            .collect();
+        db.put_legacy_logs(&old).unwrap();
+        db.put_meta(
+            &[(LAST_PURGED, &log_id_to_pb(&entry(4).log_id).encode_to_vec())],
+            true,
+        )
+        .unwrap();
+        // A crash after the first two were copied, before redb's table was emptied.
+        let wal = Wal::open(dir.path(), Some(4)).unwrap();
+        let mut batch = Batch::default();
+        for (i, b) in &old[..2] {
+            batch
+                .push(*i, |buf| {
+                    buf.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        wal.append(&batch, true).unwrap();
+        drop(wal);
+        let mut log = LogStore::open(db.clone(), 1).unwrap();
+        let got = log.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(got, (5..9).map(entry).collect::<Vec<_>>());
+        assert!(db.legacy_logs().unwrap().is_empty(), "redb's table emptied");
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(entry(8).log_id));
+        // Opened again: nothing copied twice.
+        drop(log);
+        let mut log = LogStore::open(db, 1).unwrap();
+        assert_eq!(log.try_get_log_entries(0..100).await.unwrap().len(), 4);
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub(crate) struct NodeShared {
     pub(crate) raft: Raft,
     pub(crate) sm: StateMachineStore,
     pub(crate) db: crate::db::Db,
+    /// The log's files (closed with the database on shutdown).
+    pub(crate) wal: Arc<crate::wal::Wal>,
     pub(crate) read_consistency: ReadConsistency,
     pub(crate) request_timeout: Duration,
     pub(crate) clock: NodeClock,
@@ -357,6 +359,7 @@ impl RaftNode {
             clients: Arc::default(),
             durable: log.durability(),
         };
+        let wal = log.wal();
         let raft = match openraft::Raft::new(
             cfg.id,
             Arc::new(raft_config),
@@ -380,6 +383,7 @@ impl RaftNode {
             raft,
             sm,
             db,
+            wal,
             read_consistency: cfg.read_consistency,
             request_timeout: cfg.request_timeout,
             clock: cfg.clock.clone(),
@@ -528,7 +532,8 @@ impl RaftNode {
     pub async fn shutdown(&self) {
         let _ = self.shared.raft.shutdown().await;
         // Entries this node wrote as leader and had not flushed yet.
-        let _ = self.shared.db.sync();
+        let _ = self.shared.wal.sync();
+        self.shared.wal.close();
         self.shared.db.close();
     }
 }

@@ -90,7 +90,7 @@ pub fn seed_data_dir(
     if members.contains_key(&0) {
         return Err(RestoreError::Members("node ids are non-zero".into()));
     }
-    if dir.join("raft.redb").exists() {
+    if dir.join("raft.redb").exists() || dir.join("log").exists() {
         return Err(RestoreError::NotEmpty(dir.display().to_string()));
     }
     let users = backup.users.len() as u64;

@@ -81,7 +81,7 @@ fn snapshot_dir(db: &Db) -> Result<std::path::PathBuf, DbError> {
     Ok(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), DbError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), DbError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))

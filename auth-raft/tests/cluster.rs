@@ -399,19 +399,27 @@ async fn data_dirs_of_other_clusters_and_corrupt_logs_are_refused() {
     let e = RaftNode::start(wrong_id).await.err().unwrap();
     assert!(e.to_string().contains("belongs to node"), "{e}");
 
-    // Corrupt the last log record as a crash mid-write might.
-    {
-        let db = redb::Database::create(dir.path().join("n1/raft.redb")).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let logs: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("logs");
-            let mut t = tx.open_table(logs).unwrap();
-            t.insert(7u64, &b"\xff\xfe garbage"[..]).unwrap();
-        }
-        tx.commit().unwrap();
-    }
-    let e = RaftNode::start(cfg).await.err().unwrap();
+    // A log record damaged on disk (a whole record, its checksum wrong, no sign of an
+    // interrupted write): refused, not cut. Layout: length, CRC-32, index, payload.
+    let segment = dir.path().join("n1/log/00000000000000000000.wal");
+    let mut record = Vec::new();
+    record.extend_from_slice(&4u32.to_le_bytes());
+    record.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    record.extend_from_slice(&0u64.to_le_bytes());
+    record.extend_from_slice(b"\xff\xfe!!");
+    std::fs::write(&segment, &record).unwrap();
+    let e = RaftNode::start(cfg.clone()).await.err().unwrap();
     assert!(e.to_string().contains("corrupt"), "{e}");
+    assert!(e.to_string().contains("checksum"), "{e}");
+    assert_eq!(std::fs::read(&segment).unwrap(), record, "left as it was");
+
+    // The store deleted, the log left: a new store never adopts another's log.
+    std::fs::remove_file(dir.path().join("n1/raft.redb")).unwrap();
+    let e = RaftNode::start(cfg).await.err().unwrap();
+    assert!(
+        e.to_string().contains("holds a Raft log but no store"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

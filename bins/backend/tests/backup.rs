@@ -215,4 +215,20 @@ async fn a_restored_cluster_with_other_node_ids_serves_every_user_and_live_sessi
     assert_eq!(again.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already_exists"), "{stderr}");
+    // Nor is one that holds a Raft log without its store (a half-wiped directory).
+    let leftover = tempfile::tempdir().unwrap();
+    std::fs::create_dir(leftover.path().join("log")).unwrap();
+    std::fs::write(leftover.path().join("log/00000000000000000000.wal"), b"x").unwrap();
+    let again = restore(
+        &file,
+        &SeedTarget {
+            id: 12,
+            data_dir: leftover.path().to_path_buf(),
+            peers: "12=127.0.0.1:1".into(),
+            cluster_id: c.cluster_id.clone(),
+        },
+    );
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already_exists"), "{stderr}");
 }
