@@ -7,10 +7,12 @@
 //!   `--secs`);
 //! - memory: this process's resident set before and after, per node (a third of the
 //!   growth: all three nodes hold the whole state) and per user;
-//! - snapshot build on the leader, and the longest single write meanwhile (one client
-//!   writing throughout: how long the build held writes up);
+//! - snapshot build on the leader, the longest single write meanwhile (one client
+//!   writing throughout: how long the build held writes up), and how far the resident
+//!   set rose above where it stood at the start of the build (sampled every 5 ms);
 //! - snapshot install: a fourth node added as a learner (`ClusterAdmin::add_learner`),
-//!   until it has applied everything;
+//!   until it has applied everything, and the same peak rise (which includes the
+//!   learner's own copy of the state);
 //! - restart: a follower stopped and started again from its data dir, until it has
 //!   applied everything.
 //!
@@ -145,6 +147,42 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// Samples the process's resident set every 5 ms until dropped; [`PeakRss::extra`] is
+/// the most it rose above where it started (the transient memory of what ran meanwhile).
+struct PeakRss {
+    start: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PeakRss {
+    fn start() -> Self {
+        let start = rss_bytes();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss_bytes());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Self {
+            start,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// MiB above the start, at the peak.
+    fn extra(mut self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let peak = self.sampler.take().and_then(|h| h.join().ok()).unwrap_or(0);
+        peak.saturating_sub(self.start) as f64 / 1048576.0
+    }
+}
+
 fn dir_bytes(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |entries| {
         entries
@@ -269,6 +307,7 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     // A trigger while a periodic build is under way does nothing: once that one
     // finishes (short of `last`), trigger again and time that build alone.
     let mut seen = members[li].node().status().snapshot_index;
+    let build_rss = PeakRss::start();
     let mut started = Instant::now();
     members[li].node().trigger_snapshot().await?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -288,6 +327,7 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let snapshot_secs = started.elapsed().as_secs_f64();
+    let build_extra = build_rss.extra();
     building.store(false, Ordering::Relaxed);
     let stall_ms = writer.await??.as_secs_f64() * 1000.0;
 
@@ -300,6 +340,7 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     cfg.snapshot_every = args.snapshot_every;
     let learner = Member::start(cfg, learner_listener).await?;
     let last = members[li].node().status().last_log_index;
+    let install_rss = PeakRss::start();
     let started = Instant::now();
     auth_sdk::raft::ClusterAdmin::new(vec![peers[&leader].clone()], Duration::from_secs(600))
         .add_learner(4, &learner_addr)
@@ -307,6 +348,7 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     members.push(learner);
     applied(&members, 3, last, Duration::from_secs(600)).await?;
     let install_secs = started.elapsed().as_secs_f64();
+    let install_extra = install_rss.extra();
     let disk = dir_bytes(&members[3].cfg.data_dir);
 
     // Restart of the other follower from its data dir.
@@ -321,7 +363,9 @@ async fn measure(size: u64, args: &Args) -> Result<(), Error> {
     println!(
         "users={size} load={:.1}s ({:.0} users+sessions/s) writes_at_size={writes_per_sec:.0}/s \
          rss_per_node={:.1}MiB bytes_per_user={} snapshot_build={snapshot_secs:.2}s \
-         longest_write_during_build={stall_ms:.0}ms snapshot_install={install_secs:.2}s node_disk={:.1}MiB restart={restart_secs:.2}s",
+         longest_write_during_build={stall_ms:.0}ms peak_rss_rise_during_build={build_extra:.0}MiB \
+         snapshot_install={install_secs:.2}s peak_rss_rise_during_install={install_extra:.0}MiB \
+         node_disk={:.1}MiB restart={restart_secs:.2}s",
         load_secs,
         size as f64 / load_secs,
         per_node as f64 / 1048576.0,

@@ -63,6 +63,8 @@ pub(crate) struct Db {
     dir: Arc<std::path::PathBuf>,
     /// Held while a snapshot file is stored (see [`crate::snapshot_file`]).
     pub(crate) snapshot_store: Arc<parking_lot::Mutex<()>>,
+    /// Snapshot files being written (outside that lock): not a crash's leftovers.
+    pub(crate) snapshot_writing: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Db {
@@ -141,6 +143,7 @@ impl Db {
             inner: Arc::new(RwLock::new(Some(database))),
             dir: Arc::new(dir.to_path_buf()),
             snapshot_store: Arc::default(),
+            snapshot_writing: Arc::default(),
         })
     }
 

@@ -108,7 +108,6 @@ pub fn seed_data_dir(
     state.tables = tables;
     state.last_applied = Some(at);
     state.membership = membership.clone();
-    let data = state.encode_snapshot();
     let meta = SnapshotMeta {
         last_log_id: Some(at),
         last_membership: membership,
@@ -117,29 +116,33 @@ pub fn seed_data_dir(
     let store = |e: crate::DbError| RestoreError::Store(e.to_string());
     let db = Db::open(dir, cluster_id, node_id).map_err(store)?;
     let at_bytes = log_id_to_pb(&at).encode_to_vec();
-    let written = crate::snapshot_file::store(
+    let written = crate::snapshot_file::store_with(
         &db,
         &meta,
-        &data,
+        |w| state.write_snapshot(w),
         &[(LAST_PURGED, &at_bytes), (COMMITTED, &at_bytes)],
     )
-    .and_then(|stored| {
+    .and_then(|(stored, file)| {
         // The directory was checked to be new: nothing can be stored there already.
         stored
-            .then_some(())
+            .then(|| file.metadata().map_or(0, |m| m.len()))
             .ok_or_else(|| crate::DbError::Corrupt("a newer snapshot is already there".into()))
     });
     db.close();
-    if let Err(e) = written {
-        // A store with the identity but not the state would start as an empty,
-        // uninitialised member: remove it, so a rerun can seed the directory.
-        let _ = std::fs::remove_file(dir.join("raft.redb"));
-        let _ = std::fs::remove_dir_all(dir.join("snapshots"));
-        return Err(store(e));
-    }
+    let snapshot_bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // A store with the identity but not the state would start as an empty,
+            // uninitialised member: remove it, so a rerun can seed the directory.
+            let _ = std::fs::remove_file(dir.join("raft.redb"));
+            let _ = std::fs::remove_dir_all(dir.join("snapshots"));
+            let _ = std::fs::remove_dir_all(dir.join("log"));
+            return Err(store(e));
+        }
+    };
     Ok(Seeded {
         users,
         sessions,
-        snapshot_bytes: data.len() as u64,
+        snapshot_bytes,
     })
 }

@@ -3,7 +3,6 @@
 //! by the caller's client certificate (see [`crate::tls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,10 +322,10 @@ impl RaftService for RaftGrpc {
             })?;
         let vote = match finished {
             None => self.shared.raft.metrics().borrow().vote,
-            Some(data) => {
+            Some(file) => {
                 let snapshot = Snapshot {
                     meta: rpc.meta,
-                    snapshot: Box::new(Cursor::new(data)),
+                    snapshot: Box::new(tokio::fs::File::from_std(file)),
                 };
                 self.shared
                     .raft

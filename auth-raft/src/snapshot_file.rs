@@ -9,14 +9,16 @@
 //! older files removed. A crash at any point leaves the previous snapshot named in
 //! redb and whole on disk; a file no record names is removed by the next store.
 //!
-//! Stores and loads take one lock (openraft builds a snapshot in a task of its own,
-//! concurrently with sending the current one to a follower): a load sees the metadata
-//! and the file name of one store, and has the file open before a later store may
-//! remove it.
+//! The data is streamed: a build writes record by record into the file, a reader gets
+//! the file open, never its contents in memory. The file is written outside any lock;
+//! renaming it into place, the metadata commit and removing older files take one lock
+//! with opening (openraft builds a snapshot in a task of its own, concurrently with
+//! sending the current one to a follower): a reader sees the metadata and the file of
+//! one store, and has the file open before a later store may remove it.
 //!
 //! The change of layout is one-way: an older version finds no snapshot data in redb.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,33 +44,66 @@ fn decode_meta(m: &[u8]) -> Result<SnapshotMeta, DbError> {
     snapshot_meta_from_pb(Some(pb)).map_err(|e| DbError::Corrupt(e.to_string()))
 }
 
-/// The stored snapshot, if any: its metadata and data.
+/// The stored snapshot, if any: its metadata and its data, open at the start (a store
+/// that removes the file later does not take it away from the reader).
+pub(crate) fn open(db: &Db) -> Result<Option<(SnapshotMeta, std::fs::File)>, DbError> {
+    let _stores_wait = db.snapshot_store.lock();
+    let [meta, name, data] = db.get_metas([SNAPSHOT_META, SNAPSHOT_FILE, SNAPSHOT_DATA])?;
+    let Some(meta) = meta else {
+        return Ok(None);
+    };
+    let meta = decode_meta(&meta)?;
+    let file = match (name, data) {
+        (Some(name), _) => {
+            let name = String::from_utf8(name)
+                .map_err(|_| DbError::Corrupt("snapshot file name is not UTF-8".into()))?;
+            let path = db.dir().join(DIR).join(name);
+            std::fs::File::open(&path).map_err(io(&path))?
+        }
+        // Written by a version that kept the data in redb.
+        (None, Some(data)) => {
+            let mut f = scratch(db)?;
+            let path = db.dir().join(DIR);
+            f.write_all(&data)
+                .and_then(|()| f.seek(std::io::SeekFrom::Start(0)))
+                .map_err(io(&path))?;
+            f
+        }
+        (None, None) => return Err(DbError::Corrupt("snapshot meta without data".into())),
+    };
+    Ok(Some((meta, file)))
+}
+
+/// [`open`], read into memory.
+#[cfg(test)]
 pub(crate) fn load(db: &Db) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DbError> {
     use std::io::Read;
-    let (meta, mut file) = {
-        let _stores_wait = db.snapshot_store.lock();
-        let [meta, name, data] = db.get_metas([SNAPSHOT_META, SNAPSHOT_FILE, SNAPSHOT_DATA])?;
-        let Some(meta) = meta else {
-            return Ok(None);
-        };
-        let meta = decode_meta(&meta)?;
-        match (name, data) {
-            (Some(name), _) => {
-                let name = String::from_utf8(name)
-                    .map_err(|_| DbError::Corrupt("snapshot file name is not UTF-8".into()))?;
-                let path = db.dir().join(DIR).join(name);
-                (meta, std::fs::File::open(&path).map_err(io(&path))?)
-            }
-            // Written by a version that kept the data in redb.
-            (None, Some(data)) => return Ok(Some((meta, data))),
-            (None, None) => return Err(DbError::Corrupt("snapshot meta without data".into())),
-        }
+    let Some((meta, mut file)) = open(db)? else {
+        return Ok(None);
     };
-    // Open: a store that removes the file now does not take it away from us.
     let mut data = Vec::new();
     file.read_to_end(&mut data)
         .map_err(|e| DbError::Redb(format!("snapshot file: {e}")))?;
     Ok(Some((meta, data)))
+}
+
+/// An empty file for snapshot data, readable and writable, already unlinked: it goes
+/// when the handle does.
+pub(crate) fn scratch(db: &Db) -> Result<std::fs::File, DbError> {
+    let dir = snapshot_dir(db)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("scratch-{now}-{}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let path = dir.join(&name);
+    let _writing = Writing::new(db, name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let f = opts.open(&path).map_err(io(&path))?;
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    Ok(f)
 }
 
 /// Creates `<dir>/snapshots` durably (its entry in the data directory synced too).
@@ -87,23 +122,31 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), DbError> {
         .map_err(io(dir))
 }
 
-/// Stores a snapshot durably, with `extra` meta records in the same transaction, unless
-/// the one stored already covers a later log index (a snapshot built before an install
-/// finished after it): then nothing is written and the answer is `false`. Blocking:
-/// call from a blocking thread.
+/// [`store_with`] of bytes in memory; `true` if stored.
+#[cfg(test)]
 pub(crate) fn store(
     db: &Db,
     meta: &SnapshotMeta,
     data: &[u8],
     extra: &[(&str, &[u8])],
 ) -> Result<bool, DbError> {
-    let _one_at_a_time = db.snapshot_store.lock();
+    store_with(db, meta, |w| w.write_all(data), extra).map(|(stored, _)| stored)
+}
+
+/// Stores a snapshot durably, with `extra` meta records in the same transaction, unless
+/// the one stored already covers a later log index (a snapshot built before an install
+/// finished after it): then it is not stored. The data is written by `write`, streamed
+/// to the file (never whole in memory), outside the store lock: a snapshot being
+/// written holds up no load. Returns whether it was stored, and the data, open at the
+/// start (if not stored, in a file already unlinked). Blocking: call from a blocking
+/// thread.
+pub(crate) fn store_with(
+    db: &Db,
+    meta: &SnapshotMeta,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    extra: &[(&str, &[u8])],
+) -> Result<(bool, std::fs::File), DbError> {
     let dir = snapshot_dir(db)?;
-    if let Some(stored) = db.get_meta(SNAPSHOT_META)?
-        && decode_meta(&stored)?.last_log_id > meta.last_log_id
-    {
-        return Ok(false);
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -113,16 +156,31 @@ pub(crate) fn store(
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
+    let tmp_name = format!("{name}.tmp");
+    let tmp = dir.join(&tmp_name);
+    let _writing = Writing::new(db, tmp_name);
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         // Password hashes and session records: owner only, like raft.redb.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-        f.write_all(data).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
+        let f = opts.open(&tmp).map_err(io(&tmp))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+        let written = write(&mut w).and_then(|()| w.flush());
+        drop(w);
+        if let Err(e) = written.and_then(|()| f.sync_data()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+    }
+    let _one_at_a_time = db.snapshot_store.lock();
+    if let Some(stored) = db.get_meta(SNAPSHOT_META)?
+        && decode_meta(&stored)?.last_log_id > meta.last_log_id
+    {
+        let f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
+        let _ = std::fs::remove_file(&tmp);
+        return Ok((false, f));
     }
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(&dir)?;
@@ -135,17 +193,44 @@ pub(crate) fn store(
     // On failure the file stays: the commit may still have reached the disk (a
     // failed fsync says nothing either way), and the next store removes it if not.
     db.put_remove_meta(&records, &[SNAPSHOT_DATA], true)?;
-    remove_others(&dir, &name);
-    Ok(true)
+    // Opened before a later store may remove it.
+    let f = std::fs::File::open(&path).map_err(io(&path))?;
+    remove_others(db, &dir, &name);
+    Ok((true, f))
 }
 
-/// Removes every file in `dir` but `keep` (older snapshots, a crash's leftovers).
-fn remove_others(dir: &Path, keep: &str) {
+/// A snapshot file being written, for as long as this lives.
+struct Writing<'a> {
+    db: &'a Db,
+    name: String,
+}
+
+impl<'a> Writing<'a> {
+    fn new(db: &'a Db, name: String) -> Self {
+        db.snapshot_writing.lock().insert(name.clone());
+        Self { db, name }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.db.snapshot_writing.lock().remove(&self.name);
+    }
+}
+
+/// Removes every file in `dir` but `keep` and those being written (older snapshots, a
+/// crash's leftovers).
+fn remove_others(db: &Db, dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in entries.flatten() {
+    // Listed in full first, then filtered under the lock: a file is registered before
+    // it is created, so any in this listing that is being written is in the set now.
+    let entries: Vec<_> = entries.flatten().collect();
+    let writing = db.snapshot_writing.lock();
+    for e in entries {
         if e.file_name() != keep
+            && !writing.contains(e.file_name().to_string_lossy().as_ref())
             && let Err(err) = std::fs::remove_file(e.path())
         {
             tracing::warn!(file = %e.path().display(), error = %err, "old snapshot file left");
@@ -219,6 +304,49 @@ mod tests {
         assert!(store(&db, &meta(8), b"eight", &[]).unwrap());
         assert_eq!(db.get_meta(SNAPSHOT_DATA).unwrap(), None);
         assert_eq!(load(&db).unwrap().unwrap().1, b"eight");
+    }
+
+    #[test]
+    fn a_snapshot_being_written_survives_a_store_that_finishes_first() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), "c", 1).unwrap();
+        // While an install writes the snapshot at 10 (streaming, outside the lock), a
+        // build of 20 is stored: it removes older files, not the one being written.
+        let (stored, mut file) = store_with(
+            &db,
+            &meta(10),
+            |w| {
+                w.write_all(b"ten, part one; ")?;
+                assert!(store(&db, &meta(20), b"twenty", &[]).unwrap());
+                w.write_all(b"part two")
+            },
+            &[],
+        )
+        .unwrap();
+        assert!(!stored, "older than the one stored");
+        let mut data = String::new();
+        file.read_to_string(&mut data).unwrap();
+        assert_eq!(data, "ten, part one; part two");
+        assert_eq!(load(&db).unwrap().unwrap().1, b"twenty");
+        assert_eq!(files(dir.path()).len(), 1, "{:?}", files(dir.path()));
+        // A stored snapshot comes back open at its start.
+        let (stored, mut file) =
+            store_with(&db, &meta(30), |w| w.write_all(b"thirty"), &[]).unwrap();
+        assert!(stored);
+        let mut data = String::new();
+        file.read_to_string(&mut data).unwrap();
+        assert_eq!(data, "thirty");
+        // A write that fails stores nothing and leaves nothing behind.
+        let failed = store_with(
+            &db,
+            &meta(40),
+            |_| Err(std::io::Error::other("encoder gave up")),
+            &[],
+        );
+        assert!(failed.is_err());
+        assert_eq!(load(&db).unwrap().unwrap().1, b"thirty");
+        assert_eq!(files(dir.path()).len(), 1, "{:?}", files(dir.path()));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Receiving a snapshot from the leader in chunks, bounded: chunks must come in order,
 //! the total is capped, and the bytes are spooled to a file in the data directory rather
-//! than grown in memory. Only the finished, size-checked snapshot is read back.
+//! than grown in memory. The finished, size-checked snapshot is handed on as that file.
 //!
 //! openraft's own chunk receiver seeks to whatever offset a message names and writes
 //! there, so one message claiming offset 2^40 would allocate a terabyte; this replaces it.
@@ -51,7 +51,8 @@ impl SnapshotSpool {
         }
     }
 
-    /// Takes one chunk. Returns the whole snapshot once `done` is set.
+    /// Takes one chunk. Returns the whole snapshot, as a file open at its start and
+    /// already unlinked, once `done` is set.
     ///
     /// A chunk at offset 0 (re)starts a transfer; otherwise the offset must be the bytes
     /// received so far, or the start of the previous chunk (a resend after a lost reply).
@@ -61,7 +62,7 @@ impl SnapshotSpool {
         offset: u64,
         data: &[u8],
         done: bool,
-    ) -> Result<Option<Vec<u8>>, ChunkError> {
+    ) -> Result<Option<std::fs::File>, ChunkError> {
         let mut cur = self.current.lock().await;
         let same = cur.as_ref().is_some_and(|c| c.snapshot_id == snapshot_id);
         if offset == 0 || !same {
@@ -107,18 +108,10 @@ impl SnapshotSpool {
         if !done {
             return Ok(None);
         }
-        let inc = cur.take().ok_or_else(|| ChunkError::Io("lost".into()))?;
-        drop(inc.file);
-        let path = self.path.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            let b = std::fs::read(&path);
-            let _ = std::fs::remove_file(&path);
-            b
-        })
-        .await
-        .map_err(|e| ChunkError::Io(e.to_string()))?
-        .map_err(io)?;
-        Ok(Some(bytes))
+        let mut inc = cur.take().ok_or_else(|| ChunkError::Io("lost".into()))?;
+        inc.file.seek(SeekFrom::Start(0)).map_err(io)?;
+        std::fs::remove_file(&self.path).map_err(io)?;
+        Ok(Some(inc.file))
     }
 
     fn create(&self) -> std::io::Result<std::fs::File> {
@@ -134,17 +127,29 @@ impl SnapshotSpool {
 mod tests {
     use super::*;
 
+    /// What `receive` answered, with the file read back.
+    fn read(r: Result<Option<std::fs::File>, ChunkError>) -> Result<Option<Vec<u8>>, ChunkError> {
+        use std::io::Read;
+        r.map(|f| {
+            f.map(|mut f| {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v).unwrap();
+                v
+            })
+        })
+    }
+
     #[tokio::test]
     async fn chunks_in_order_make_the_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let s = SnapshotSpool::new(dir.path(), 100);
-        assert_eq!(s.receive("a", 0, b"hello ", false).await, Ok(None));
+        assert_eq!(read(s.receive("a", 0, b"hello ", false).await), Ok(None));
         // A resend of the last chunk replaces it.
-        assert_eq!(s.receive("a", 0, b"hello ", false).await, Ok(None));
-        assert_eq!(s.receive("a", 6, b"wor", false).await, Ok(None));
-        assert_eq!(s.receive("a", 6, b"wor", false).await, Ok(None));
+        assert_eq!(read(s.receive("a", 0, b"hello ", false).await), Ok(None));
+        assert_eq!(read(s.receive("a", 6, b"wor", false).await), Ok(None));
+        assert_eq!(read(s.receive("a", 6, b"wor", false).await), Ok(None));
         assert_eq!(
-            s.receive("a", 9, b"ld", true).await,
+            read(s.receive("a", 9, b"ld", true).await),
             Ok(Some(b"hello world".to_vec()))
         );
         assert!(!dir.path().join("snapshot.incoming").exists());
@@ -155,7 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SnapshotSpool::new(dir.path(), 16);
         assert_eq!(
-            s.receive("a", 1 << 40, b"x", false).await,
+            read(s.receive("a", 1 << 40, b"x", false).await),
             Err(ChunkError::OutOfOrder {
                 expected: 0,
                 got: 1 << 40
@@ -163,14 +168,14 @@ mod tests {
         );
         s.receive("a", 0, b"0123", false).await.unwrap();
         assert_eq!(
-            s.receive("a", 1 << 40, b"x", false).await,
+            read(s.receive("a", 1 << 40, b"x", false).await),
             Err(ChunkError::OutOfOrder {
                 expected: 4,
                 got: 1 << 40
             })
         );
         assert_eq!(
-            s.receive("a", 2, b"x", false).await,
+            read(s.receive("a", 2, b"x", false).await),
             Err(ChunkError::OutOfOrder {
                 expected: 4,
                 got: 2
@@ -184,7 +189,7 @@ mod tests {
             .len();
         assert_eq!(len, 4);
         assert_eq!(
-            s.receive("a", 4, &[0u8; 13], false).await,
+            read(s.receive("a", 4, &[0u8; 13], false).await),
             Err(ChunkError::TooLarge { max: 16 })
         );
         assert!(!dir.path().join("snapshot.incoming").exists());

@@ -194,46 +194,131 @@ impl SmState {
         }
     }
 
-    /// The data part of a snapshot (Raft metadata travels separately).
+    /// The data part of a snapshot (Raft metadata travels separately), in memory.
+    #[cfg(test)]
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut dedup: Vec<pb::DedupEntry> = self
-            .dedup_order
-            .iter()
-            .filter_map(|(at, id)| {
-                self.dedup.get(id).map(|(_, r)| pb::DedupEntry {
+        let mut out = Vec::new();
+        // Writing to a Vec does not fail.
+        let _ = self.write_snapshot(&mut out);
+        out
+    }
+
+    /// Writes the data part of a snapshot to `w` record by record: the bytes of a
+    /// `SnapshotData` message, without building it (or a second copy of any record) in
+    /// memory. The records are sorted, so equal states give equal bytes.
+    pub fn write_snapshot(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        fn sorted<'a, T: 'a, K: Ord + ?Sized>(
+            items: impl Iterator<Item = &'a T>,
+            key: impl Fn(&T) -> &K,
+        ) -> Vec<&'a T> {
+            let mut v: Vec<&T> = items.collect();
+            v.sort_by(|a, b| key(a).cmp(key(b)));
+            v
+        }
+        let mut buf = Vec::new();
+        let mut field = |w: &mut dyn std::io::Write, number: u8, m: &dyn EncodeDyn| {
+            buf.clear();
+            // A length-delimited field: key (number, wire type 2), length, message.
+            buf.push((number << 3) | 2);
+            let len = m.encode_delimited(&mut buf);
+            if len > MAX_SNAPSHOT_RECORD {
+                // Better no snapshot than one no node could read back.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a snapshot record of {len} bytes (field {number})"),
+                ));
+            }
+            w.write_all(&buf)
+        };
+        for u in sorted(self.tables.users(), |u| u.id.as_str()) {
+            field(w, SNAPSHOT_USERS, u)?;
+        }
+        for x in sorted(self.tables.sessions(), |x| x.id.as_str()) {
+            field(w, SNAPSHOT_SESSIONS, x)?;
+        }
+        let mut last: Option<&Vec<u8>> = None;
+        for (at, id) in self.dedup_order.iter() {
+            if last == Some(id) {
+                continue;
+            }
+            last = Some(id);
+            if let Some((_, r)) = self.dedup.get(id) {
+                let d = pb::DedupEntry {
                     request_id: id.clone(),
                     applied_at_ms: *at,
                     result: Some(pb::CommandResult::clone(r)),
-                })
-            })
-            .collect();
-        dedup.dedup_by(|a, b| a.request_id == b.request_id);
-        let mut users: Vec<_> = self.tables.users().cloned().collect();
-        users.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut sessions: Vec<_> = self.tables.sessions().cloned().collect();
-        sessions.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut login_attempts: Vec<_> = self.tables.login_attempts().cloned().collect();
-        login_attempts.sort_by(|a, b| a.username_key.cmp(&b.username_key));
-        let mut challenges: Vec<_> = self.tables.challenges().cloned().collect();
-        challenges.sort_by(|a, b| a.id.cmp(&b.id));
-        pb::SnapshotData {
-            users,
-            sessions,
-            dedup,
-            login_attempts,
-            challenges,
+                };
+                field(w, SNAPSHOT_DEDUP, &d)?;
+            }
         }
-        .encode_to_vec()
+        for x in sorted(self.tables.login_attempts(), |x| x.username_key.as_str()) {
+            field(w, SNAPSHOT_LOGIN_ATTEMPTS, x)?;
+        }
+        for x in sorted(self.tables.challenges(), |x| x.id.as_str()) {
+            field(w, SNAPSHOT_CHALLENGES, x)?;
+        }
+        Ok(())
     }
 
     /// Rebuilds the data from [`SmState::encode_snapshot`] output.
+    #[cfg(test)]
     pub fn decode_snapshot(
         bytes: &[u8],
         last_applied: Option<LogId>,
         membership: StoredMembership,
     ) -> Result<Self, StorageError> {
-        let data = pb::SnapshotData::decode(bytes)
-            .map_err(|e| StorageError::Internal(format!("snapshot does not decode: {e}")))?;
+        Self::read_snapshot(bytes, last_applied, membership)
+    }
+
+    /// Rebuilds the data from [`SmState::write_snapshot`] output, read record by record
+    /// (never the whole encoding in memory).
+    pub fn read_snapshot(
+        mut r: impl std::io::Read,
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+    ) -> Result<Self, StorageError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            StorageError::Internal(format!("snapshot does not decode: {e}"))
+        };
+        let mut data = pb::SnapshotData::default();
+        let mut buf = Vec::new();
+        while let Some(key) = read_varint(&mut r, true).map_err(|e| bad(&e))? {
+            // A field of a later version is skipped, as prost would.
+            let skip = match key & 7 {
+                2 => None,
+                0 => Some(read_varint(&mut r, false).map(|_| ())),
+                1 => Some(r.read_exact(&mut [0; 8])),
+                5 => Some(r.read_exact(&mut [0; 4])),
+                _ => return Err(bad(&format!("unexpected field key {key}"))),
+            };
+            if let Some(skipped) = skip {
+                skipped.map_err(|e| bad(&e))?;
+                continue;
+            }
+            let len = read_varint(&mut r, false)
+                .map_err(|e| bad(&e))?
+                .unwrap_or_default();
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_SNAPSHOT_RECORD)
+                .ok_or_else(|| bad(&format!("a record of {len} bytes")))?;
+            buf.resize(len, 0);
+            r.read_exact(&mut buf).map_err(|e| bad(&e))?;
+            let m = buf.as_slice();
+            match u8::try_from(key >> 3).unwrap_or(u8::MAX) {
+                SNAPSHOT_USERS => data.users.push(Message::decode(m).map_err(|e| bad(&e))?),
+                SNAPSHOT_SESSIONS => data.sessions.push(Message::decode(m).map_err(|e| bad(&e))?),
+                SNAPSHOT_DEDUP => data.dedup.push(Message::decode(m).map_err(|e| bad(&e))?),
+                SNAPSHOT_LOGIN_ATTEMPTS => data
+                    .login_attempts
+                    .push(Message::decode(m).map_err(|e| bad(&e))?),
+                SNAPSHOT_CHALLENGES => data
+                    .challenges
+                    .push(Message::decode(m).map_err(|e| bad(&e))?),
+                // A field of a later version: skipped, as prost would.
+                _ => {}
+            }
+        }
         let mut tables = Tables::restore(data.users, data.sessions)?;
         tables.restore_login_attempts(data.login_attempts);
         tables.restore_challenges(data.challenges);
@@ -256,6 +341,52 @@ impl SmState {
         }
         Ok(state)
     }
+}
+
+// `SnapshotData`'s field numbers (raft.proto).
+const SNAPSHOT_USERS: u8 = 1;
+const SNAPSHOT_SESSIONS: u8 = 2;
+const SNAPSHOT_DEDUP: u8 = 3;
+const SNAPSHOT_LOGIN_ATTEMPTS: u8 = 4;
+const SNAPSHOT_CHALLENGES: u8 = 5;
+/// The largest single record a snapshot may hold (a user with every second factor is a
+/// few KiB).
+const MAX_SNAPSHOT_RECORD: usize = 16 << 20;
+
+/// A message encoded with its length in front, behind `dyn`.
+trait EncodeDyn {
+    /// Appends the length and the message to `buf`; returns the message's length.
+    fn encode_delimited(&self, buf: &mut Vec<u8>) -> usize;
+}
+
+impl<M: Message> EncodeDyn for M {
+    fn encode_delimited(&self, buf: &mut Vec<u8>) -> usize {
+        // Into a Vec, which grows: cannot fail.
+        let _ = self.encode_length_delimited(buf);
+        self.encoded_len()
+    }
+}
+
+/// A protobuf varint from `r`; `None` at a clean end of input if `eof_ok`.
+fn read_varint(r: &mut impl std::io::Read, eof_ok: bool) -> std::io::Result<Option<u64>> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let mut b = [0u8];
+        if let Err(e) = r.read_exact(&mut b) {
+            if i == 0 && eof_ok && e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        value |= u64::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "varint longer than 10 bytes",
+    ))
 }
 
 #[cfg(test)]
@@ -345,6 +476,10 @@ mod tests {
             }],
         });
         let bytes = s.encode_snapshot();
+        // Written record by record, the bytes are prost's encoding of the whole message.
+        let whole = pb::SnapshotData::decode(bytes.as_slice()).unwrap();
+        assert_eq!(whole.users.len(), 2);
+        assert_eq!(whole.encode_to_vec(), bytes);
         let mut back = SmState::decode_snapshot(&bytes, None, StoredMembership::default()).unwrap();
         assert_eq!(back.tables.user_count(), 2);
         assert_eq!(
@@ -357,6 +492,32 @@ mod tests {
         });
         assert!(matches!(again.results[0].result, Some(Res::User(_))));
         assert!(SmState::decode_snapshot(b"\xff\xff", None, StoredMembership::default()).is_err());
+        // Cut short anywhere but between records, or a record claiming too much: errors.
+        for cut in [1, 3, bytes.len() - 1] {
+            assert!(
+                SmState::decode_snapshot(&bytes[..cut], None, StoredMembership::default()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let huge = [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(SmState::decode_snapshot(&huge, None, StoredMembership::default()).is_err());
+        // Fields a later version may add (any wire type) are skipped, as prost does.
+        let mut later = bytes.clone();
+        later.extend_from_slice(&[0x32, 0x02, 0xaa, 0xbb]); // field 6, length-delimited
+        later.extend_from_slice(&[0x38, 0x96, 0x01]); // field 7, varint
+        later.extend_from_slice(&[0x41, 1, 2, 3, 4, 5, 6, 7, 8]); // field 8, fixed64
+        let read = SmState::decode_snapshot(&later, None, StoredMembership::default()).unwrap();
+        assert_eq!(read.tables.user_count(), 2);
+        assert_eq!(pb::SnapshotData::decode(later.as_slice()).unwrap(), whole);
+        // A record too large to read back fails the build instead.
+        let mut huge_user = user("h");
+        huge_user.password_hash = "x".repeat(MAX_SNAPSHOT_RECORD + 1);
+        let big = SmState {
+            tables: Tables::restore(vec![huge_user], vec![]).unwrap(),
+            ..SmState::default()
+        };
+        let mut sink = Vec::new();
+        assert!(big.write_snapshot(&mut sink).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! snapshot. On restart the snapshot is loaded and openraft re-applies the committed log
 //! after it, which rebuilds exactly the state that was acknowledged.
 
-use std::io::Cursor;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -41,11 +41,13 @@ fn snap_err(e: impl std::fmt::Display) -> StorageIoError {
 impl StateMachineStore {
     /// Opens the state machine, starting from the stored snapshot if there is one.
     pub(crate) fn open(db: Db, durable: Arc<Durability>) -> Result<Self, DbError> {
-        let state = match snapshot_file::load(&db)? {
-            Some((meta, data)) => {
-                SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership)
-                    .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?
-            }
+        let state = match snapshot_file::open(&db)? {
+            Some((meta, file)) => SmState::read_snapshot(
+                BufReader::with_capacity(1 << 20, file),
+                meta.last_log_id,
+                meta.last_membership,
+            )
+            .map_err(|e| DbError::Corrupt(format!("snapshot: {e}")))?,
             None => SmState::default(),
         };
         Ok(Self {
@@ -55,18 +57,10 @@ impl StateMachineStore {
             durable,
         })
     }
+}
 
-    /// Stores the snapshot durably (see [`crate::snapshot_file`]); hands `data` back.
-    async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<Vec<u8>, StorageIoError> {
-        let db = self.db.clone();
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
-            snapshot_file::store(&db, &meta, &data, &[]).map(|_stored| data)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
-        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)).into())
-    }
+fn write_err(e: impl std::fmt::Display) -> StorageIoError {
+    StorageIOError::write_snapshot(None, AnyError::error(e)).into()
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -76,9 +70,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // go on meanwhile.
         let view = self.state.read().clone();
         let (last_applied, membership) = (view.last_applied, view.membership.clone());
-        let data = tokio::task::spawn_blocking(move || view.encode_snapshot())
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!(
@@ -92,14 +83,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: membership,
             snapshot_id,
         };
-        let data = self.persist(&meta, data).await?;
+        // Encoded straight into its file (see `crate::snapshot_file`).
+        let (db, m) = (self.db.clone(), meta.clone());
+        let (stored, file) = tokio::task::spawn_blocking(move || {
+            snapshot_file::store_with(&db, &m, |w| view.write_snapshot(w), &[])
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        let bytes = file.metadata().map_or(0, |m| m.len());
         metrics::counter!(crate::metrics::SNAPSHOTS_BUILT).increment(1);
         metrics::histogram!(crate::metrics::SNAPSHOT_BUILD_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        tracing::info!(snapshot = %meta.snapshot_id, bytes, stored, "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -149,20 +148,49 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageIoError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageIoError> {
+        let db = self.db.clone();
+        let file = tokio::task::spawn_blocking(move || snapshot_file::scratch(&db))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageIoError> {
-        let data = snapshot.into_inner();
-        let new_state =
-            SmState::decode_snapshot(&data, meta.last_log_id, meta.last_membership.clone())
-                .map_err(snap_err)?;
-        self.persist(meta, data).await?;
+        // Read twice from the file, never whole in memory: decoded, then copied into
+        // the store.
+        let mut file = snapshot.into_std().await;
+        let (db, m) = (self.db.clone(), meta.clone());
+        // Which step failed: reading (the snapshot is bad) or storing it.
+        enum Failed {
+            Read(String),
+            Store(String),
+        }
+        let new_state = tokio::task::spawn_blocking(move || {
+            let read = |e: &dyn std::fmt::Display| Failed::Read(e.to_string());
+            file.seek(SeekFrom::Start(0)).map_err(|e| read(&e))?;
+            let state = SmState::read_snapshot(
+                BufReader::with_capacity(1 << 20, &file),
+                m.last_log_id,
+                m.last_membership.clone(),
+            )
+            .map_err(|e| read(&e))?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| read(&e))?;
+            snapshot_file::store_with(&db, &m, |w| std::io::copy(&mut file, w).map(|_| ()), &[])
+                .map_err(|e| Failed::Store(e.to_string()))?;
+            Ok(state)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(|e| match e {
+            Failed::Read(e) => snap_err(e),
+            Failed::Store(e) => write_err(e),
+        })?;
         *self.state.write() = new_state;
         metrics::counter!(crate::metrics::SNAPSHOTS_INSTALLED).increment(1);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
@@ -173,13 +201,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageIoError> {
         let db = self.db.clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshot_file::load(&db))
+        let opened = tokio::task::spawn_blocking(move || snapshot_file::open(&db))
             .await
             .map_err(snap_err)?
             .map_err(snap_err)?;
-        Ok(loaded.map(|(meta, data)| Snapshot {
+        Ok(opened.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

@@ -1,7 +1,5 @@
 //! The openraft type configuration. Openraft's types stay inside this crate.
 
-use std::io::Cursor;
-
 use auth_proto::v1::{BatchResult, CommandBatch};
 
 pub use crate::NodeId;
@@ -14,7 +12,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
