@@ -13,8 +13,8 @@ ROUNDS=${1:-3}
 SECS=${2:-10}
 BIN=target/release/auth-backend
 LOADGEN=target/release/examples/loadgen
-BASE=53051
-E=127.0.0.1:53051,127.0.0.1:53061,127.0.0.1:53071
+BASE=28051 # below the ephemeral port range (32768 and up), clear of the other scripts
+E=127.0.0.1:28051,127.0.0.1:28061,127.0.0.1:28071
 [ -x "$BIN" ] && [ -x "$LOADGEN" ] || {
     echo "build first: cargo build --release -p auth-backend --bin auth-backend --example loadgen" >&2
     exit 2

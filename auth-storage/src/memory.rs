@@ -163,11 +163,9 @@ impl Tables {
 
     /// See [`Storage::update_user`].
     pub fn update_user(&mut self, mut user: User) -> Result<User> {
-        let stored = self
-            .users
-            .get_mut(&user.id)
-            .map(Arc::make_mut)
-            .ok_or(StorageError::NotFound)?;
+        // Checked on a shared view, then replaced whole: the old record is never copied
+        // (a snapshot view may still hold it), not even when the update is refused.
+        let stored = self.users.get(&user.id).ok_or(StorageError::NotFound)?;
         if stored.version != user.version {
             return Err(StorageError::Conflict);
         }
@@ -177,7 +175,7 @@ impl Tables {
             ));
         }
         user.version = stored.version + 1;
-        *stored = user.clone();
+        self.users.insert(user.id.clone(), Arc::new(user.clone()));
         Ok(user)
     }
 
@@ -710,5 +708,37 @@ impl Storage for MemoryStorage {
 
     async fn take_challenge(&self, id: &str, kind: &str, now_ms: i64) -> Result<Option<Challenge>> {
         Ok(self.tables.write().take_challenge(id, kind, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_leaves_a_snapshot_views_record_in_place_and_uncopied() {
+        let mut t = Tables::default();
+        let created = t
+            .create_user(User {
+                id: "u1".into(),
+                username: "Ann".into(),
+                username_key: "ann".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let view = t.clone();
+        let before: *const User = view.get_user("u1").unwrap();
+        // Refused (stale version) and accepted updates alike: the view's record is the
+        // same allocation, unchanged; the table has the new one.
+        let mut stale = created.clone();
+        stale.version += 5;
+        assert!(matches!(t.update_user(stale), Err(StorageError::Conflict)));
+        let mut renamed = created.clone();
+        renamed.username = "Anne".into();
+        let updated = t.update_user(renamed).unwrap();
+        assert_eq!(updated.version, created.version + 1);
+        assert!(std::ptr::eq(before, view.get_user("u1").unwrap()));
+        assert_eq!(view.get_user("u1").unwrap().username, "Ann");
+        assert_eq!(t.get_user("u1").unwrap().username, "Anne");
     }
 }

@@ -73,17 +73,41 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(s.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Written whole to a private temporary file, synced, then linked into place:
+            // a crash never leaves a short value behind, and of two creators racing
+            // the second reads the first's.
             let value = make();
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".tmp-{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            let failed = |what: &str, e: std::io::Error| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("cannot {what} {}: {e}", path.display())
+            };
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
+            opts.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts
-                .open(path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            let mut f = opts.open(&tmp).map_err(|e| failed("create", e))?;
             std::io::Write::write_all(&mut f, value.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(value)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| failed("write", e))?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                    }
+                    Ok(value)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::read_to_string(path)
+                        .map(|s| s.trim().to_owned())
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                }
+                Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+            }
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -608,6 +632,26 @@ pub fn main_cluster(args: &ClusterArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_created_value_is_whole_private_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.token");
+        // A crash's leftover of an earlier attempt changes nothing.
+        std::fs::write(dir.path().join("metrics.token.tmp-1"), "shor").unwrap();
+        let made = read_or_create(&path, || "a-long-random-value".into()).unwrap();
+        assert_eq!(made, "a-long-random-value");
+        let again = read_or_create(&path, || panic!("made twice")).unwrap();
+        assert_eq!(again, made);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let tmp = format!("metrics.token.tmp-{}", std::process::id());
+        assert!(!dir.path().join(tmp).exists(), "no temporary file left");
+    }
 
     #[test]
     fn plan_gives_each_node_its_port_dir_and_the_shared_key() {
