@@ -71,6 +71,10 @@ pub const METRICS_TOKEN: &str = "metrics.token";
 /// Reads `DIR/NAME`, or creates it with `make()` (mode 0600).
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, String> {
     match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Err(format!(
+            "{} is empty (a crash while it was created?): remove it to make a new one",
+            path.display()
+        )),
         Ok(s) => Ok(s.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Written whole to a private temporary file, synced, then linked into place:
@@ -84,8 +88,16 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
                 let _ = std::fs::remove_file(&tmp);
                 format!("cannot {what} {}: {e}", path.display())
             };
+            // A crash's leftover of this name goes first: the file is created fresh
+            // (mode 0600, never through a symlink or with an older file's mode).
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("cannot remove {}: {e}", tmp.display()));
+                }
+                _ => {}
+            }
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             let mut f = opts.open(&tmp).map_err(|e| failed("create", e))?;
@@ -637,8 +649,16 @@ mod tests {
     fn a_created_value_is_whole_private_and_read_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.token");
-        // A crash's leftover of an earlier attempt changes nothing.
-        std::fs::write(dir.path().join("metrics.token.tmp-1"), "shor").unwrap();
+        // A crash's leftover of this very name, readable by all, changes nothing.
+        let leftover = dir
+            .path()
+            .join(format!("metrics.token.tmp-{}", std::process::id()));
+        std::fs::write(&leftover, "shor").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let made = read_or_create(&path, || "a-long-random-value".into()).unwrap();
         assert_eq!(made, "a-long-random-value");
         let again = read_or_create(&path, || panic!("made twice")).unwrap();
@@ -649,8 +669,12 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let tmp = format!("metrics.token.tmp-{}", std::process::id());
-        assert!(!dir.path().join(tmp).exists(), "no temporary file left");
+        assert!(!leftover.exists(), "no temporary file left");
+        // An empty file (an older version's crash) is refused, not used as a key.
+        let empty = dir.path().join("signing.key");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = read_or_create(&empty, || panic!("must not replace it")).unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]
