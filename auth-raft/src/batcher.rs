@@ -1,22 +1,80 @@
 //! Group commit: writes queue in this node's batcher and go to the leader together,
 //! one log entry per batch, proposed there or forwarded to it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use auth_proto::v1 as pb;
 use auth_storage::StorageError;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::NodeId;
 use crate::clock::TimeBounds;
 use crate::metrics::Stage;
 use crate::node::{Leader, NodeShared, unavailable};
 
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 512;
-/// Batches being committed at once; while they are, new writes queue and join the next.
+/// Batches of one leadership in flight from this node at once (proposed, on the
+/// leader; forwarded, on a follower); while they are, new writes queue and join the
+/// next.
 const MAX_INFLIGHT_BATCHES: usize = 2;
+
+/// What this node's batcher sent: see [`crate::RaftNode::write_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Writes queued in this node's batcher: on the leader, followers' forwarded
+    /// writes too.
+    pub commands: u64,
+    /// Batches sent from the queue, proposed here or forwarded to the leader.
+    pub batches: u64,
+    /// Forwards to the leader (each retry counts).
+    pub forwards: u64,
+    /// The most forwards to the leader this node had under way at once, since it
+    /// started (a maximum, not a count).
+    pub max_forwards_in_flight: u64,
+}
+
+/// The counters behind [`WriteStats`].
+#[derive(Default)]
+pub(crate) struct WriteCounters {
+    commands: AtomicU64,
+    batches: AtomicU64,
+    forwards: AtomicU64,
+    forwards_in_flight: AtomicU64,
+    max_forwards_in_flight: AtomicU64,
+}
+
+impl WriteCounters {
+    pub(crate) fn get(&self) -> WriteStats {
+        WriteStats {
+            commands: self.commands.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            forwards: self.forwards.load(Ordering::Relaxed),
+            max_forwards_in_flight: self.max_forwards_in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a forward under way until the guard drops.
+    fn count_forward(&self) -> ForwardInFlight<'_> {
+        self.forwards.fetch_add(1, Ordering::Relaxed);
+        let now = self.forwards_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_forwards_in_flight
+            .fetch_max(now, Ordering::Relaxed);
+        ForwardInFlight(self)
+    }
+}
+
+/// A forward under way, counted in [`WriteCounters`] until dropped.
+struct ForwardInFlight<'a>(&'a WriteCounters);
+
+impl Drop for ForwardInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.forwards_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A queued write and where its result goes.
 pub(crate) struct Pending {
@@ -27,10 +85,17 @@ pub(crate) struct Pending {
 
 impl NodeShared {
     /// Proposes a batch on the leader (locally or by forwarding), retrying on leader
-    /// changes until `request_timeout`. Retries re-send the same request ids, which the
+    /// changes until `request_timeout` after `since` (when its oldest write was
+    /// queued). Retries re-send the same request ids, which the
     /// state machine applies once.
-    async fn submit(&self, batch: pb::CommandBatch) -> Result<pb::BatchResult, StorageError> {
-        let mut retry = self.leader_retry();
+    async fn submit(
+        &self,
+        batch: pb::CommandBatch,
+        since: Instant,
+    ) -> Result<pb::BatchResult, StorageError> {
+        let mut retry = self.leader_retry_since(since);
+        // The reason given if the time ran out before any attempt.
+        retry.failed("queued behind earlier batches".into());
         while let Some(leader) = retry.next().await {
             let mut client = match leader {
                 Leader::Local => match self.propose(&batch, retry.remaining()).await {
@@ -48,6 +113,7 @@ impl NodeShared {
             });
             req.set_timeout(retry.remaining());
             let sent = Instant::now();
+            let _counted = self.write_stats.count_forward();
             match client.forward(req).await {
                 Ok(r) => {
                     Stage::Forward.since(sent);
@@ -154,6 +220,7 @@ impl NodeShared {
             })
             .await
             .map_err(|_| unavailable("raft node is shutting down"))?;
+        self.write_stats.commands.fetch_add(1, Ordering::Relaxed);
         Ok(rx)
     }
 }
@@ -185,23 +252,14 @@ fn merge_refused(
     pb::BatchResult { results }
 }
 
-/// Collects queued writes into batches: while up to `MAX_INFLIGHT_BATCHES` batches are
-/// being committed, new writes wait and then go together in one log entry.
+/// Collects queued writes into batches: while up to `MAX_INFLIGHT_BATCHES` batches of
+/// this leadership are being committed (on the leader) or forwarded (on a follower),
+/// new writes wait and then go together in one log entry, or one forward.
 pub(crate) async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pending>) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    let mut slots = None;
     while let Some(first) = rx.recv().await {
-        // The bound is on proposals, on the leader. A follower's batches only wait for
-        // the leader's answer: holding permits there could deadlock a hand-over, when
-        // they wait on the old leader, which forwards them back here once this node
-        // leads and its own batcher has no permit left.
-        let leads = weak.upgrade().is_some_and(|s| s.is_leader());
-        let permit = if leads {
-            let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
-                break;
-            };
-            Some(permit)
-        } else {
-            None
+        let Some(permit) = batch_slot(&weak, &mut slots).await else {
+            break;
         };
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
@@ -211,6 +269,7 @@ pub(crate) async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pe
             }
         }
         let Some(shared) = weak.upgrade() else { break };
+        shared.write_stats.batches.fetch_add(1, Ordering::Relaxed);
         for p in &pending {
             Stage::Queue.since(p.queued);
         }
@@ -220,7 +279,14 @@ pub(crate) async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pe
                 proposed_at_ms: shared.clock.now_ms(),
                 commands: pending.iter().map(|p| p.cmd.clone()).collect(),
             };
-            let result = shared.submit(batch).await;
+            // The batch's time runs from its oldest write's arrival: a write that
+            // waited for a slot does not get a whole request timeout more.
+            let since = pending
+                .iter()
+                .map(|p| p.queued)
+                .min()
+                .unwrap_or_else(Instant::now);
+            let result = shared.submit(batch, since).await;
             drop(permit);
             match result {
                 Ok(r) if r.results.len() == pending.len() => {
@@ -245,5 +311,56 @@ pub(crate) async fn batch_loop(weak: Weak<NodeShared>, mut rx: mpsc::Receiver<Pe
                 }
             }
         });
+    }
+}
+
+/// The batches in flight under one leadership (term and leader, as this node knows
+/// them).
+struct Slots {
+    term: u64,
+    leader: Option<NodeId>,
+    free: Arc<Semaphore>,
+}
+
+/// A permit for one more batch in flight, bounded per leadership: a change of term or
+/// leader starts a fresh bound, and a wait for a permit ends at such a change. A
+/// batch may wait on a node that hands it back to this one once this one leads (a
+/// follower's forwards at the old leader during a hand-over; a brief leader's own
+/// batches after it steps down), so a batch must never wait behind batches of an
+/// earlier leadership. (Without a bound on forwards, a follower sent one forward per
+/// write: under load as many round trips to the leader as writes.) `None` once the
+/// node is gone.
+async fn batch_slot(
+    weak: &Weak<NodeShared>,
+    slots: &mut Option<Slots>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        let mut metrics = weak.upgrade()?.raft.metrics();
+        let (term, leader) = {
+            let m = metrics.borrow();
+            (m.current_term, m.current_leader)
+        };
+        let free = match slots {
+            Some(s) if s.term == term && s.leader == leader => Arc::clone(&s.free),
+            _ => {
+                let free = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+                *slots = Some(Slots {
+                    term,
+                    leader,
+                    free: Arc::clone(&free),
+                });
+                free
+            }
+        };
+        let raft_stopped = tokio::select! {
+            permit = Arc::clone(&free).acquire_owned() => return permit.ok(),
+            changed = metrics.wait_for(|m| (m.current_term, m.current_leader) != (term, leader)) => {
+                changed.is_err()
+            }
+        };
+        if raft_stopped {
+            // No leadership change will come: wait for the permit alone.
+            return free.acquire_owned().await.ok();
+        }
     }
 }

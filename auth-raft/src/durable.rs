@@ -264,15 +264,7 @@ mod tests {
     }
 
     fn append(wal: &Wal, entries: &[(u64, &[u8])], sync: bool) {
-        let mut batch = crate::wal::Batch::default();
-        for (i, bytes) in entries {
-            batch
-                .push(*i, |b| {
-                    b.extend_from_slice(bytes);
-                    Ok(())
-                })
-                .unwrap();
-        }
+        let batch = crate::wal::Batch::of(entries.iter().copied());
         wal.append(&batch, sync).unwrap();
     }
 

@@ -133,6 +133,7 @@ pub(crate) use log_store::LogStore;
 pub use node::{
     DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
     DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, ReadStats, StartError,
+    WriteStats,
 };
 #[cfg(feature = "node")]
 pub use service::{AdminGrpc, RaftGrpc};

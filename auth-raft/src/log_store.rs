@@ -401,15 +401,7 @@ mod tests {
         .unwrap();
         // A crash after the first two were copied, before redb's table was emptied.
         let wal = Wal::open(dir.path(), Some(4)).unwrap();
-        let mut batch = Batch::default();
-        for (i, b) in &old[..2] {
-            batch
-                .push(*i, |buf| {
-                    buf.extend_from_slice(b);
-                    Ok(())
-                })
-                .unwrap();
-        }
+        let batch = Batch::of(old[..2].iter().map(|(i, b)| (*i, b)));
         wal.append(&batch, true).unwrap();
         drop(wal);
         let mut log = LogStore::open(db.clone(), 1).unwrap();

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+pub use crate::batcher::WriteStats;
 use crate::batcher::{Pending, batch_loop};
 use crate::clock::NodeClock;
 use crate::convert::*;
@@ -167,6 +168,8 @@ pub(crate) struct NodeShared {
     /// The leader lease of [`ReadConsistency::Lease`].
     pub(crate) lease: Mutex<LeaseState>,
     pub(crate) read_stats: ReadCounters,
+    /// What the batcher sent.
+    pub(crate) write_stats: crate::batcher::WriteCounters,
     /// When this node started: it grants no vote before one vote lease after, having
     /// forgotten whose lease it may have been part of (see [`ReadConsistency::Lease`]).
     pub(crate) started: Instant,
@@ -393,6 +396,7 @@ impl RaftNode {
             reads: Mutex::new(ReadQueue::default()),
             lease: Mutex::new(LeaseState::default()),
             read_stats: ReadCounters::default(),
+            write_stats: Default::default(),
             started: Instant::now(),
             tls: cfg.tls.clone(),
             snapshots: SnapshotSpool::new(&cfg.data_dir, cfg.max_snapshot_bytes),
@@ -451,6 +455,13 @@ impl RaftNode {
     /// (its own and those its followers asked for) since it started.
     pub fn read_stats(&self) -> ReadStats {
         self.shared.read_stats.get()
+    }
+
+    /// What this node's write batcher sent since it started: how many writes it
+    /// queued (on the leader, followers' forwarded writes too) in how many batches, and
+    /// how many forwards to the leader.
+    pub fn write_stats(&self) -> WriteStats {
+        self.shared.write_stats.get()
     }
 
     /// Sets this node's Raft gauges (term, leader, log and applied index, follower
@@ -600,9 +611,15 @@ impl NodeShared {
     /// The one retry loop of requests that must reach the leader (writes and read
     /// indexes): see [`LeaderRetry`].
     pub(crate) fn leader_retry(&self) -> LeaderRetry<'_> {
+        self.leader_retry_since(Instant::now())
+    }
+
+    /// [`NodeShared::leader_retry`] for a request that arrived at `since`: its time
+    /// runs out `request_timeout` after that.
+    pub(crate) fn leader_retry_since(&self, since: Instant) -> LeaderRetry<'_> {
         LeaderRetry {
             shared: self,
-            deadline: Instant::now() + self.request_timeout,
+            deadline: since + self.request_timeout,
             tried: None,
             tries: 0,
             last: String::from("no leader"),

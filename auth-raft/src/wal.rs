@@ -75,6 +75,21 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// A batch of these `(index, payload)` records (tests).
+    #[cfg(test)]
+    pub(crate) fn of<B: AsRef<[u8]>>(records: impl IntoIterator<Item = (u64, B)>) -> Self {
+        let mut batch = Batch::default();
+        for (i, bytes) in records {
+            batch
+                .push(i, |b| {
+                    b.extend_from_slice(bytes.as_ref());
+                    Ok(())
+                })
+                .expect("consecutive test records");
+        }
+        batch
+    }
+
     /// Adds the entry at `index`, its payload written by `encode`.
     pub(crate) fn push(
         &mut self,
@@ -718,16 +733,8 @@ mod tests {
     }
 
     fn append(wal: &Wal, range: std::ops::Range<u64>, sync: bool) {
-        let mut batch = Batch::default();
-        for i in range {
-            batch
-                .push(i, |b| {
-                    b.extend_from_slice(&payload(i));
-                    Ok(())
-                })
-                .unwrap();
-        }
-        wal.append(&batch, sync).unwrap();
+        wal.append(&Batch::of(range.map(|i| (i, payload(i)))), sync)
+            .unwrap();
     }
 
     fn all(wal: &Wal) -> Vec<u64> {
@@ -975,15 +982,7 @@ mod tests {
         let wal = Arc::new(Wal::open_with(dir.path(), Some(0), 4096).unwrap());
         let versioned = |i: u64, v: u64| format!("{i}/{v};").repeat((v % 7 + 1) as usize);
         let write = move |wal: &Wal, v: u64| {
-            let mut batch = Batch::default();
-            for i in 5..15 {
-                batch
-                    .push(i, |b| {
-                        b.extend_from_slice(versioned(i, v).as_bytes());
-                        Ok(())
-                    })
-                    .unwrap();
-            }
+            let batch = Batch::of((5..15).map(|i| (i, versioned(i, v))));
             wal.append(&batch, false).unwrap();
         };
         append(&wal, 1..5, true);
@@ -1035,15 +1034,7 @@ mod tests {
         assert!(segments(dir.path()).len() == 1, "the segment is full");
         // The next segment cannot be created: the append fails...
         std::fs::remove_dir_all(dir.path().join(DIR)).unwrap();
-        let mut batch = Batch::default();
-        for i in 5..8 {
-            batch
-                .push(i, |b| {
-                    b.extend_from_slice(&payload(i));
-                    Ok(())
-                })
-                .unwrap();
-        }
+        let batch = Batch::of((5..8).map(|i| (i, payload(i))));
         assert!(wal.append(&batch, true).is_err());
         // ...and with the directory back, the log still refuses until restarted.
         std::fs::create_dir(dir.path().join(DIR)).unwrap();
