@@ -18,10 +18,14 @@
 # round-robin over all members):
 #   write-c1   put -c 1                   vs  register -c 1
 #   write-c64  put -c 64                  vs  register -c 64
+#   rotate-c1  (etcd's write-c1)          vs  refresh -c 1
+#   rotate-c64 (etcd's write-c64)         vs  refresh -c 64
 #   read-c64   get -c 64 (linearizable)   vs  verify -c 64 (linearizable session read)
 # A put carries a 300-byte value, about one of our user records; a registration is more
 # than a put (an auth RPC, a cheap argon2 hash here: --argon2-memory-kib 64
-# --argon2-iterations 1, a uniqueness check in the state machine).
+# --argon2-iterations 1, a uniqueness check in the state machine). A refresh-token
+# rotation is our write without a password hash (a session read, then one replicated
+# command that replaces the session's token), compared with the same run's puts.
 #
 # Prints every loadgen line and, per cluster size and load, the medians and the ratios
 # ours/etcd (throughput, and p50 latency).
@@ -248,7 +252,8 @@ run_ours() { # nodes
     done
     for p in $table; do pids+=("$p"); done
     wait_ready ours "$ends" --op register
-    measure ours "$n" "$ends" write-c1 register 1 write-c64 register 64 read-c64 verify 64
+    measure ours "$n" "$ends" write-c1 register 1 write-c64 register 64 \
+        rotate-c1 refresh 1 rotate-c64 refresh 64 read-c64 verify 64
     check_alive ours "during the loads"
     cat "$dir"/node-*.log >"$dir/run.txt"
     stop_all
@@ -282,11 +287,12 @@ echo "== medians over $ROUNDS rounds; ratio = ours / etcd (rate: >1 is ours fast
 printf '%-5s %-9s | %9s %9s %6s | %8s %8s %6s | %8s %8s | %s\n' \
     nodes load "etcd/s" "ours/s" ratio "etcd p50" "ours p50" ratio "etcd p99" "ours p99" "errors etcd/ours"
 for n in "${NODES[@]}"; do
-    for load in write-c1 write-c64 read-c64; do
-        awk -v n="$n" -v l="$load" -v er="$(med etcd "$n" "$load" 4)" -v or="$(med ours "$n" "$load" 4)" \
-            -v ep="$(med etcd "$n" "$load" 5)" -v op="$(med ours "$n" "$load" 5)" \
-            -v e9="$(med etcd "$n" "$load" 6)" -v o9="$(med ours "$n" "$load" 6)" \
-            -v ee="$(sum_err etcd "$n" "$load")" -v oe="$(sum_err ours "$n" "$load")" 'BEGIN {
+    for load in write-c1 write-c64 rotate-c1 rotate-c64 read-c64; do
+        base=${load/rotate/write} # etcd's side of a rotation is its put
+        awk -v n="$n" -v l="$load" -v er="$(med etcd "$n" "$base" 4)" -v or="$(med ours "$n" "$load" 4)" \
+            -v ep="$(med etcd "$n" "$base" 5)" -v op="$(med ours "$n" "$load" 5)" \
+            -v e9="$(med etcd "$n" "$base" 6)" -v o9="$(med ours "$n" "$load" 6)" \
+            -v ee="$(sum_err etcd "$n" "$base")" -v oe="$(sum_err ours "$n" "$load")" 'BEGIN {
             printf "%-5s %-9s | %9.0f %9.0f %6.2f | %6.2fms %6.2fms %6.2f | %6.2fms %6.2fms | %s/%s\n",
                 n, l, er, or, (er > 0 ? or / er : 0), ep, op, (ep > 0 ? op / ep : 0), e9, o9, ee, oe }'
     done

@@ -3,7 +3,8 @@
 //! `cargo run --release --example loadgen -- --endpoints 127.0.0.1:50051 --op verify -c 64 -d 10`
 //! (add `--cacert ca.pem` for TLS backends)
 //!
-//! Ops: `register` (a new user per call), `login`, `verify` (gRPC, one token),
+//! Ops: `register` (a new user per call), `refresh` (each worker rotates its own
+//! session's refresh token: a write with no password hash), `login`, `verify` (gRPC, one token),
 //! `health` (gRPC health check: the transport baseline), `me` (HTTP `GET /api/v1/me`
 //! against `--url`) and `healthz` (HTTP `GET /healthz`: the HTTP baseline). Each of `-c` workers sends its next
 //! request as soon as the previous answers, round-robin over the endpoints, for `-d`
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
-use auth_sdk::proto::v1::{LoginRequest, RegisterRequest, VerifyRequest};
+use auth_sdk::proto::v1::{LoginRequest, RefreshRequest, RegisterRequest, VerifyRequest};
 use clap::Parser;
 use parking_lot::Mutex;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -40,7 +41,9 @@ struct Args {
     /// What the endpoints are: our backend, or etcd v3 (needs the `etcd-bench` feature).
     #[arg(long, value_enum, default_value_t = Target::Auth)]
     target: Target,
-    /// auth: register | login | verify | health | healthz | me;
+    /// auth: register | refresh | login | verify | health | healthz | me (refresh:
+    /// each worker rotates its own session's refresh token, a write without a
+    /// password hash);
     /// etcd: put | get | get-serializable
     #[arg(long, default_value = "verify")]
     op: String,
@@ -64,7 +67,9 @@ enum Target {
     Etcd,
 }
 
-const AUTH_OPS: &[&str] = &["register", "login", "verify", "health", "healthz", "me"];
+const AUTH_OPS: &[&str] = &[
+    "register", "refresh", "login", "verify", "health", "healthz", "me",
+];
 const ETCD_OPS: &[&str] = &["put", "get", "get-serializable"];
 
 #[derive(Default)]
@@ -244,6 +249,8 @@ struct AuthWorker {
     channels: Vec<Channel>,
     user: String,
     token: String,
+    /// This worker's current refresh token (`refresh`).
+    refresh: String,
     http: reqwest::Client,
     url: String,
 }
@@ -285,7 +292,7 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
         token = tokens.access_token;
     }
     let http = reqwest::Client::builder().build().expect("http client");
-    (0..args.concurrency)
+    let mut workers: Vec<AuthWorker> = (0..args.concurrency)
         .map(|w| AuthWorker {
             w,
             run_id,
@@ -293,13 +300,37 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
             channels: channels.clone(),
             user: user.clone(),
             token: token.clone(),
+            refresh: String::new(),
             http: http.clone(),
             url: args.url.clone(),
         })
-        .collect()
+        .collect();
+    if args.op == "refresh" {
+        // A session of its own per worker: rotations of one chain are sequential.
+        for w in &mut workers {
+            w.refresh = w.login().await.expect("login for setup");
+        }
+    }
+    workers
 }
 
 impl AuthWorker {
+    /// Logs in (on the first endpoint) and returns the session's refresh token.
+    async fn login(&self) -> Result<String, String> {
+        AuthServiceClient::new(self.channels[0].clone())
+            .login(LoginRequest {
+                username: self.user.clone(),
+                password: PASSWORD.into(),
+                client: None,
+            })
+            .await
+            .map_err(|s| status_kind(&s))?
+            .into_inner()
+            .tokens
+            .map(|t| t.refresh_token)
+            .ok_or_else(|| "login without tokens".to_string())
+    }
+
     async fn call(&mut self, i: usize) -> Result<(), String> {
         let channel = self.channels[(self.w + i) % self.channels.len()].clone();
         let mut c = AuthServiceClient::new(channel.clone());
@@ -318,6 +349,35 @@ impl AuthWorker {
                 .await
                 .map(drop)
                 .map_err(|s| status_kind(&s)),
+            "refresh" => {
+                let rotated = c
+                    .refresh(RefreshRequest {
+                        refresh_token: self.refresh.clone(),
+                        client: None,
+                    })
+                    .await
+                    .map_err(|s| status_kind(&s))
+                    .and_then(|r| {
+                        r.into_inner()
+                            .tokens
+                            .map(|t| t.refresh_token)
+                            .ok_or_else(|| "refresh without tokens".to_string())
+                    });
+                match rotated {
+                    Ok(next) => {
+                        self.refresh = next;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // The old token may be spent (or its session revoked as a
+                        // replay): start a new session, counting the failure.
+                        if let Ok(fresh) = self.login().await {
+                            self.refresh = fresh;
+                        }
+                        Err(e)
+                    }
+                }
+            }
             "login" => c
                 .login(LoginRequest {
                     username: self.user.clone(),
