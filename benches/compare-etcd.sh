@@ -167,7 +167,7 @@ wait_ready() { # system endpoints loadgen-args...
     exit 1
 }
 
-# Runs the three loads; appends "system nodes load rate p50 p99 errors" to $results.
+# Runs the loads; appends "system nodes load rate p50 p99 errors" to $results.
 measure() { # system nodes endpoints (load-name loadgen-op clients)...
     local sys=$1 n=$2 ends=$3 line
     shift 3
@@ -176,7 +176,7 @@ measure() { # system nodes endpoints (load-name loadgen-op clients)...
     while [ $# -gt 0 ]; do
         # stdout: the one result line; stderr: failed calls counted by kind.
         line=$("$LOADGEN" --endpoints "$ends" "${targ[@]}" --op "$2" -c "$3" -d "$SECS" 2>"$dir/loadgen.err")
-        printf '%-4s n=%s %-9s %s\n' "$sys" "$n" "$1" "$line"
+        printf '%-4s n=%s %-10s %s\n' "$sys" "$n" "$1" "$line"
         cat "$dir/loadgen.err"
         awk -v s="$sys" -v n="$n" -v l="$1" '{
             for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
@@ -284,7 +284,7 @@ med() { # system nodes load column
 sum_err() { awk -v s="$1" -v n="$2" -v l="$3" '$1 == s && $2 == n && $3 == l {e += $7} END {print e + 0}' "$results"; }
 
 echo "== medians over $ROUNDS rounds; ratio = ours / etcd (rate: >1 is ours faster; p50: <1 is ours faster)"
-printf '%-5s %-9s | %9s %9s %6s | %8s %8s %6s | %8s %8s | %s\n' \
+printf '%-5s %-10s | %9s %9s %6s | %8s %8s %6s | %8s %8s | %s\n' \
     nodes load "etcd/s" "ours/s" ratio "etcd p50" "ours p50" ratio "etcd p99" "ours p99" "errors etcd/ours"
 for n in "${NODES[@]}"; do
     for load in write-c1 write-c64 rotate-c1 rotate-c64 read-c64; do
@@ -293,7 +293,7 @@ for n in "${NODES[@]}"; do
             -v ep="$(med etcd "$n" "$base" 5)" -v op="$(med ours "$n" "$load" 5)" \
             -v e9="$(med etcd "$n" "$base" 6)" -v o9="$(med ours "$n" "$load" 6)" \
             -v ee="$(sum_err etcd "$n" "$base")" -v oe="$(sum_err ours "$n" "$load")" 'BEGIN {
-            printf "%-5s %-9s | %9.0f %9.0f %6.2f | %6.2fms %6.2fms %6.2f | %6.2fms %6.2fms | %s/%s\n",
+            printf "%-5s %-10s | %9.0f %9.0f %6.2f | %6.2fms %6.2fms %6.2f | %6.2fms %6.2fms | %s/%s\n",
                 n, l, er, or, (er > 0 ? or / er : 0), ep, op, (ep > 0 ? op / ep : 0), e9, o9, ee, oe }'
     done
 done

@@ -256,7 +256,7 @@ struct AuthWorker {
 }
 
 /// One channel per endpoint, shared by the workers; one account and one token for
-/// login, verify and me.
+/// login, verify and me; for refresh, an account and a session per worker.
 async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
     let ca_pem = args
         .cacert
@@ -277,7 +277,7 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
         })
         .await;
     let mut token = String::new();
-    if !["register", "health", "healthz"].contains(&args.op.as_str()) {
+    if !["register", "refresh", "health", "healthz"].contains(&args.op.as_str()) {
         let tokens = setup
             .login(LoginRequest {
                 username: user.clone(),
@@ -306,8 +306,17 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
         })
         .collect();
     if args.op == "refresh" {
-        // A session of its own per worker: rotations of one chain are sequential.
+        // An account and a session of its own per worker: rotations of one session
+        // are sequential, and no account nears its cap on sessions.
         for w in &mut workers {
+            w.user = format!("lg{run_id}r{}", w.w);
+            let _ = setup
+                .register(RegisterRequest {
+                    username: w.user.clone(),
+                    password: PASSWORD.into(),
+                    client: None,
+                })
+                .await;
             w.refresh = w.login().await.expect("login for setup");
         }
     }
@@ -355,26 +364,22 @@ impl AuthWorker {
                         refresh_token: self.refresh.clone(),
                         client: None,
                     })
-                    .await
-                    .map_err(|s| status_kind(&s))
-                    .and_then(|r| {
-                        r.into_inner()
-                            .tokens
-                            .map(|t| t.refresh_token)
-                            .ok_or_else(|| "refresh without tokens".to_string())
-                    });
+                    .await;
                 match rotated {
-                    Ok(next) => {
-                        self.refresh = next;
+                    Ok(r) => {
+                        let next = r.into_inner().tokens.map(|t| t.refresh_token);
+                        self.refresh = next.ok_or("refresh without tokens")?;
                         Ok(())
                     }
-                    Err(e) => {
-                        // The old token may be spent (or its session revoked as a
-                        // replay): start a new session, counting the failure.
-                        if let Ok(fresh) = self.login().await {
-                            self.refresh = fresh;
+                    Err(s) => {
+                        // Refused as unauthenticated (the session is gone): start a new
+                        // one. Otherwise (unavailable, a timeout) the token is retried:
+                        // if it was spent meanwhile, the grace period answers a replay
+                        // with the current token.
+                        if s.code() == tonic::Code::Unauthenticated {
+                            self.refresh = self.login().await?;
                         }
-                        Err(e)
+                        Err(status_kind(&s))
                     }
                 }
             }
