@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_sdk::proto::v1::auth_service_client::AuthServiceClient;
-use auth_sdk::proto::v1::{LoginRequest, RefreshRequest, RegisterRequest, VerifyRequest};
+use auth_sdk::proto::v1::{
+    LoginRequest, RefreshRequest, RegisterRequest, TokenPair, VerifyRequest,
+};
 use clap::Parser;
 use parking_lot::Mutex;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -255,6 +257,32 @@ struct AuthWorker {
     url: String,
 }
 
+/// Registers `user` (already there from an earlier run is fine).
+async fn setup_account(channel: &Channel, user: &str) {
+    let _ = AuthServiceClient::new(channel.clone())
+        .register(RegisterRequest {
+            username: user.into(),
+            password: PASSWORD.into(),
+            client: None,
+        })
+        .await;
+}
+
+/// Logs `user` in: the new session's tokens.
+async fn login(channel: &Channel, user: &str) -> Result<TokenPair, String> {
+    AuthServiceClient::new(channel.clone())
+        .login(LoginRequest {
+            username: user.into(),
+            password: PASSWORD.into(),
+            client: None,
+        })
+        .await
+        .map_err(|s| status_kind(&s))?
+        .into_inner()
+        .tokens
+        .ok_or_else(|| "login without tokens".to_string())
+}
+
 /// One channel per endpoint, shared by the workers; one account and one token for
 /// login, verify and me; for refresh, an account and a session per worker.
 async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
@@ -267,29 +295,14 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
         .iter()
         .map(|e| channel(e, ca_pem.as_deref()))
         .collect();
-    let mut setup = AuthServiceClient::new(channels[0].clone());
     let user = format!("lg{run_id}");
-    let _ = setup
-        .register(RegisterRequest {
-            username: user.clone(),
-            password: PASSWORD.into(),
-            client: None,
-        })
-        .await;
+    setup_account(&channels[0], &user).await;
     let mut token = String::new();
     if !["register", "refresh", "health", "healthz"].contains(&args.op.as_str()) {
-        let tokens = setup
-            .login(LoginRequest {
-                username: user.clone(),
-                password: PASSWORD.into(),
-                client: None,
-            })
+        token = login(&channels[0], &user)
             .await
             .expect("login for setup")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        token = tokens.access_token;
+            .access_token;
     }
     let http = reqwest::Client::builder().build().expect("http client");
     let mut workers: Vec<AuthWorker> = (0..args.concurrency)
@@ -310,13 +323,7 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
         // are sequential, and no account nears its cap on sessions.
         for w in &mut workers {
             w.user = format!("lg{run_id}r{}", w.w);
-            let _ = setup
-                .register(RegisterRequest {
-                    username: w.user.clone(),
-                    password: PASSWORD.into(),
-                    client: None,
-                })
-                .await;
+            setup_account(&channels[0], &w.user).await;
             w.refresh = w.login().await.expect("login for setup");
         }
     }
@@ -326,18 +333,7 @@ async fn auth_workers(args: &Args, run_id: u32) -> Vec<AuthWorker> {
 impl AuthWorker {
     /// Logs in (on the first endpoint) and returns the session's refresh token.
     async fn login(&self) -> Result<String, String> {
-        AuthServiceClient::new(self.channels[0].clone())
-            .login(LoginRequest {
-                username: self.user.clone(),
-                password: PASSWORD.into(),
-                client: None,
-            })
-            .await
-            .map_err(|s| status_kind(&s))?
-            .into_inner()
-            .tokens
-            .map(|t| t.refresh_token)
-            .ok_or_else(|| "login without tokens".to_string())
+        Ok(login(&self.channels[0], &self.user).await?.refresh_token)
     }
 
     async fn call(&mut self, i: usize) -> Result<(), String> {
