@@ -132,8 +132,8 @@ pub(crate) use log_store::LogStore;
 #[cfg(feature = "node")]
 pub use node::{
     DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
-    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, ReadStats, StartError,
-    WriteStats,
+    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, ReadStats, ReplicationStats,
+    StartError, WriteStats,
 };
 #[cfg(feature = "node")]
 pub use service::{AdminGrpc, RaftGrpc};

@@ -152,9 +152,16 @@ impl crate::RaftNode {
                 .tls_config(tls.server_config())
                 .map_err(|e| format!("peer TLS: {e}"))?;
         }
+        // A graceful stop waits for the calls in flight; an AppendEntries stream
+        // lasts as long as its leader, so this server's streams end when it begins.
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let router = builder
-            .add_service(self.grpc_service())
+            .add_service(self.grpc_service_until(Some(closed)))
             .add_service(self.admin_service());
+        let shutdown = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
         Ok(router.serve_with_incoming_shutdown(
             limited_incoming(listener, limits.max_connections),
             shutdown,

@@ -19,6 +19,7 @@ use crate::batcher::{Pending, batch_loop};
 use crate::clock::NodeClock;
 use crate::convert::*;
 use crate::network::Network;
+pub use crate::network::ReplicationStats;
 use crate::reads::{LeaseState, ReadCounters, ReadQueue};
 pub use crate::reads::{ReadConsistency, ReadStats};
 use crate::snapshot_spool::SnapshotSpool;
@@ -194,6 +195,9 @@ pub(crate) struct NodeShared {
     /// Read-held while an AppendEntries is handled; written while deciding to
     /// campaign (see [`crate::elections`]).
     pub(crate) campaign_gate: tokio::sync::RwLock<()>,
+    /// Set once [`RaftNode::shutdown`] begins: ends every AppendEntries stream open to
+    /// this node, however it is served.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Attempts at a request to the leader, across leader changes, until
@@ -361,6 +365,7 @@ impl RaftNode {
             tls: client_tls.clone(),
             clients: Arc::default(),
             durable: log.durability(),
+            stats: Arc::default(),
         };
         let wal = log.wal();
         let raft = match openraft::Raft::new(
@@ -407,6 +412,7 @@ impl RaftNode {
             leader_contact: Mutex::new(None),
             leader_heard: Arc::default(),
             campaign_gate: tokio::sync::RwLock::new(()),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         // A member of a cluster that existed before this start (its log or snapshot
         // holds a membership), not one just created.
@@ -462,6 +468,13 @@ impl RaftNode {
     /// how many forwards to the leader.
     pub fn write_stats(&self) -> WriteStats {
         self.shared.write_stats.get()
+    }
+
+    /// How this node's AppendEntries went out since it started (as a leader): streams
+    /// opened to followers, messages sent on them, and calls to followers without
+    /// streams.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.shared.network.stats.get()
     }
 
     /// Sets this node's Raft gauges (term, leader, log and applied index, follower
@@ -541,6 +554,7 @@ impl RaftNode {
     /// Stops Raft on this node and closes its data directory; later storage calls on
     /// this node fail with `unavailable`.
     pub async fn shutdown(&self) {
+        self.shared.stopping.send_replace(true);
         let _ = self.shared.raft.shutdown().await;
         // Entries this node wrote as leader and had not flushed yet.
         let _ = self.shared.wal.sync();

@@ -37,6 +37,10 @@ const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct RaftGrpc {
     shared: Arc<NodeShared>,
+    /// Ends this server's AppendEntries streams when it turns `true` (or its sender
+    /// is dropped): the server's graceful stop ([`RaftNode::serve_peer`]). `None`:
+    /// only the node's shutdown ends them.
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// `ClusterAdmin` of one node.
@@ -47,9 +51,24 @@ pub struct AdminGrpc {
 
 impl RaftNode {
     /// The Raft service for this node's peer listener.
+    ///
+    /// A server that stops gracefully waits for its calls in flight, and an
+    /// AppendEntries stream lasts as long as its leader: served this way, the streams
+    /// end only when this node shuts down ([`RaftNode::shutdown`]).
+    /// [`RaftNode::serve_peer`] also ends them when its server begins to stop.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpc> {
+        self.grpc_service_until(None)
+    }
+
+    /// The Raft service whose AppendEntries streams also end once `closing` turns
+    /// `true` (or its sender is dropped).
+    pub(crate) fn grpc_service_until(
+        &self,
+        closing: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> RaftServiceServer<RaftGrpc> {
         RaftServiceServer::new(RaftGrpc {
             shared: Arc::clone(&self.shared),
+            closing,
         })
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE)
@@ -78,6 +97,30 @@ enum Caller {
     /// The node runs without TLS (`--insecure`): nobody is proven, everyone is let in.
     Unauthenticated,
     Proven(PeerIdentity),
+}
+
+impl Caller {
+    /// A proven caller must be a cluster node.
+    fn require_node(&self) -> Result<(), Status> {
+        match self {
+            Caller::Proven(who) if !matches!(who, PeerIdentity::Node(_)) => Err(
+                Status::permission_denied(format!("{who} is not a cluster node")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// A proven node may speak only for itself: `claimed` is the node a message says
+    /// it comes from (`None`: the message names nobody, which is malformed).
+    fn speaks_for(&self, claimed: Option<NodeId>) -> Result<(), Status> {
+        let claimed = claimed.ok_or_else(|| bad(Malformed("vote")))?;
+        match self {
+            Caller::Proven(PeerIdentity::Node(id)) if *id != claimed => Err(
+                Status::permission_denied(format!("node {id} may not speak for node {claimed}")),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl NodeShared {
@@ -109,20 +152,8 @@ impl NodeShared {
     /// says it comes from (`None`: the message names nobody, which is malformed).
     fn require_node<T>(&self, req: &Request<T>, claimed: Option<NodeId>) -> Result<(), Status> {
         let caller = self.caller(req)?;
-        if let Caller::Proven(who) = &caller
-            && !matches!(who, PeerIdentity::Node(_))
-        {
-            return Err(Status::permission_denied(format!(
-                "{who} is not a cluster node"
-            )));
-        }
-        let claimed = claimed.ok_or_else(|| bad(Malformed("vote")))?;
-        match caller {
-            Caller::Proven(PeerIdentity::Node(id)) if id != claimed => Err(
-                Status::permission_denied(format!("node {id} may not speak for node {claimed}")),
-            ),
-            _ => Ok(()),
-        }
+        caller.require_node()?;
+        caller.speaks_for(claimed)
     }
 
     /// The caller's certificate must name a current member.
@@ -219,51 +250,141 @@ impl NodeShared {
     }
 }
 
+/// An AppendEntries, from a call or a stream, once its caller is known to be a node
+/// (or nobody is proven, without TLS).
+async fn serve_append(
+    shared: &NodeShared,
+    caller: &Caller,
+    req: pb::AppendEntriesRequestPb,
+) -> Result<pb::AppendEntriesResponsePb, Status> {
+    caller.speaks_for(sender(&req.vote))?;
+    shared.check_cluster(&req.cluster_id)?;
+    let rpc = append_from_pb(req).map_err(bad)?;
+    shared.check_member(rpc.vote.leader_id.node_id)?;
+    // openraft stops this node's Raft on entries that do not follow on from
+    // `prev_log_id` one by one: refuse them here instead.
+    let first = match rpc.prev_log_id {
+        None => 0,
+        Some(l) => l
+            .index
+            .checked_add(1)
+            .ok_or_else(|| Status::invalid_argument("previous log index out of range"))?,
+    };
+    for (next, e) in (first..).zip(&rpc.entries) {
+        if e.log_id.index != next {
+            return Err(Status::invalid_argument(format!(
+                "entry {} where {next} should follow the previous log id",
+                e.log_id.index
+            )));
+        }
+    }
+    let carries = !rpc.entries.is_empty();
+    let arrived = std::time::Instant::now();
+    let _gate = shared.campaign_gate.read().await;
+    let resp = shared
+        .raft
+        .append_entries(rpc)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+        shared.heard_from_leader();
+    }
+    if carries {
+        Stage::FollowerAppend.since(arrived);
+    }
+    Ok(append_resp_to_pb(&resp))
+}
+
+/// The replies of an AppendEntries stream, in the order of its requests.
+pub type AppendReplies = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<pb::AppendEntriesResponsePb, Status>> + Send>,
+>;
+
+/// One AppendEntries stream being served: its requests are handled one at a time,
+/// each answered before the next is read (so at most one is in memory), until the
+/// leader closes the stream, a request is refused or cannot be read (its status ends
+/// the stream), the server stops, or the node shuts down.
+struct AppendStream {
+    shared: Arc<NodeShared>,
+    caller: Caller,
+    requests: tonic::Streaming<pb::AppendEntriesRequestPb>,
+    /// [`NodeShared::stopping`].
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// [`RaftGrpc::closing`].
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+    refused: bool,
+}
+
+/// Resolves once `flag` turns `true` or its sender is gone; never for `None`.
+async fn raised(flag: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match flag {
+        Some(rx) => {
+            let _ = rx.wait_for(|up| *up).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl AppendStream {
+    async fn next(mut self) -> Option<(Result<pb::AppendEntriesResponsePb, Status>, Self)> {
+        if self.refused {
+            return None;
+        }
+        let request = tokio::select! {
+            () = raised(Some(&mut self.stopping)) => return None,
+            () = raised(self.closing.as_mut()) => return None,
+            r = self.requests.message() => r,
+        };
+        let reply = match request {
+            Ok(Some(request)) => serve_append(&self.shared, &self.caller, request).await,
+            // The leader closed the stream.
+            Ok(None) => return None,
+            // Unreadable (too large, say): answered with why, which ends the stream.
+            Err(status) => Err(status),
+        };
+        self.refused = reply.is_err();
+        Some((reply, self))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
     async fn append_entries(
         &self,
         req: Request<pb::AppendEntriesRequestPb>,
     ) -> Result<Response<pb::AppendEntriesResponsePb>, Status> {
-        let leader = sender(&req.get_ref().vote);
-        self.shared.require_node(&req, leader)?;
-        let req = req.into_inner();
-        self.shared.check_cluster(&req.cluster_id)?;
-        let rpc = append_from_pb(req).map_err(bad)?;
-        self.shared.check_member(rpc.vote.leader_id.node_id)?;
-        // openraft stops this node's Raft on entries that do not follow on from
-        // `prev_log_id` one by one: refuse them here instead.
-        let first = match rpc.prev_log_id {
-            None => 0,
-            Some(l) => l
-                .index
-                .checked_add(1)
-                .ok_or_else(|| Status::invalid_argument("previous log index out of range"))?,
-        };
-        for (next, e) in (first..).zip(&rpc.entries) {
-            if e.log_id.index != next {
-                return Err(Status::invalid_argument(format!(
-                    "entry {} where {next} should follow the previous log id",
-                    e.log_id.index
-                )));
-            }
-        }
-        let carries = !rpc.entries.is_empty();
-        let arrived = std::time::Instant::now();
-        let _gate = self.shared.campaign_gate.read().await;
-        let resp = self
-            .shared
-            .raft
-            .append_entries(rpc)
+        let caller = self.shared.caller(&req)?;
+        caller.require_node()?;
+        serve_append(&self.shared, &caller, req.into_inner())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-            self.shared.heard_from_leader();
+            .map(Response::new)
+    }
+
+    type AppendStreamStream = AppendReplies;
+
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::AppendEntriesRequestPb>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        // The certificate is the connection's: proven once, for every message (each
+        // of which must still come from the leader it names, a current member).
+        let caller = self.shared.caller(&req)?;
+        caller.require_node()?;
+        if let Caller::Proven(PeerIdentity::Node(id)) = &caller {
+            self.shared.check_member(*id)?;
         }
-        if carries {
-            Stage::FollowerAppend.since(arrived);
-        }
-        Ok(Response::new(append_resp_to_pb(&resp)))
+        let state = AppendStream {
+            shared: Arc::clone(&self.shared),
+            caller,
+            requests: req.into_inner(),
+            stopping: self.shared.stopping.subscribe(),
+            closing: self.closing.clone(),
+            refused: false,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            state,
+            AppendStream::next,
+        ))))
     }
 
     async fn vote(

@@ -200,10 +200,7 @@ async fn a_node_behind_a_compacted_log_catches_up_by_snapshot_and_restarts_keep_
         "the log the lagging node needs must be gone: {status:?}"
     );
     cluster.restart(lagging).await;
-    let want = cluster.nodes[(leader - 1) as usize]
-        .node
-        .status()
-        .last_applied_index;
+    let want = applied(&cluster, leader);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let st = cluster.nodes[(lagging - 1) as usize].node.status();
@@ -437,6 +434,14 @@ async fn a_wrong_member_list_is_refused() {
     let e = RaftNode::start(cfg).await.err().unwrap();
     assert!(e.to_string().contains("listens at"), "{e}");
     let _ = Arc::new(());
+}
+
+/// Node `id`'s last applied index.
+fn applied(cluster: &Cluster, id: u64) -> u64 {
+    cluster.nodes[(id - 1) as usize]
+        .node
+        .status()
+        .last_applied_index
 }
 
 /// Waits until node `id` follows `leader` and applied `want`.
@@ -813,5 +818,102 @@ async fn a_followers_concurrent_writes_reach_the_leader_in_few_forwards() {
         let got = on_leader.get_user(&user(&name).id).await.unwrap();
         assert_eq!(got.map(|u| u.username), Some(name));
     }
+    cluster.shutdown().await;
+}
+
+/// A leader replicates over one long-lived AppendEntries stream per follower; a
+/// follower that does not know the stream RPC (a build from before it, during a rolling
+/// upgrade) answers UNIMPLEMENTED, and the leader falls back to one call per
+/// AppendEntries. Every node here is such a follower, so every write depends on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_falls_back_to_calls_for_followers_without_append_streams() {
+    let cluster = Cluster::start_without_streams(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for i in 0..20 {
+        let at = if i % 2 == 0 { leader } else { follower };
+        cluster
+            .storage(at)
+            .create_user(user(&format!("old{i}")))
+            .await
+            .unwrap();
+    }
+    let want = applied(&cluster, leader);
+    for id in (1..=3).filter(|id| *id != leader) {
+        caught_up(&cluster, id, leader, want).await;
+        let got = cluster.storage(id).get_user(&user("old19").id).await;
+        assert!(matches!(got, Ok(Some(_))), "node {id}: {got:?}");
+    }
+    let sent = cluster.nodes[(leader - 1) as usize]
+        .node
+        .replication_stats();
+    assert!(sent.calls > 0 && sent.streamed == 0, "{sent:?}");
+    cluster.shutdown().await;
+}
+
+/// A leader keeps its AppendEntries streams open and sends every AppendEntries on
+/// them: no calls, and few streams for many messages (openraft's leader checks for
+/// reads make a connection each round; they reuse idle streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_sends_its_appends_on_a_few_long_lived_streams() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let before = cluster.nodes[(leader - 1) as usize]
+        .node
+        .replication_stats();
+    for i in 0..100 {
+        let at = 1 + i % 3;
+        let s = cluster.storage(at);
+        s.create_user(user(&format!("s{i}"))).await.unwrap();
+        // A linearizable read on each node: read index or lease, both leader checks.
+        s.get_user(&user(&format!("s{i}")).id).await.unwrap();
+    }
+    if cluster.leader(Duration::from_secs(10)).await != leader {
+        // Leadership moved under load (rare): the counts below are of one leader.
+        cluster.shutdown().await;
+        return;
+    }
+    let after = cluster.nodes[(leader - 1) as usize]
+        .node
+        .replication_stats();
+    let streamed = after.streamed - before.streamed;
+    let opened = after.streams_opened - before.streams_opened;
+    assert_eq!(after.calls, 0, "{after:?}");
+    assert!(streamed >= 100, "{before:?} -> {after:?}");
+    assert!(opened * 10 <= streamed, "{before:?} -> {after:?}");
+    cluster.shutdown().await;
+}
+
+/// A graceful stop of a follower's peer listener waits for the calls in flight; the
+/// leader's AppendEntries stream to it never ends by itself (a heartbeat every few
+/// tens of milliseconds), so the stop ends it instead of waiting for the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_peer_listener_stops_at_once_while_the_leader_streams_to_it() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster
+        .storage(leader)
+        .create_user(user("streamed"))
+        .await
+        .unwrap();
+    let want = applied(&cluster, leader);
+    // The entry reached the follower: its stream from the leader is open.
+    caught_up(&cluster, follower, leader, want).await;
+    let serving = cluster.stop_serving(follower);
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the peer listener did not stop: the leader's stream held it")
+        .unwrap();
+    // The other two still make a majority.
+    cluster
+        .storage(leader)
+        .create_user(user("after-stop"))
+        .await
+        .unwrap();
+    // Served again (the node never stopped), it takes new streams and catches up.
+    cluster.serve_again(follower).await;
+    let want = applied(&cluster, leader);
+    caught_up(&cluster, follower, leader, want).await;
     cluster.shutdown().await;
 }

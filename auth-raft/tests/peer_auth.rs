@@ -34,13 +34,47 @@ fn vote(term: u64, node_id: u64) -> Option<pb::VotePb> {
     })
 }
 
-/// Status and Forward through `ch`: both must fail (at connect or per call).
+/// Sends `requests` on a new AppendEntries stream: every reply until the stream ends
+/// (the refusal of the stream itself as the only item).
+async fn on_a_stream(
+    c: &mut RaftServiceClient<Channel>,
+    requests: Vec<pb::AppendEntriesRequestPb>,
+) -> Vec<Result<pb::AppendEntriesResponsePb, tonic::Status>> {
+    let mut replies = match c.append_stream(tokio_stream::iter(requests)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return vec![Err(e)],
+    };
+    let mut got = Vec::new();
+    loop {
+        match replies.message().await {
+            Ok(Some(r)) => got.push(Ok(r)),
+            Ok(None) => return got,
+            Err(e) => {
+                got.push(Err(e));
+                return got;
+            }
+        }
+    }
+}
+
+/// Status, Forward and an AppendEntries stream through `ch`: all must fail (at connect
+/// or per call).
 async fn refused_everything(ch: Result<Channel, String>, cluster_id: &str) {
     let Ok(ch) = ch else { return };
     let st = ClusterAdminClient::new(ch.clone())
         .status(pb::StatusRequest {})
         .await;
     assert!(st.is_err(), "status answered: {st:?}");
+    let append = pb::AppendEntriesRequestPb {
+        vote: vote(1_000, 1),
+        cluster_id: cluster_id.to_owned(),
+        ..Default::default()
+    };
+    let replies = on_a_stream(&mut RaftServiceClient::new(ch.clone()), vec![append]).await;
+    assert!(
+        matches!(replies.as_slice(), [Err(_)]),
+        "append stream answered: {replies:?}"
+    );
     let fwd = RaftServiceClient::new(ch)
         .forward(pb::ForwardRequest {
             batch: Some(pb::CommandBatch::default()),
@@ -89,6 +123,28 @@ async fn a_node_cannot_speak_for_another_node() {
         })
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // The same on a stream, which node 2 may open: its message claiming node 3 is
+    // refused, and the refusal ends the stream (the next message is never read; were
+    // it, it would be refused for naming another cluster).
+    let replies = on_a_stream(
+        &mut c,
+        vec![
+            pb::AppendEntriesRequestPb {
+                vote: vote(status.term + 1, 3),
+                cluster_id: cluster.cluster_id.clone(),
+                ..Default::default()
+            },
+            pb::AppendEntriesRequestPb {
+                vote: vote(status.term + 1, 2),
+                cluster_id: "another cluster".into(),
+                ..Default::default()
+            },
+        ],
+    )
+    .await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let e = replies.into_iter().next().unwrap().unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let e = c
         .install_snapshot(pb::InstallSnapshotRequestPb {
@@ -163,10 +219,16 @@ async fn admin_rpcs_need_an_admin_certificate_and_admins_are_not_nodes() {
         .unwrap()
         .into_inner();
     assert_eq!(st.id, 1);
-    let e = RaftServiceClient::new(ch)
+    let e = RaftServiceClient::new(ch.clone())
         .read_index(pb::ReadIndexRequest {
             cluster_id: cluster.cluster_id.clone(),
         })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // An admin is not a node: no AppendEntries stream opens for it.
+    let e = RaftServiceClient::new(ch)
+        .append_stream(tokio_stream::iter(Vec::<pb::AppendEntriesRequestPb>::new()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

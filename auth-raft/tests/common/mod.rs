@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::codegen::{BoxFuture, Service, http};
 
 pub struct Node {
     pub node: RaftNode,
@@ -44,13 +45,86 @@ async fn serve(node: &RaftNode, listener: TcpListener) -> (oneshot::Sender<()>, 
     (tx, handle)
 }
 
+/// `RaftService` as a build from before `AppendStream` serves it: that RPC is unknown.
+#[derive(Clone)]
+struct WithoutAppendStream<S>(S);
+
+impl<S> tonic::server::NamedService for WithoutAppendStream<S> {
+    const NAME: &'static str = "auth.v1.RaftService";
+}
+
+impl<S> Service<http::Request<tonic::body::Body>> for WithoutAppendStream<S>
+where
+    S: Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() == "/auth.v1.RaftService/AppendStream" {
+            Box::pin(async { Ok(tonic::Status::unimplemented("unknown method").into_http()) })
+        } else {
+            Box::pin(self.0.call(req))
+        }
+    }
+}
+
+/// Serves `node`'s peer listener as an older build would: without `AppendStream`.
+async fn serve_without_streams(
+    node: &RaftNode,
+    cfg: &RaftConfig,
+    listener: TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        builder = builder.tls_config(tls.server_config()).unwrap();
+    }
+    let server = builder
+        .add_service(WithoutAppendStream(node.grpc_service()))
+        .add_service(node.admin_service())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = rx.await;
+            },
+        );
+    let handle = tokio::spawn(async move {
+        let _ = server.await;
+    });
+    (tx, handle)
+}
+
 impl Cluster {
     /// Starts `n` nodes, waits for a leader.
     pub async fn start(n: u64) -> Cluster {
         Self::start_with(n, |_| {}).await
     }
 
+    /// Starts `n` nodes whose peer listeners do not know `AppendStream` (as a build
+    /// from before it), waits for a leader.
+    pub async fn start_without_streams(n: u64) -> Cluster {
+        Self::start_inner(n, |_| {}, true).await
+    }
+
     pub async fn start_with(n: u64, tweak: impl Fn(&mut RaftConfig)) -> Cluster {
+        Self::start_inner(n, tweak, false).await
+    }
+
+    async fn start_inner(n: u64, tweak: impl Fn(&mut RaftConfig), old_peers: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut members = BTreeMap::new();
@@ -70,7 +144,11 @@ impl Cluster {
             cfg.tls = Some(ca.peer_tls(PeerIdentity::Node(id)));
             tweak(&mut cfg);
             let node = RaftNode::start(cfg.clone()).await.unwrap();
-            let (stop, server) = serve(&node, listener).await;
+            let (stop, server) = if old_peers {
+                serve_without_streams(&node, &cfg, listener).await
+            } else {
+                serve(&node, listener).await
+            };
             nodes.push(Node {
                 node,
                 addr,
@@ -126,6 +204,27 @@ impl Cluster {
         if let Some(s) = n.server.take() {
             let _ = s.await;
         }
+    }
+
+    /// Stops serving node `id`'s peer listener (gracefully: calls in flight finish)
+    /// and leaves its Raft running; the server's task is returned.
+    pub fn stop_serving(&mut self, id: u64) -> JoinHandle<()> {
+        let n = &mut self.nodes[(id - 1) as usize];
+        if let Some(stop) = n.stop.take() {
+            let _ = stop.send(());
+        }
+        n.server.take().expect("node is serving")
+    }
+
+    /// Serves node `id`'s peer listener again (after [`Cluster::stop_serving`]), on its
+    /// old address.
+    pub async fn serve_again(&mut self, id: u64) {
+        let n = &mut self.nodes[(id - 1) as usize];
+        assert!(n.stop.is_none(), "node {id} is serving");
+        let listener = TcpListener::bind(&n.addr).await.unwrap();
+        let (stop, server) = serve(&n.node, listener).await;
+        n.stop = Some(stop);
+        n.server = Some(server);
     }
 
     /// Starts a stopped node again from its data dir, on its old address.

@@ -143,8 +143,14 @@ async fn try_takeover(ch: Channel, cluster_id: &str, victim: &str, term: u64, wh
         cluster_id: cluster_id.into(),
         ..Default::default()
     };
-    if raft.append_entries(append).await.is_ok() {
+    if raft.append_entries(append.clone()).await.is_ok() {
         answered.push("AppendEntries");
+    }
+    // The same on a stream: refused when it opens, or its message is.
+    if let Ok(replies) = raft.append_stream(tokio_stream::iter(vec![append])).await
+        && let Ok(Some(_)) = replies.into_inner().message().await
+    {
+        answered.push("AppendStream");
     }
     let vote_req = pb::VoteRequestPb {
         vote: vote(term + 100, 1),
@@ -248,6 +254,18 @@ async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin(
         })
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // And on an AppendEntries stream, which node 2's certificate may open.
+    let mut replies = as2
+        .append_stream(tokio_stream::iter(vec![pb::AppendEntriesRequestPb {
+            vote: vote(term + 1, 3),
+            cluster_id: c.cluster_id.clone(),
+            ..Default::default()
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = replies.message().await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let e = as2
         .install_snapshot(pb::InstallSnapshotRequestPb {
