@@ -97,7 +97,7 @@ impl NodeShared {
         // The reason given if the time ran out before any attempt.
         retry.failed("queued behind earlier batches".into());
         while let Some(leader) = retry.next().await {
-            let mut client = match leader {
+            let (leader_id, addr, mut client) = match leader {
                 Leader::Local => match self.propose(&batch, retry.remaining()).await {
                     Ok(r) => return Ok(r),
                     Err(why) => {
@@ -105,19 +105,23 @@ impl NodeShared {
                         continue;
                     }
                 },
-                Leader::Remote(_, client) => client,
+                Leader::Remote(id, addr, client) => (id, addr, client),
             };
-            let mut req = tonic::Request::new(pb::ForwardRequest {
+            let req = pb::ForwardRequest {
                 batch: Some(batch.clone()),
                 cluster_id: self.cluster_id.clone(),
-            });
-            req.set_timeout(retry.remaining());
+            };
+            let deadline = tokio::time::Instant::now() + retry.remaining();
             let sent = Instant::now();
             let _counted = self.write_stats.count_forward();
-            match client.forward(req).await {
+            let forwards = self.network.forwards(leader_id, &addr);
+            match forwards
+                .exchange::<crate::duplex::Forward>(&mut client, req, deadline)
+                .await
+            {
                 Ok(r) => {
                     Stage::Forward.since(sent);
-                    return Ok(r.into_inner());
+                    return Ok(r);
                 }
                 Err(s) => retry.failed(format!("forward to the leader: {}", s.message())),
             }

@@ -81,6 +81,8 @@ mod convert;
 #[cfg(feature = "node")]
 mod db;
 #[cfg(feature = "node")]
+mod duplex;
+#[cfg(feature = "node")]
 mod durable;
 #[cfg(feature = "node")]
 mod elections;
@@ -128,11 +130,13 @@ pub use clock::NodeClock;
 #[cfg(feature = "node")]
 pub(crate) use db::DbError;
 #[cfg(feature = "node")]
+pub use duplex::StreamStats;
+#[cfg(feature = "node")]
 pub(crate) use log_store::LogStore;
 #[cfg(feature = "node")]
 pub use node::{
     DEFAULT_CLUSTER_ID, DEFAULT_LOGS_TO_KEEP, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_SNAPSHOT_BYTES,
-    DEFAULT_SNAPSHOT_EVERY, RaftConfig, RaftNode, ReadConsistency, ReadStats, ReplicationStats,
+    DEFAULT_SNAPSHOT_EVERY, PeerRequestStats, RaftConfig, RaftNode, ReadConsistency, ReadStats,
     StartError, WriteStats,
 };
 #[cfg(feature = "node")]

@@ -152,8 +152,8 @@ impl crate::RaftNode {
                 .tls_config(tls.server_config())
                 .map_err(|e| format!("peer TLS: {e}"))?;
         }
-        // A graceful stop waits for the calls in flight; an AppendEntries stream
-        // lasts as long as its leader, so this server's streams end when it begins.
+        // A graceful stop waits for the calls in flight; a peer's request stream
+        // lasts as long as that peer, so this server's streams end when it begins.
         let (closing, closed) = tokio::sync::watch::channel(false);
         let router = builder
             .add_service(self.grpc_service_until(Some(closed)))

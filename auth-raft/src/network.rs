@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -22,6 +21,7 @@ use openraft::raft::{
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::convert::*;
+use crate::duplex::{Append, PeerStreams, Pool, StreamCounters, StreamStats};
 use crate::durable::Durability;
 use crate::tls::peer_channel;
 use crate::types::*;
@@ -64,51 +64,46 @@ pub(crate) fn raft_client(
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
 }
 
-/// What this node keeps for one peer: its client and its idle AppendEntries streams.
+/// What this node keeps for one peer: its client and its idle streams.
 pub(crate) struct Peer {
     /// The address the client was made for.
     addr: String,
     client: RaftServiceClient<Channel>,
-    /// Open AppendEntries streams not in use (at most [`MAX_IDLE_STREAMS`]).
-    idle: Vec<AppendStream>,
-    /// The peer answered `UNIMPLEMENTED` to `AppendStream` (a build from before it):
-    /// AppendEntries go as calls.
-    unary: bool,
+    pub(crate) appends: Pool<pb::AppendEntriesRequestPb, pb::AppendEntriesResponsePb>,
+    pub(crate) forwards: Pool<pb::ForwardRequest, pb::BatchResult>,
+}
+
+impl Peer {
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
 }
 
 /// Raft clients by peer id.
 pub(crate) type PeerClients = HashMap<NodeId, Peer>;
 
-/// Idle AppendEntries streams kept per peer. The replication of one leadership uses
-/// one; openraft's leader checks (read index, lease renewal) make a new [`Connection`]
-/// each round and take one from here instead of opening their own.
-const MAX_IDLE_STREAMS: usize = 4;
-
-/// How this node's AppendEntries went out: see [`crate::RaftNode::replication_stats`].
+/// How this node's requests to its peers went out, on streams or as calls: see
+/// [`crate::RaftNode::peer_request_stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplicationStats {
-    /// AppendEntries streams opened to peers.
-    pub streams_opened: u64,
-    /// AppendEntries sent as messages on a stream.
-    pub streamed: u64,
-    /// AppendEntries sent as calls, to peers without streams.
-    pub calls: u64,
+pub struct PeerRequestStats {
+    /// AppendEntries, as a leader to its followers.
+    pub appends: StreamStats,
+    /// Forwarded batches of writes, as a follower to the leader.
+    pub forwards: StreamStats,
 }
 
-/// The counters behind [`ReplicationStats`].
+/// The counters behind [`PeerRequestStats`].
 #[derive(Default)]
-pub(crate) struct ReplicationCounters {
-    streams_opened: AtomicU64,
-    streamed: AtomicU64,
-    calls: AtomicU64,
+pub(crate) struct PeerRequestCounters {
+    pub(crate) appends: StreamCounters,
+    pub(crate) forwards: StreamCounters,
 }
 
-impl ReplicationCounters {
-    pub(crate) fn get(&self) -> ReplicationStats {
-        ReplicationStats {
-            streams_opened: self.streams_opened.load(Ordering::Relaxed),
-            streamed: self.streamed.load(Ordering::Relaxed),
-            calls: self.calls.load(Ordering::Relaxed),
+impl PeerRequestCounters {
+    pub(crate) fn get(&self) -> PeerRequestStats {
+        PeerRequestStats {
+            appends: self.appends.get(),
+            forwards: self.forwards.get(),
         }
     }
 }
@@ -125,7 +120,7 @@ pub(crate) struct Network {
     pub(crate) clients: Arc<Mutex<PeerClients>>,
     /// This node's durable log: caps the commit index it sends.
     pub(crate) durable: Arc<Durability>,
-    pub(crate) stats: Arc<ReplicationCounters>,
+    pub(crate) stats: Arc<PeerRequestCounters>,
 }
 
 impl Network {
@@ -146,11 +141,21 @@ impl Network {
         let peer = Peer {
             addr: addr.to_owned(),
             client: client.clone(),
-            idle: Vec::new(),
-            unary: false,
+            appends: Pool::default(),
+            forwards: Pool::default(),
         };
         cache.insert(target, peer);
         Ok(client)
+    }
+
+    /// The forward streams to peer `target` at `addr`.
+    pub(crate) fn forwards<'a>(&'a self, target: NodeId, addr: &'a str) -> PeerStreams<'a> {
+        PeerStreams {
+            peers: &self.clients,
+            target,
+            addr,
+            counters: &self.stats.forwards,
+        }
     }
 }
 
@@ -176,23 +181,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct Connection {
     id: NodeId,
     target: NodeId,
+    /// The address its client was made for.
     addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
     cluster_id: String,
     durable: Arc<Durability>,
     /// Where the peer's idle streams are kept ([`Network::clients`]).
     peers: Arc<Mutex<PeerClients>>,
-    stats: Arc<ReplicationCounters>,
-}
-
-/// One long-lived `AppendStream` call: requests go in through `requests`, replies
-/// come back in the same order. It is taken from the peer's idle streams for one
-/// exchange and put back only once the reply came: a call that failed, timed out or
-/// was dropped half-way drops its stream, so no reply is left behind to be taken for
-/// the next request.
-pub(crate) struct AppendStream {
-    requests: tokio::sync::mpsc::Sender<pb::AppendEntriesRequestPb>,
-    replies: tonic::Streaming<pb::AppendEntriesResponsePb>,
+    stats: Arc<PeerRequestCounters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,113 +243,6 @@ impl Connection {
     }
 }
 
-impl Connection {
-    /// Runs `f` on this peer's entry, if it is still the one for this address.
-    fn with_peer<T>(&self, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
-        let mut peers = self.peers.lock();
-        peers
-            .get_mut(&self.target)
-            .filter(|p| p.addr == self.addr)
-            .map(f)
-    }
-
-    /// One AppendEntries, within `timeout`: on an idle stream to the peer, or a new
-    /// one, or as a call to a peer that has no streams.
-    async fn exchange(
-        &mut self,
-        c: &mut RaftServiceClient<Channel>,
-        req: pb::AppendEntriesRequestPb,
-        timeout: Duration,
-    ) -> Result<pb::AppendEntriesResponsePb, tonic::Status> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (unary, idle) = self
-            .with_peer(|p| (p.unary, p.idle.pop()))
-            .unwrap_or((false, None));
-        if unary {
-            return self.call(c, req, deadline).await;
-        }
-        let mut stream = match idle {
-            Some(idle) => idle,
-            None => match self.open(c, deadline).await? {
-                Some(opened) => opened,
-                None => return self.call(c, req, deadline).await,
-            },
-        };
-        // An idle stream whose peer went away since (restarted, say) hands the request
-        // back here: it goes on a new stream.
-        if let Err(tokio::sync::mpsc::error::SendError(req)) = stream.requests.send(req).await {
-            stream = match self.open(c, deadline).await? {
-                Some(opened) => opened,
-                None => return self.call(c, req, deadline).await,
-            };
-            stream
-                .requests
-                .send(req)
-                .await
-                .map_err(|_| tonic::Status::unavailable("the AppendEntries stream closed"))?;
-        }
-        let reply = tokio::time::timeout_at(deadline, stream.replies.message())
-            .await
-            .map_err(|_| tonic::Status::deadline_exceeded("AppendEntries timed out"))??
-            .ok_or_else(|| tonic::Status::unavailable("the peer ended the AppendEntries stream"))?;
-        self.stats.streamed.fetch_add(1, Ordering::Relaxed);
-        self.with_peer(|p| {
-            if p.idle.len() < MAX_IDLE_STREAMS {
-                p.idle.push(stream);
-            }
-        });
-        Ok(reply)
-    }
-
-    /// Opens an AppendEntries stream by `deadline` (one round trip: the peer answers
-    /// with its headers before any request); `None` if the peer does not know them.
-    async fn open(
-        &self,
-        c: &mut RaftServiceClient<Channel>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<AppendStream>, tonic::Status> {
-        // Capacity 1: one request at a time goes out, then its reply comes back.
-        let (requests, rx) = tokio::sync::mpsc::channel(1);
-        let opened = tokio::time::timeout_at(
-            deadline,
-            c.append_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-        )
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("AppendEntries timed out"))?;
-        match opened {
-            Ok(replies) => {
-                self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(AppendStream {
-                    requests,
-                    replies: replies.into_inner(),
-                }))
-            }
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                tracing::info!(
-                    peer = self.target,
-                    "the peer has no AppendEntries streams: using calls"
-                );
-                self.with_peer(|p| p.unary = true);
-                Ok(None)
-            }
-            Err(s) => Err(s),
-        }
-    }
-
-    /// AppendEntries as one call, by `deadline`.
-    async fn call(
-        &self,
-        c: &mut RaftServiceClient<Channel>,
-        req: pb::AppendEntriesRequestPb,
-        deadline: tokio::time::Instant,
-    ) -> Result<pb::AppendEntriesResponsePb, tonic::Status> {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut call = tonic::Request::new(req);
-        call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        Ok(c.append_entries(call).await?.into_inner())
-    }
-}
-
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
@@ -379,8 +268,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         let carries = !rpc.entries.is_empty();
         let req = append_to_pb(&rpc, &self.cluster_id);
         let sent = std::time::Instant::now();
-        let resp = self
-            .exchange(&mut c, req, option.hard_ttl())
+        let appends = PeerStreams {
+            peers: &self.peers,
+            target: self.target,
+            addr: &self.addr,
+            counters: &self.stats.appends,
+        };
+        let deadline = tokio::time::Instant::now() + option.hard_ttl();
+        let resp = appends
+            .exchange::<Append>(&mut c, req, deadline)
             .await
             .map_err(|s| self.status_err(RPCTypes::AppendEntries, &option, s))?;
         if carries {

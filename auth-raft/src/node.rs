@@ -19,7 +19,7 @@ use crate::batcher::{Pending, batch_loop};
 use crate::clock::NodeClock;
 use crate::convert::*;
 use crate::network::Network;
-pub use crate::network::ReplicationStats;
+pub use crate::network::PeerRequestStats;
 use crate::reads::{LeaseState, ReadCounters, ReadQueue};
 pub use crate::reads::{ReadConsistency, ReadStats};
 use crate::snapshot_spool::SnapshotSpool;
@@ -195,7 +195,7 @@ pub(crate) struct NodeShared {
     /// Read-held while an AppendEntries is handled; written while deciding to
     /// campaign (see [`crate::elections`]).
     pub(crate) campaign_gate: tokio::sync::RwLock<()>,
-    /// Set once [`RaftNode::shutdown`] begins: ends every AppendEntries stream open to
+    /// Set once [`RaftNode::shutdown`] begins: ends every request stream open to
     /// this node, however it is served.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -240,7 +240,7 @@ impl LeaderRetry<'_> {
             // While handing over, wait for a leader other than this node.
             self.tried = match &leader {
                 Some(Leader::Local) => Some(self.shared.id),
-                Some(Leader::Remote(id, _)) => Some(*id),
+                Some(Leader::Remote(id, _, _)) => Some(*id),
                 None => self.shared.is_draining().then_some(self.shared.id),
             };
             if leader.is_some() {
@@ -269,8 +269,8 @@ impl LeaderRetry<'_> {
 pub(crate) enum Leader {
     /// This node leads (and is not handing over).
     Local,
-    /// Another node leads: its id and a client for its peer listener.
-    Remote(NodeId, RaftServiceClient<Channel>),
+    /// Another node leads: its id, its peer listener's address, and a client for it.
+    Remote(NodeId, String, RaftServiceClient<Channel>),
 }
 
 pub(crate) fn unavailable(m: impl std::fmt::Display) -> StorageError {
@@ -470,10 +470,10 @@ impl RaftNode {
         self.shared.write_stats.get()
     }
 
-    /// How this node's AppendEntries went out since it started (as a leader): streams
-    /// opened to followers, messages sent on them, and calls to followers without
-    /// streams.
-    pub fn replication_stats(&self) -> ReplicationStats {
+    /// How this node's requests to its peers went out since it started: AppendEntries
+    /// (as a leader) and forwarded writes (as a follower), each as streams opened,
+    /// messages sent on them, and calls to peers without streams.
+    pub fn peer_request_stats(&self) -> PeerRequestStats {
         self.shared.network.stats.get()
     }
 
@@ -619,7 +619,7 @@ impl NodeShared {
             .addr
             .clone();
         let client = self.network.client(leader, &addr).ok()?;
-        Some(Leader::Remote(leader, client))
+        Some(Leader::Remote(leader, addr, client))
     }
 
     /// The one retry loop of requests that must reach the leader (writes and read

@@ -180,7 +180,7 @@ impl NodeShared {
                         continue;
                     }
                 },
-                Leader::Remote(_, client) => client,
+                Leader::Remote(_, _, client) => client,
             };
             let mut req = tonic::Request::new(pb::ReadIndexRequest {
                 cluster_id: self.cluster_id.clone(),

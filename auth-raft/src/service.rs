@@ -37,7 +37,8 @@ const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct RaftGrpc {
     shared: Arc<NodeShared>,
-    /// Ends this server's AppendEntries streams when it turns `true` (or its sender
+    /// Ends this server's request streams (AppendEntries, forwards) when it turns
+    /// `true` (or its sender
     /// is dropped): the server's graceful stop ([`RaftNode::serve_peer`]). `None`:
     /// only the node's shutdown ends them.
     closing: Option<tokio::sync::watch::Receiver<bool>>,
@@ -52,15 +53,16 @@ pub struct AdminGrpc {
 impl RaftNode {
     /// The Raft service for this node's peer listener.
     ///
-    /// A server that stops gracefully waits for its calls in flight, and an
-    /// AppendEntries stream lasts as long as its leader: served this way, the streams
-    /// end only when this node shuts down ([`RaftNode::shutdown`]).
+    /// A server that stops gracefully waits for its calls in flight, and a request
+    /// stream (a leader's AppendEntries, a follower's forwards) lasts as long as the
+    /// peer that opened it: served this way, the streams end only when this node
+    /// shuts down ([`RaftNode::shutdown`]).
     /// [`RaftNode::serve_peer`] also ends them when its server begins to stop.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpc> {
         self.grpc_service_until(None)
     }
 
-    /// The Raft service whose AppendEntries streams also end once `closing` turns
+    /// The Raft service whose request streams also end once `closing` turns
     /// `true` (or its sender is dropped).
     pub(crate) fn grpc_service_until(
         &self,
@@ -93,6 +95,7 @@ fn bad(e: Malformed) -> Status {
 }
 
 /// Who is calling, as proven by the TLS client certificate.
+#[derive(Clone)]
 enum Caller {
     /// The node runs without TLS (`--insecure`): nobody is proven, everyone is let in.
     Unauthenticated,
@@ -158,13 +161,7 @@ impl NodeShared {
 
     /// The caller's certificate must name a current member.
     fn require_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        match self.caller(req)? {
-            Caller::Unauthenticated => Ok(()),
-            Caller::Proven(PeerIdentity::Node(id)) => self.check_member(id),
-            Caller::Proven(who) => Err(Status::permission_denied(format!(
-                "{who} is not a cluster node"
-            ))),
-        }
+        check_member_caller(self, &self.caller(req)?)
     }
 
     fn require_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -295,23 +292,24 @@ async fn serve_append(
     Ok(append_resp_to_pb(&resp))
 }
 
-/// The replies of an AppendEntries stream, in the order of its requests.
-pub type AppendReplies = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<pb::AppendEntriesResponsePb, Status>> + Send>,
->;
+/// The replies of a request stream (`AppendStream`, `ForwardStream`), in the order
+/// of its requests.
+pub type Replies<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
-/// One AppendEntries stream being served: its requests are handled one at a time,
-/// each answered before the next is read (so at most one is in memory), until the
-/// leader closes the stream, a request is refused or cannot be read (its status ends
-/// the stream), the server stops, or the node shuts down.
-struct AppendStream {
+/// One request stream being served: its requests are handled one at a time, each
+/// answered before the next is read (so at most one is in memory), until the peer
+/// closes the stream, a request is refused or cannot be read (its status ends the
+/// stream), the server stops, or the node shuts down.
+struct Served<Req, F> {
     shared: Arc<NodeShared>,
     caller: Caller,
-    requests: tonic::Streaming<pb::AppendEntriesRequestPb>,
+    requests: tonic::Streaming<Req>,
     /// [`NodeShared::stopping`].
     stopping: tokio::sync::watch::Receiver<bool>,
     /// [`RaftGrpc::closing`].
     closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Serves one request.
+    serve: F,
     refused: bool,
 }
 
@@ -325,25 +323,106 @@ async fn raised(flag: Option<&mut tokio::sync::watch::Receiver<bool>>) {
     }
 }
 
-impl AppendStream {
-    async fn next(mut self) -> Option<(Result<pb::AppendEntriesResponsePb, Status>, Self)> {
-        if self.refused {
-            return None;
+impl RaftGrpc {
+    /// Serves `requests` from `caller` with `serve`, one at a time (see [`Served`]).
+    fn serve_stream<Req, Resp, F, Fut>(
+        &self,
+        caller: Caller,
+        requests: tonic::Streaming<Req>,
+        serve: F,
+    ) -> Replies<Resp>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Arc<NodeShared>, Caller, Req) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let state = Served {
+            shared: Arc::clone(&self.shared),
+            caller,
+            requests,
+            stopping: self.shared.stopping.subscribe(),
+            closing: self.closing.clone(),
+            serve,
+            refused: false,
+        };
+        Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+            if st.refused {
+                return None;
+            }
+            let request = tokio::select! {
+                () = raised(Some(&mut st.stopping)) => return None,
+                () = raised(st.closing.as_mut()) => return None,
+                r = st.requests.message() => r,
+            };
+            let reply = match request {
+                Ok(Some(request)) => {
+                    (st.serve)(Arc::clone(&st.shared), st.caller.clone(), request).await
+                }
+                // The peer closed the stream.
+                Ok(None) => return None,
+                // Unreadable (too large, say): answered with why, which ends the stream.
+                Err(status) => Err(status),
+            };
+            st.refused = reply.is_err();
+            Some((reply, st))
+        }))
+    }
+}
+
+/// A forwarded batch, from a call or a stream, once its caller is known to be a
+/// member (or nobody is proven, without TLS).
+async fn serve_forward(
+    shared: &NodeShared,
+    req: pb::ForwardRequest,
+) -> Result<pb::BatchResult, Status> {
+    shared.check_cluster(&req.cluster_id)?;
+    let batch = req
+        .batch
+        .ok_or_else(|| Status::invalid_argument("forward without a batch"))?;
+    if !shared.is_leader() || shared.is_draining() {
+        // A leader handing over takes no more: the follower retries at the next.
+        let leader = shared
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .filter(|l| *l != shared.id);
+        return Err(shared.not_leader(leader));
+    }
+    let arrived = std::time::Instant::now();
+    // Re-batch on the leader: commands forwarded by every follower join the
+    // leader's own queue, so one log entry carries writes from all nodes.
+    let mut receivers = Vec::with_capacity(batch.commands.len());
+    for cmd in batch.commands {
+        receivers.push(
+            shared
+                .enqueue(cmd)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+        );
+    }
+    let mut results = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        match rx.await {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
+            Err(_) => return Err(Status::unavailable("raft node is shutting down")),
         }
-        let request = tokio::select! {
-            () = raised(Some(&mut self.stopping)) => return None,
-            () = raised(self.closing.as_mut()) => return None,
-            r = self.requests.message() => r,
-        };
-        let reply = match request {
-            Ok(Some(request)) => serve_append(&self.shared, &self.caller, request).await,
-            // The leader closed the stream.
-            Ok(None) => return None,
-            // Unreadable (too large, say): answered with why, which ends the stream.
-            Err(status) => Err(status),
-        };
-        self.refused = reply.is_err();
-        Some((reply, self))
+    }
+    Stage::ForwardServe.since(arrived);
+    Ok(pb::BatchResult { results })
+}
+
+/// The caller must be a current member (a stream's caller is checked again at each
+/// request: membership changes).
+fn check_member_caller(shared: &NodeShared, caller: &Caller) -> Result<(), Status> {
+    match caller {
+        Caller::Unauthenticated => Ok(()),
+        Caller::Proven(PeerIdentity::Node(id)) => shared.check_member(*id),
+        Caller::Proven(who) => Err(Status::permission_denied(format!(
+            "{who} is not a cluster node"
+        ))),
     }
 }
 
@@ -360,31 +439,21 @@ impl RaftService for RaftGrpc {
             .map(Response::new)
     }
 
-    type AppendStreamStream = AppendReplies;
+    type AppendStreamStream = Replies<pb::AppendEntriesResponsePb>;
 
     async fn append_stream(
         &self,
         req: Request<tonic::Streaming<pb::AppendEntriesRequestPb>>,
-    ) -> Result<Response<AppendReplies>, Status> {
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
         // The certificate is the connection's: proven once, for every message (each
         // of which must still come from the leader it names, a current member).
         let caller = self.shared.caller(&req)?;
-        caller.require_node()?;
-        if let Caller::Proven(PeerIdentity::Node(id)) = &caller {
-            self.shared.check_member(*id)?;
-        }
-        let state = AppendStream {
-            shared: Arc::clone(&self.shared),
+        check_member_caller(&self.shared, &caller)?;
+        Ok(Response::new(self.serve_stream(
             caller,
-            requests: req.into_inner(),
-            stopping: self.shared.stopping.subscribe(),
-            closing: self.closing.clone(),
-            refused: false,
-        };
-        Ok(Response::new(Box::pin(futures_util::stream::unfold(
-            state,
-            AppendStream::next,
-        ))))
+            req.into_inner(),
+            |shared, caller, request| async move { serve_append(&shared, &caller, request).await },
+        )))
     }
 
     async fn vote(
@@ -466,44 +535,27 @@ impl RaftService for RaftGrpc {
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::BatchResult>, Status> {
         self.shared.require_member(&req)?;
-        let req = req.into_inner();
-        self.shared.check_cluster(&req.cluster_id)?;
-        let batch = req
-            .batch
-            .ok_or_else(|| Status::invalid_argument("forward without a batch"))?;
-        if !self.shared.is_leader() || self.shared.is_draining() {
-            // A leader handing over takes no more: the follower retries at the next.
-            let leader = self
-                .shared
-                .raft
-                .metrics()
-                .borrow()
-                .current_leader
-                .filter(|l| *l != self.shared.id);
-            return Err(self.shared.not_leader(leader));
-        }
-        let arrived = std::time::Instant::now();
-        // Re-batch on the leader: commands forwarded by every follower join the
-        // leader's own queue, so one log entry carries writes from all nodes.
-        let mut receivers = Vec::with_capacity(batch.commands.len());
-        for cmd in batch.commands {
-            receivers.push(
-                self.shared
-                    .enqueue(cmd)
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?,
-            );
-        }
-        let mut results = Vec::with_capacity(receivers.len());
-        for rx in receivers {
-            match rx.await {
-                Ok(Ok(r)) => results.push(r),
-                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
-                Err(_) => return Err(Status::unavailable("raft node is shutting down")),
-            }
-        }
-        Stage::ForwardServe.since(arrived);
-        Ok(Response::new(pb::BatchResult { results }))
+        serve_forward(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ForwardStreamStream = Replies<pb::BatchResult>;
+
+    async fn forward_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let caller = self.shared.caller(&req)?;
+        check_member_caller(&self.shared, &caller)?;
+        Ok(Response::new(self.serve_stream(
+            caller,
+            req.into_inner(),
+            |shared, caller, request| async move {
+                check_member_caller(&shared, &caller)?;
+                serve_forward(&shared, request).await
+            },
+        )))
     }
 
     async fn transfer_leader(

@@ -5,7 +5,7 @@
 //!
 //! | holder | URI | may call |
 //! |---|---|---|
-//! | node 3 | `spiffe://auth-sdk/node/3` | Raft RPCs (as itself), `Forward`, `ReadIndex` |
+//! | node 3 | `spiffe://auth-sdk/node/3` | Raft RPCs (as itself), `Forward`, `ForwardStream`, `ReadIndex` |
 //! | an operator | `spiffe://auth-sdk/admin/NAME` | `ClusterAdmin` |
 //! | a client | `spiffe://auth-sdk/client/NAME` | nothing on the peer listener |
 //!

@@ -821,12 +821,13 @@ async fn a_followers_concurrent_writes_reach_the_leader_in_few_forwards() {
     cluster.shutdown().await;
 }
 
-/// A leader replicates over one long-lived AppendEntries stream per follower; a
-/// follower that does not know the stream RPC (a build from before it, during a rolling
-/// upgrade) answers UNIMPLEMENTED, and the leader falls back to one call per
-/// AppendEntries. Every node here is such a follower, so every write depends on it.
+/// A leader replicates over long-lived AppendEntries streams and a follower forwards
+/// writes over long-lived streams; a node that does not know the stream RPCs (a build
+/// from before them, during a rolling upgrade) answers UNIMPLEMENTED, and its peers
+/// fall back to one call per request. Every node here is such a node, so every write
+/// depends on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_falls_back_to_calls_for_followers_without_append_streams() {
+async fn peers_fall_back_to_calls_for_nodes_without_streams() {
     let cluster = Cluster::start_without_streams(3).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -844,49 +845,70 @@ async fn a_leader_falls_back_to_calls_for_followers_without_append_streams() {
         let got = cluster.storage(id).get_user(&user("old19").id).await;
         assert!(matches!(got, Ok(Some(_))), "node {id}: {got:?}");
     }
-    let sent = cluster.nodes[(leader - 1) as usize]
-        .node
-        .replication_stats();
+    let stats = |id: u64| cluster.nodes[(id - 1) as usize].node.peer_request_stats();
+    let sent = stats(leader).appends;
+    assert!(sent.calls > 0 && sent.streamed == 0, "{sent:?}");
+    let sent = stats(follower).forwards;
     assert!(sent.calls > 0 && sent.streamed == 0, "{sent:?}");
     cluster.shutdown().await;
 }
 
 /// A leader keeps its AppendEntries streams open and sends every AppendEntries on
-/// them: no calls, and few streams for many messages (openraft's leader checks for
-/// reads make a connection each round; they reuse idle streams).
+/// them, and a follower its forwards: no calls, and few streams for many messages
+/// (openraft's leader checks for reads make a connection each round; they reuse idle
+/// streams).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_sends_its_appends_on_a_few_long_lived_streams() {
+async fn appends_and_forwards_go_on_a_few_long_lived_streams() {
     let cluster = Cluster::start(3).await;
-    let leader = cluster.leader(Duration::from_secs(10)).await;
-    let before = cluster.nodes[(leader - 1) as usize]
-        .node
-        .replication_stats();
-    for i in 0..100 {
-        let at = 1 + i % 3;
-        let s = cluster.storage(at);
-        s.create_user(user(&format!("s{i}"))).await.unwrap();
-        // A linearizable read on each node: read index or lease, both leader checks.
-        s.get_user(&user(&format!("s{i}")).id).await.unwrap();
+    let stats = |id: u64| cluster.nodes[(id - 1) as usize].node.peer_request_stats();
+    // The counts below are of one leadership: if it moved under load (rare), again.
+    let mut tries = 0;
+    let (leader, before) = loop {
+        tries += 1;
+        let leader = cluster.leader(Duration::from_secs(10)).await;
+        let before: Vec<_> = (1..=3).map(stats).collect();
+        for i in 0..100 {
+            let at = 1 + i % 3;
+            let s = cluster.storage(at);
+            let name = format!("s{tries}x{i}");
+            s.create_user(user(&name)).await.unwrap();
+            // A linearizable read on each node: read index or lease, both leader checks.
+            s.get_user(&user(&name).id).await.unwrap();
+        }
+        if cluster.leader(Duration::from_secs(10)).await == leader {
+            break (leader, before);
+        }
+        assert!(tries < 3, "leadership moved in each of {tries} tries");
+    };
+    for id in 1..=3 {
+        let (before, after) = (before[(id - 1) as usize], stats(id));
+        let (kind, was, now) = if id == leader {
+            ("appends", before.appends, after.appends)
+        } else {
+            ("forwards", before.forwards, after.forwards)
+        };
+        let streamed = now.streamed - was.streamed;
+        let opened = now.opened - was.opened;
+        assert_eq!(now.calls, 0, "node {id} {kind}: {after:?}");
+        // The leader sends at least one append per write to each follower; each
+        // follower forwards its third of the writes, one at a time here.
+        let least = if id == leader { 100 } else { 30 };
+        assert!(
+            streamed >= least,
+            "node {id} {kind}: {before:?} -> {after:?}"
+        );
+        assert!(
+            opened * 10 <= streamed,
+            "node {id} {kind}: {before:?} -> {after:?}"
+        );
     }
-    if cluster.leader(Duration::from_secs(10)).await != leader {
-        // Leadership moved under load (rare): the counts below are of one leader.
-        cluster.shutdown().await;
-        return;
-    }
-    let after = cluster.nodes[(leader - 1) as usize]
-        .node
-        .replication_stats();
-    let streamed = after.streamed - before.streamed;
-    let opened = after.streams_opened - before.streams_opened;
-    assert_eq!(after.calls, 0, "{after:?}");
-    assert!(streamed >= 100, "{before:?} -> {after:?}");
-    assert!(opened * 10 <= streamed, "{before:?} -> {after:?}");
     cluster.shutdown().await;
 }
 
-/// A graceful stop of a follower's peer listener waits for the calls in flight; the
-/// leader's AppendEntries stream to it never ends by itself (a heartbeat every few
-/// tens of milliseconds), so the stop ends it instead of waiting for the leader.
+/// A graceful stop of a peer listener waits for the calls in flight; the leader's
+/// AppendEntries stream to a follower never ends by itself (a heartbeat every few tens
+/// of milliseconds), nor does a follower's idle forward stream to the leader, so the
+/// stop ends them instead of waiting for the peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_followers_peer_listener_stops_at_once_while_the_leader_streams_to_it() {
     let mut cluster = Cluster::start(3).await;
@@ -915,5 +937,17 @@ async fn a_followers_peer_listener_stops_at_once_while_the_leader_streams_to_it(
     cluster.serve_again(follower).await;
     let want = applied(&cluster, leader);
     caught_up(&cluster, follower, leader, want).await;
+    // The same at the leader, which the followers' forward streams reach: a write
+    // through the follower opened one.
+    cluster
+        .storage(follower)
+        .create_user(user("forwarded"))
+        .await
+        .unwrap();
+    let serving = cluster.stop_serving(leader);
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the leader's peer listener did not stop: a forward stream held it")
+        .unwrap();
     cluster.shutdown().await;
 }

@@ -75,13 +75,18 @@ async fn refused_everything(ch: Result<Channel, String>, cluster_id: &str) {
         matches!(replies.as_slice(), [Err(_)]),
         "append stream answered: {replies:?}"
     );
-    let fwd = RaftServiceClient::new(ch)
-        .forward(pb::ForwardRequest {
-            batch: Some(pb::CommandBatch::default()),
-            cluster_id: cluster_id.to_owned(),
-        })
-        .await;
+    let forward = pb::ForwardRequest {
+        batch: Some(pb::CommandBatch::default()),
+        cluster_id: cluster_id.to_owned(),
+    };
+    let mut raft = RaftServiceClient::new(ch);
+    let fwd = raft.forward(forward.clone()).await;
     assert!(fwd.is_err(), "forward answered: {fwd:?}");
+    let fwd = match raft.forward_stream(tokio_stream::iter(vec![forward])).await {
+        Ok(replies) => replies.into_inner().message().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(fwd.is_err(), "forward stream answered: {fwd:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -268,5 +273,90 @@ async fn snapshot_chunks_must_come_in_order() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_open_only_for_member_nodes() {
+    let cluster = Cluster::start(3).await;
+    let addr = cluster.nodes[0].addr.clone();
+    for who in [
+        PeerIdentity::Admin("ops".into()),
+        PeerIdentity::Node(9),
+        PeerIdentity::Client("web".into()),
+    ] {
+        let tls = cluster.ca.peer_tls(who.clone());
+        let mut c =
+            RaftServiceClient::new(channel(&addr, Some(tls.client_config())).await.unwrap());
+        let e = c
+            .append_stream(tokio_stream::iter(Vec::<pb::AppendEntriesRequestPb>::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        let e = c
+            .forward_stream(tokio_stream::iter(Vec::<pb::ForwardRequest>::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+    }
+    // A member's forward for another cluster is refused, and that ends the stream.
+    let tls = cluster.ca.peer_tls(PeerIdentity::Node(2));
+    let mut c = RaftServiceClient::new(channel(&addr, Some(tls.client_config())).await.unwrap());
+    let foreign = pb::ForwardRequest {
+        batch: Some(pb::CommandBatch::default()),
+        cluster_id: "another cluster".into(),
+    };
+    let mut replies = c
+        .forward_stream(tokio_stream::iter(vec![foreign.clone(), foreign]))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = replies.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(matches!(replies.message().await, Ok(None)));
+    cluster.shutdown().await;
+}
+
+/// Membership is checked again at every forwarded batch, not only when a stream opens:
+/// a node removed from the cluster cannot go on writing through a stream it opened
+/// while it was a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_forwards_nothing_more_on_an_open_stream() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let removed = (1..=3).find(|id| *id != leader).unwrap();
+    let leader_addr = &cluster.nodes[(leader - 1) as usize].addr;
+    let as_removed = cluster.ca.peer_tls(PeerIdentity::Node(removed));
+    let mut c = RaftServiceClient::new(
+        channel(leader_addr, Some(as_removed.client_config()))
+            .await
+            .unwrap(),
+    );
+    let batch = || pb::ForwardRequest {
+        batch: Some(pb::CommandBatch::default()),
+        cluster_id: cluster.cluster_id.clone(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut replies = c
+        .forward_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // As a member: answered.
+    tx.send(batch()).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    let admin = cluster.ca.peer_tls(PeerIdentity::Admin("ops".into()));
+    ClusterAdminClient::new(
+        channel(leader_addr, Some(admin.client_config()))
+            .await
+            .unwrap(),
+    )
+    .remove_node(pb::RemoveNodeRequest { id: removed })
+    .await
+    .unwrap();
+    // Removed: the next batch on the same stream is refused.
+    tx.send(batch()).await.unwrap();
+    let e = replies.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     cluster.shutdown().await;
 }

@@ -45,7 +45,8 @@ async fn serve(node: &RaftNode, listener: TcpListener) -> (oneshot::Sender<()>, 
     (tx, handle)
 }
 
-/// `RaftService` as a build from before `AppendStream` serves it: that RPC is unknown.
+/// `RaftService` as a build from before the streams serves it: `AppendStream` and
+/// `ForwardStream` are unknown.
 #[derive(Clone)]
 struct WithoutAppendStream<S>(S);
 
@@ -74,7 +75,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() == "/auth.v1.RaftService/AppendStream" {
+        let path = req.uri().path();
+        if path == "/auth.v1.RaftService/AppendStream"
+            || path == "/auth.v1.RaftService/ForwardStream"
+        {
             Box::pin(async { Ok(tonic::Status::unimplemented("unknown method").into_http()) })
         } else {
             Box::pin(self.0.call(req))
@@ -82,7 +86,7 @@ where
     }
 }
 
-/// Serves `node`'s peer listener as an older build would: without `AppendStream`.
+/// Serves `node`'s peer listener as an older build would: without the streams.
 async fn serve_without_streams(
     node: &RaftNode,
     cfg: &RaftConfig,
@@ -114,8 +118,8 @@ impl Cluster {
         Self::start_with(n, |_| {}).await
     }
 
-    /// Starts `n` nodes whose peer listeners do not know `AppendStream` (as a build
-    /// from before it), waits for a leader.
+    /// Starts `n` nodes whose peer listeners do not know `AppendStream` and
+    /// `ForwardStream` (as a build from before them), waits for a leader.
     pub async fn start_without_streams(n: u64) -> Cluster {
         Self::start_inner(n, |_| {}, true).await
     }

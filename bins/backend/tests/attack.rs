@@ -105,8 +105,18 @@ async fn try_takeover(ch: Channel, cluster_id: &str, victim: &str, term: u64, wh
         answered.push("Status");
     }
     let create = pb::command::Op::CreateSession(forged_session(victim));
-    if raft.forward(forward(cluster_id, create)).await.is_ok() {
+    if raft
+        .forward(forward(cluster_id, create.clone()))
+        .await
+        .is_ok()
+    {
         answered.push("Forward(CreateSession)");
+    }
+    let streamed = tokio_stream::iter(vec![forward(cluster_id, create)]);
+    if let Ok(replies) = raft.forward_stream(streamed).await
+        && let Ok(Some(_)) = replies.into_inner().message().await
+    {
+        answered.push("ForwardStream(CreateSession)");
     }
     let wipe = pb::command::Op::DeleteExpired(pb::DeleteExpiredCommand {
         now_ms: i64::MAX / 2,
