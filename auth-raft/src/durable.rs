@@ -54,6 +54,10 @@ pub(crate) struct Durability {
     published: watch::Sender<(u64, bool)>,
     /// Wakes the flusher.
     wake: Mutex<Option<mpsc::Sender<()>>>,
+    /// Notified when a flush reaches a commit index that [`Durability::cap_commit`]
+    /// held back: the followers were told an older one and should hear the new one
+    /// now, not at the next heartbeat (see [`Durability::commit_released`]).
+    released: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,9 @@ struct State {
     /// The vote last saved: whose entries this node writes as leader.
     vote: Option<Vote>,
     poisoned: bool,
+    /// The highest commit index [`Durability::cap_commit`] held back, until a flush
+    /// reaches it.
+    held_back: Option<u64>,
 }
 
 impl Durability {
@@ -93,6 +100,7 @@ impl Durability {
             }),
             published,
             wake: Mutex::new(None),
+            released: Arc::default(),
         });
         let (tx, rx) = mpsc::channel();
         *this.wake.lock() = Some(tx);
@@ -192,12 +200,27 @@ impl Durability {
     /// The commit index a leader may tell its followers: `committed`, or the last log
     /// id on its own disk if that is lower.
     pub(crate) fn cap_commit(&self, committed: Option<LogId>) -> Option<LogId> {
-        let s = self.state.lock();
-        match (committed, s.durable) {
+        let mut s = self.state.lock();
+        let capped = match (committed, s.durable) {
             (Some(c), Some(d)) if d.index < c.index => Some(d),
             (Some(c), None) if c.index > s.durable_index => None,
             (c, _) => c,
+        };
+        if let Some(c) = committed
+            && capped != committed
+        {
+            s.held_back = s.held_back.max(Some(c.index));
         }
+        capped
+    }
+
+    /// Notified each time a flush brings to disk entries up to a commit index that
+    /// [`Durability::cap_commit`] held back from the followers. openraft tells the
+    /// followers of a new commit index once, right after the commit; if that message
+    /// was capped, they would otherwise learn it only with the next heartbeat or write,
+    /// and a follower's linearizable read waits for exactly that.
+    pub(crate) fn commit_released(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.released)
     }
 }
 
@@ -226,6 +249,12 @@ fn flusher(this: std::sync::Weak<Durability>, wal: Arc<Wal>, wake: mpsc::Receive
                     s.durable = Some(t);
                     s.durable_index = t.index;
                     this.publish(&s);
+                    if let Some(held) = s.held_back {
+                        if held <= t.index {
+                            s.held_back = None;
+                        }
+                        this.released.notify_one();
+                    }
                 }
             }
             Err(crate::db::DbError::Closed) => return,
@@ -311,13 +340,27 @@ mod tests {
         let waiting = tokio::time::timeout(Duration::from_millis(50), d.wait_durable(3)).await;
         assert!(waiting.is_err(), "applied before it was on disk");
         d.wait_durable(1).await.unwrap();
-        // Wake the flusher: both become durable.
+        // Wake the flusher: both become durable, and the commit index held back from
+        // the followers is released (the node then sends them a heartbeat).
+        let released = d.commit_released();
         d.appended_deferred(log_id(1, 1, 3));
         tokio::time::timeout(Duration::from_secs(10), d.wait_durable(3))
             .await
             .expect("flushed")
             .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), released.notified())
+            .await
+            .expect("the held-back commit index was released");
         assert_eq!(d.cap_commit(Some(log_id(1, 1, 3))), Some(log_id(1, 1, 3)));
+        // A flush that releases nothing held back notifies nobody.
+        append(&wal, &[(4, b"four")], false);
+        d.appended_deferred(log_id(1, 1, 4));
+        tokio::time::timeout(Duration::from_secs(10), d.wait_durable(4))
+            .await
+            .expect("flushed")
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(50), released.notified()).await;
+        assert!(quiet.is_err(), "released with nothing held back");
         // A commit below the durable id passes unchanged; none stays none.
         assert_eq!(d.cap_commit(Some(log_id(1, 1, 2))), Some(log_id(1, 1, 2)));
         assert_eq!(d.cap_commit(None), None);

@@ -200,6 +200,25 @@ pub(crate) struct NodeShared {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
+/// Sends the followers a heartbeat (with the commit index) each time this node's flush
+/// releases a commit index that was held back from them (see
+/// [`crate::durable::Durability::commit_released`]), until the node shuts down.
+async fn release_commits(
+    raft: Raft,
+    released: Arc<tokio::sync::Notify>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+            () = released.notified() => {}
+        }
+        if raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Attempts at a request to the leader, across leader changes, until
 /// [`RaftConfig::request_timeout`]:
 ///
@@ -423,6 +442,11 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(batch_loop(Arc::downgrade(&shared), batch_rx));
         tokio::spawn(crate::handover::watch_leadership(Arc::downgrade(&shared)));
+        tokio::spawn(release_commits(
+            shared.raft.clone(),
+            shared.network.durable.commit_released(),
+            shared.stopping.subscribe(),
+        ));
         let smallest = cfg.initial_members.keys().next().copied();
         if smallest == Some(cfg.id) && !restarted {
             let members: BTreeMap<NodeId, BasicNode> = cfg
