@@ -7,7 +7,8 @@
 //! its reply and only then puts the stream back: an exchange that failed, timed out or
 //! was cancelled half-way drops its stream, so a reply is never taken for the wrong
 //! request. A peer that answers `UNIMPLEMENTED` (a build from before the streams) is
-//! sent unary calls from then on.
+//! sent unary calls, and asked for a stream again a minute later (it may have been
+//! upgraded since).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,10 @@ use crate::types::NodeId;
 /// (replication plus openraft's leader checks, or a follower's two forwards).
 const MAX_IDLE: usize = 4;
 
+/// How long a peer that did not know a stream RPC gets unary calls before it is asked
+/// again (a rolling upgrade restarts it with the RPC).
+const RETRY_STREAMS_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One long-lived stream: requests go in through `requests`, replies come back in the
 /// same order.
 pub(crate) struct Duplex<Req, Resp> {
@@ -37,15 +42,23 @@ pub(crate) struct Duplex<Req, Resp> {
 /// The idle streams of one RPC to one peer.
 pub(crate) struct Pool<Req, Resp> {
     idle: Vec<Duplex<Req, Resp>>,
-    /// The peer does not know the RPC: unary calls.
-    unsupported: bool,
+    /// When the peer answered that it does not know the RPC: unary calls until
+    /// [`RETRY_STREAMS_AFTER`] later.
+    unsupported: Option<Instant>,
+}
+
+impl<Req, Resp> Pool<Req, Resp> {
+    fn unsupported(&self) -> bool {
+        self.unsupported
+            .is_some_and(|at| at.elapsed() < RETRY_STREAMS_AFTER)
+    }
 }
 
 impl<Req, Resp> Default for Pool<Req, Resp> {
     fn default() -> Self {
         Pool {
             idle: Vec::new(),
-            unsupported: false,
+            unsupported: None,
         }
     }
 }
@@ -166,35 +179,37 @@ impl PeerStreams<'_> {
         deadline: Instant,
     ) -> Result<R::Resp, Status> {
         let (unsupported, idle) = self
-            .with_pool::<R, _>(|p| (p.unsupported, p.idle.pop()))
+            .with_pool::<R, _>(|p| (p.unsupported(), p.idle.pop()))
             .unwrap_or((false, None));
         if unsupported {
             return self.call::<R>(c, req, deadline).await;
         }
         // An idle stream the peer ended since (its listener stopped, say) is dropped
         // once its request stream is closed; one it is ending now fails below.
-        let idle = idle.filter(|s| !s.requests.is_closed());
-        let reused = idle.is_some();
-        let mut stream = match idle {
-            Some(idle) => idle,
-            None => match self.open::<R>(c, deadline).await? {
-                Some(opened) => opened,
-                None => return self.call::<R>(c, req, deadline).await,
-            },
-        };
-        // An idle stream whose peer went away since (restarted, say) hands the request
-        // back here: it goes on a new stream.
-        if let Err(mpsc::error::SendError(req)) = stream.requests.send(req).await {
-            stream = match self.open::<R>(c, deadline).await? {
-                Some(opened) => opened,
-                None => return self.call::<R>(c, req, deadline).await,
+        let mut idle = idle.filter(|s| !s.requests.is_closed());
+        let mut req = req;
+        let (mut stream, reused) = loop {
+            let reused = idle.is_some();
+            let stream = match idle.take() {
+                Some(idle) => idle,
+                None => match self.open::<R>(c, deadline).await? {
+                    Some(opened) => opened,
+                    None => return self.call::<R>(c, req, deadline).await,
+                },
             };
-            stream
-                .requests
-                .send(req)
-                .await
-                .map_err(|_| Status::unavailable(format!("the {} stream closed", R::NAME)))?;
-        }
+            match stream.requests.send(req).await {
+                Ok(()) => break (stream, reused),
+                // An idle stream whose peer went away since (restarted, say) hands the
+                // request back: it goes on a new stream.
+                Err(mpsc::error::SendError(back)) if reused => req = back,
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "the {} stream closed",
+                        R::NAME
+                    )));
+                }
+            }
+        };
         let reply = tokio::time::timeout_at(deadline, stream.replies.message())
             .await
             .map_err(|_| Status::deadline_exceeded(format!("{} timed out", R::NAME)))?;
@@ -270,7 +285,7 @@ impl PeerStreams<'_> {
                     rpc = R::NAME,
                     "the peer has no streams for this RPC: using calls"
                 );
-                self.with_pool::<R, _>(|p| p.unsupported = true);
+                self.with_pool::<R, _>(|p| p.unsupported = Some(Instant::now()));
                 Ok(None)
             }
             Err(s) => Err(s),
@@ -288,5 +303,21 @@ impl PeerStreams<'_> {
         let mut call = tonic::Request::new(req);
         call.set_timeout(deadline.saturating_duration_since(Instant::now()));
         Ok(R::call(c, call).await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_without_streams_is_asked_again_after_a_while() {
+        let mut pool = Pool::<pb::ForwardRequest, pb::BatchResult>::default();
+        assert!(!pool.unsupported());
+        pool.unsupported = Some(Instant::now());
+        assert!(pool.unsupported());
+        let long_ago = Instant::now().checked_sub(RETRY_STREAMS_AFTER + RETRY_STREAMS_AFTER / 10);
+        pool.unsupported = long_ago;
+        assert!(long_ago.is_some() && !pool.unsupported());
     }
 }

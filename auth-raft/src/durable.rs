@@ -54,9 +54,10 @@ pub(crate) struct Durability {
     published: watch::Sender<(u64, bool)>,
     /// Wakes the flusher.
     wake: Mutex<Option<mpsc::Sender<()>>>,
-    /// Notified when a flush reaches a commit index that [`Durability::cap_commit`]
-    /// held back: the followers were told an older one and should hear the new one
-    /// now, not at the next heartbeat (see [`Durability::commit_released`]).
+    /// Notified when a flush brings to disk entries of a commit index that
+    /// [`Durability::cap_commit`] held back: the followers were told an older one and
+    /// should hear the new one now, not at the next heartbeat (see
+    /// [`Durability::commit_released`]).
     released: Arc<tokio::sync::Notify>,
 }
 
@@ -75,7 +76,7 @@ struct State {
     vote: Option<Vote>,
     poisoned: bool,
     /// The highest commit index [`Durability::cap_commit`] held back, until a flush
-    /// reaches it.
+    /// brings all of it to disk.
     held_back: Option<u64>,
 }
 
@@ -148,6 +149,18 @@ impl Durability {
         s.durable = Some(last);
         s.durable_index = last.index;
         self.publish(&s);
+        self.release(&mut s);
+    }
+
+    /// After the durable index rose: tells [`Durability::commit_released`]'s waiter if
+    /// a commit index was held back, and forgets it once all of it is on disk.
+    fn release(&self, s: &mut State) {
+        if let Some(held) = s.held_back {
+            if held <= s.durable_index {
+                s.held_back = None;
+            }
+            self.released.notify_one();
+        }
     }
 
     /// Records a durable truncation: entries from `from` on are gone.
@@ -214,8 +227,9 @@ impl Durability {
         capped
     }
 
-    /// Notified each time a flush brings to disk entries up to a commit index that
-    /// [`Durability::cap_commit`] held back from the followers. openraft tells the
+    /// Notified each time a flush (or a durable append) brings to disk entries of a
+    /// commit index that [`Durability::cap_commit`] held back from the followers, all
+    /// of it or part. openraft tells the
     /// followers of a new commit index once, right after the commit; if that message
     /// was capped, they would otherwise learn it only with the next heartbeat or write,
     /// and a follower's linearizable read waits for exactly that.
@@ -249,12 +263,7 @@ fn flusher(this: std::sync::Weak<Durability>, wal: Arc<Wal>, wake: mpsc::Receive
                     s.durable = Some(t);
                     s.durable_index = t.index;
                     this.publish(&s);
-                    if let Some(held) = s.held_back {
-                        if held <= t.index {
-                            s.held_back = None;
-                        }
-                        this.released.notify_one();
-                    }
+                    this.release(&mut s);
                 }
             }
             Err(crate::db::DbError::Closed) => return,

@@ -38,9 +38,8 @@ const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 pub struct RaftGrpc {
     shared: Arc<NodeShared>,
     /// Ends this server's request streams (AppendEntries, forwards) when it turns
-    /// `true` (or its sender
-    /// is dropped): the server's graceful stop ([`RaftNode::serve_peer`]). `None`:
-    /// only the node's shutdown ends them.
+    /// `true` (or its sender is dropped): the server's graceful stop
+    /// ([`RaftNode::serve_peer`]). `None`: only the node's shutdown ends them.
     closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 

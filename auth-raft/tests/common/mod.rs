@@ -48,13 +48,13 @@ async fn serve(node: &RaftNode, listener: TcpListener) -> (oneshot::Sender<()>, 
 /// `RaftService` as a build from before the streams serves it: `AppendStream` and
 /// `ForwardStream` are unknown.
 #[derive(Clone)]
-struct WithoutAppendStream<S>(S);
+struct WithoutStreams<S>(S);
 
-impl<S> tonic::server::NamedService for WithoutAppendStream<S> {
+impl<S> tonic::server::NamedService for WithoutStreams<S> {
     const NAME: &'static str = "auth.v1.RaftService";
 }
 
-impl<S> Service<http::Request<tonic::body::Body>> for WithoutAppendStream<S>
+impl<S> Service<http::Request<tonic::body::Body>> for WithoutStreams<S>
 where
     S: Service<
             http::Request<tonic::body::Body>,
@@ -98,7 +98,7 @@ async fn serve_without_streams(
         builder = builder.tls_config(tls.server_config()).unwrap();
     }
     let server = builder
-        .add_service(WithoutAppendStream(node.grpc_service()))
+        .add_service(WithoutStreams(node.grpc_service()))
         .add_service(node.admin_service())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -6,9 +6,11 @@
 //! for SECONDS each way:
 //!
 //! - `raw`: a length-less 304-byte echo over one TCP connection (the floor);
-//! - `unary`: a tonic unary call per message over one channel (how every Raft RPC and
-//!   every client call goes today);
-//! - `stream`: one message each way on a long-lived tonic bidi stream;
+//! - `unary`: a tonic unary call per message over one channel (how every client call
+//!   goes, and how AppendEntries and forwards went between nodes before they moved to
+//!   streams);
+//! - `stream`: one message each way on a long-lived tonic bidi stream (how they go
+//!   now);
 //!
 //! each from a client on a multi-threaded runtime (`-mt`) and on a current-thread one
 //! (`-ct`). It prints each variant's round-trip p50/p99 and the CPU each side spent per
@@ -168,6 +170,9 @@ fn main() -> Result<(), BoxError> {
         return tokio::runtime::Runtime::new()?.block_on(serve());
     }
     let secs: u64 = args.get(1).map_or(Ok(5), |s| s.parse())?;
+    if secs == 0 {
+        return Err("SECONDS must be at least 1".into());
+    }
     let rounds: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
     let mut server = std::process::Command::new(std::env::current_exe()?)
         .arg("server")
