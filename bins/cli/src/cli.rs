@@ -174,6 +174,31 @@ mod tests {
     }
 
     #[test]
+    fn passkey_ids_may_start_with_a_hyphen() {
+        // Credential ids are base64url: a quarter of them start with `-` or `_`.
+        let cli = parse(&[
+            "mfa",
+            "passkey",
+            "rename",
+            "--access-token",
+            "t",
+            "-oXk2",
+            "old key",
+        ])
+        .unwrap();
+        let Cmd::Mfa(mfa::MfaCmd::Passkey(mfa::PasskeyCmd::Rename { id, name, .. })) = cli.command
+        else {
+            panic!("not a rename");
+        };
+        assert_eq!((id.as_str(), name.as_str()), ("-oXk2", "old key"));
+        let cli = parse(&["mfa", "passkey", "remove", "-oXk2", "--access-token", "t"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Mfa(mfa::MfaCmd::Passkey(mfa::PasskeyCmd::Remove { id, .. })) if id == "-oXk2"
+        ));
+    }
+
+    #[test]
     fn usage_errors_are_exit_code_2() {
         for bad in [
             &["register"][..],

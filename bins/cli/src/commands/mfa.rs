@@ -75,7 +75,9 @@ pub enum PasskeyCmd {
         /// The caller's access token (`-` reads it from stdin).
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
-        /// The passkey's credential id (from `list`).
+        /// The passkey's credential id (from `list`). Base64url, so it may start
+        /// with `-`.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// The new name.
         name: String,
@@ -86,7 +88,9 @@ pub enum PasskeyCmd {
         /// The caller's access token (`-` reads it from stdin).
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
-        /// The passkey's credential id (from `list`).
+        /// The passkey's credential id (from `list`). Base64url, so it may start
+        /// with `-`.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
