@@ -360,3 +360,53 @@ async fn a_removed_member_forwards_nothing_more_on_an_open_stream() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     cluster.shutdown().await;
 }
+
+/// A member that sends an unreadable or oversized message on a stream gets the reason
+/// as the stream's status, the stream ends (nothing after it is read), and the node
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreadable_or_oversized_stream_messages_end_the_stream_and_nothing_else() {
+    use prost::Message;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let member = (1..=3).find(|id| *id != leader).unwrap();
+    let addr = cluster.nodes[(leader - 1) as usize].addr.clone();
+    let tls = cluster.ca.peer_tls(PeerIdentity::Node(member));
+    let ch = channel(&addr, Some(tls.client_config())).await.unwrap();
+    let forward = pb::ForwardRequest {
+        batch: Some(pb::CommandBatch::default()),
+        cluster_id: cluster.cluster_id.clone(),
+    }
+    .encode_to_vec();
+    // Field 1 with wire type 7, which does not exist.
+    let unreadable = vec![0x0f, 0xff, 0x01];
+    // One byte over the 16 MiB cap on a message between nodes.
+    let oversized = vec![0u8; 16 * 1024 * 1024 + 1];
+    for rpc in [
+        "/auth.v1.RaftService/AppendStream",
+        "/auth.v1.RaftService/ForwardStream",
+    ] {
+        for (what, bad, code) in [
+            ("unreadable", &unreadable, Code::Internal),
+            ("oversized", &oversized, Code::OutOfRange),
+        ] {
+            let replies =
+                auth_testing::raw_stream(ch.clone(), rpc, vec![bad.clone(), forward.clone()]).await;
+            assert_eq!(replies.len(), 1, "{rpc} {what}: {replies:?}");
+            let e = replies.into_iter().next().unwrap().unwrap_err();
+            assert_eq!(e.code(), code, "{rpc} {what}: {e:?}");
+        }
+    }
+    // The same connection still serves a well-formed stream.
+    let replies = auth_testing::raw_stream(
+        ch,
+        "/auth.v1.RaftService/ForwardStream",
+        vec![forward.clone(), forward],
+    )
+    .await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for r in replies {
+        pb::BatchResult::decode(r.unwrap().as_slice()).unwrap();
+    }
+    cluster.shutdown().await;
+}

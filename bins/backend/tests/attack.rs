@@ -434,6 +434,28 @@ async fn certificates_bind_identity_and_the_client_port_serves_no_raft_or_admin(
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // On the streams: a message a byte over the 16 MiB cap, and an unreadable one,
+    // each end their stream with the reason; nothing after them is read.
+    let as_leader_ch = endpoint(
+        &c.nodes[(follower - 1) as usize].peer_addr,
+        Some(issue(PeerIdentity::Node(leader))),
+    );
+    for rpc in [
+        "/auth.v1.RaftService/AppendStream",
+        "/auth.v1.RaftService/ForwardStream",
+    ] {
+        for (bad, code) in [
+            (vec![0u8; 16 * 1024 * 1024 + 1], Code::OutOfRange),
+            (vec![0x0f, 0xff, 0x01], Code::Internal),
+        ] {
+            let replies =
+                auth_testing::raw_stream(as_leader_ch.clone(), rpc, vec![bad, Vec::new()]).await;
+            assert!(
+                matches!(replies.as_slice(), [Err(e)] if e.code() == code),
+                "{rpc}: {replies:?}"
+            );
+        }
+    }
     let after = rss_kib(pid);
     assert!(
         after < before + 64 * 1024,
