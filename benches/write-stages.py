@@ -3,7 +3,7 @@
 
 Starts `auth-backend cluster --insecure --metrics` (cheap hash, as in
 benches/compare-etcd.sh), then for each target, a follower (the write is forwarded)
-and the leader, runs `loadgen --op register` against that node alone and reads every
+and the leader, runs `loadgen --op register` (or --op) against that node alone and reads every
 node's /metrics before and after. Prints, per stage, the mean time and how many times
 it ran per write, on the leader and on the followers:
 
@@ -20,6 +20,7 @@ it ran per write, on the leader and on the followers:
     append_sync     follower: the log append with fsync, inside follower_append
     wait_durable    any node: apply waiting for its own disk
     apply           any node: the state machine applying entries
+    purge           any node: compacting the log after a snapshot (writes wait for it)
 
 Build first (from the repository root):
 
@@ -27,7 +28,7 @@ Build first (from the repository root):
 
 Run (CARGO_TARGET_DIR is honoured):
 
-    benches/write-stages.py [--nodes 3] [--secs 10] [--clients 1] [--rounds 1]
+    benches/write-stages.py [--nodes 3] [--secs 10] [--clients 1] [--rounds 1] [--op register]
 """
 
 import argparse
@@ -59,12 +60,17 @@ def scrape(url, token):
     return out
 
 
+# The gRPC method whose handler time is the `grpc` stage (loadgen's op, capitalised:
+# Register, Refresh).
+METHOD = 'Register'
+
+
 def stage_name(name, labels):
     if name == 'auth_raft_write_stage_seconds':
         return re.search(r'stage="([^"]+)"', labels).group(1)
     if name == 'auth_raft_commit_seconds':
         return 'commit'
-    if name == 'auth_grpc_request_duration_seconds' and 'Register' in labels:
+    if name == 'auth_grpc_request_duration_seconds' and METHOD in labels:
         return 'grpc'
     return None
 
@@ -86,7 +92,7 @@ def deltas(before, after):
 
 
 ORDER = ['client', 'grpc', 'queue', 'forward', 'forward_serve', 'commit', 'append', 'flush',
-         'replicate', 'follower_append', 'append_sync', 'wait_durable', 'apply']
+         'replicate', 'follower_append', 'append_sync', 'wait_durable', 'apply', 'purge']
 
 
 def main():
@@ -94,13 +100,16 @@ def main():
     ap.add_argument('--nodes', type=int, default=3)
     ap.add_argument('--secs', type=int, default=10)
     ap.add_argument('--clients', type=int, default=1)
+    ap.add_argument('--op', default='register', help="loadgen's --op (register, refresh, ...)")
     ap.add_argument('--rounds', type=int, default=1)
     args = ap.parse_args()
+    global METHOD
+    METHOD = args.op.capitalize()
     with Cluster(args.nodes, BASE, metrics=True) as c:
         leader, endpoints, metrics, token = c.leader, c.endpoints, c.metrics, c.token
         head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                               text=True).stdout.strip()
-        print(f'ours {head}, {args.nodes} nodes, leader {leader}, register -c {args.clients}, '
+        print(f'ours {head}, {args.nodes} nodes, leader {leader}, {args.op} -c {args.clients}, '
               f'{args.secs}s x {args.rounds} rounds, {os.cpu_count()} cores')
         follower = next(i for i in range(1, args.nodes + 1) if i != leader)
         for r in range(args.rounds):
@@ -108,7 +117,7 @@ def main():
                                 ('direct (client at the leader)', leader)):
                 before = [scrape(u, token) for u in metrics]
                 out = subprocess.run([c.loadgen, '--endpoints', endpoints[node - 1], '--op',
-                                      'register', '-c', str(args.clients), '-d', str(args.secs)],
+                                      args.op, '-c', str(args.clients), '-d', str(args.secs)],
                                      capture_output=True, text=True, check=True).stdout.strip()
                 after = [scrape(u, token) for u in metrics]
                 f = dict(kv.split('=', 1) for kv in out.split())

@@ -67,6 +67,10 @@ pub enum Stage {
     WaitDurable,
     /// Applying committed entries to the state machine (per apply call).
     Apply,
+    /// Compacting the log after a snapshot: recording what is purged and removing the
+    /// segments that hold nothing else (per purge). openraft's core waits for it, so
+    /// every write on the node does.
+    Purge,
 }
 
 impl Stage {
@@ -83,6 +87,7 @@ impl Stage {
             Stage::FollowerAppend => "follower_append",
             Stage::WaitDurable => "wait_durable",
             Stage::Apply => "apply",
+            Stage::Purge => "purge",
         }
     }
 

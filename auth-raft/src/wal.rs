@@ -659,7 +659,19 @@ impl Wal {
 
     /// Forgets every entry with index `upto` or below and removes the segments that
     /// hold nothing else. The caller records the purge durably first.
+    #[cfg(test)]
     pub(crate) fn purge(&self, upto: u64) -> Result<(), DbError> {
+        let doomed = self.forget(upto)?;
+        self.remove_forgotten(&doomed)
+    }
+
+    /// Forgets every entry with index `upto` or below. Returns the segments that hold
+    /// nothing else: out of the log now, their files still there until
+    /// [`Wal::remove_forgotten`], which the caller runs once it has recorded the purge
+    /// durably (a file gone with the purge unrecorded would leave a hole at the start
+    /// of the log). With none, the record need not be durable: a crash that forgets
+    /// the purge leaves entries the log still holds.
+    pub(crate) fn forget(&self, upto: u64) -> Result<Vec<u64>, DbError> {
         let mut g = self.inner.lock();
         g.usable()?;
         while g.first <= upto && g.positions.pop_front().is_some() {
@@ -678,14 +690,24 @@ impl Wal {
                 None => empty,
             })
             .count();
-        let doomed = &names[..gone];
-        // Not synced: a removed segment that comes back after a crash holds only
-        // entries recovery skips.
-        let r = self.remove_segments(&mut g, |name| doomed.contains(&name), false);
-        if r.is_err() {
-            g.failed = true;
+        let doomed = names[..gone].to_vec();
+        for name in &doomed {
+            g.segments.remove(name);
         }
-        r
+        Ok(doomed)
+    }
+
+    /// Removes the files of segments [`Wal::forget`] returned, oldest first. Not synced:
+    /// a removed segment that comes back after a crash holds only entries recovery
+    /// skips.
+    pub(crate) fn remove_forgotten(&self, doomed: &[u64]) -> Result<(), DbError> {
+        for name in doomed {
+            let path = self.dir.join(segment_file(*name));
+            if let Err(e) = std::fs::remove_file(&path) {
+                return Err(self.fail(io(path.display())(e)));
+            }
+        }
+        Ok(())
     }
 
     /// Closes the files; later calls fail with [`DbError::Closed`].
