@@ -27,6 +27,8 @@ pub struct LogStore {
     db: Db,
     wal: Arc<Wal>,
     durable: Arc<Durability>,
+    /// The last purge, when it was recorded without an fsync (see `purge`).
+    unsynced_purge: Arc<parking_lot::Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
@@ -56,7 +58,12 @@ impl LogStore {
             vote = Some(demoted);
         }
         let durable = Durability::start(id, Arc::clone(&wal), last, vote);
-        Ok(Self { db, wal, durable })
+        Ok(Self {
+            db,
+            wal,
+            durable,
+            unsynced_purge: Arc::default(),
+        })
     }
 
     /// What of this log is on disk.
@@ -341,13 +348,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageIoError> {
-        let wal = Arc::clone(&self.wal);
-        blocking(move || wal.truncate(log_id.index))
-            .await
-            .map_err(|e| {
-                self.durable.poison();
-                write_err(e)
-            })?;
+        let (db, wal) = (self.db.clone(), Arc::clone(&self.wal));
+        // A truncation may empty the log, and the next append then removes the
+        // segments left, which hold only purged entries: the purge must be on disk
+        // first (truncations are rare; this is one fsync).
+        let unsynced = self.unsynced_purge.lock().take();
+        blocking(move || {
+            if let Some(bytes) = unsynced {
+                db.put_meta(&[(LAST_PURGED, &bytes)], true)?;
+            }
+            wal.truncate(log_id.index)
+        })
+        .await
+        .map_err(|e| {
+            self.durable.poison();
+            write_err(e)
+        })?;
         self.durable.truncated(log_id.index);
         Ok(())
     }
@@ -356,6 +372,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (db, wal) = (self.db.clone(), Arc::clone(&self.wal));
         let bytes = log_id_to_pb(&log_id).encode_to_vec();
         let started = std::time::Instant::now();
+        let unsynced = Arc::clone(&self.unsynced_purge);
         let r = blocking(move || {
             let doomed = wal.forget(log_id.index)?;
             // Recorded durably before any file goes: recovery then skips what is left.
@@ -363,7 +380,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // entries) is recorded without an fsync, which openraft's core, and so
             // every write, would wait for; a crash that forgets it leaves entries the
             // log still holds, and they are purged again.
-            db.put_meta(&[(LAST_PURGED, &bytes)], !doomed.is_empty())?;
+            let sync = !doomed.is_empty();
+            db.put_meta(&[(LAST_PURGED, &bytes)], sync)?;
+            *unsynced.lock() = (!sync).then_some(bytes);
             wal.remove_forgotten(&doomed)
         })
         .await

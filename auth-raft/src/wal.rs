@@ -26,8 +26,8 @@
 //! `BENCHMARKS.md`). The space past the records reads as zeros.
 //!
 //! **Recovery** reads every segment in order and skips entries at or below the last
-//! purged index. A segment's records end where only zeros follow (the last
-//! segment's preallocated space). It cuts the last segment at a torn record: one the file ends
+//! purged index. The last segment's records end where only zeros follow (its
+//! preallocated space). It cuts the last segment at a torn record: one the file ends
 //! inside of, or one with a bad checksum and a sector of zeros (etcd's rule for a
 //! write a crash interrupted; none of it was reported durable, since an `fdatasync`
 //! covers everything written before it in the file). Anything else out of place (a bad
@@ -40,9 +40,9 @@
 //! **Deletions stay crash-safe.** [`Wal::truncate`] removes the later segments newest
 //! first, then cuts the one holding the first removed entry and syncs it: a crash
 //! midway leaves a prefix of the old log that still holds some of the entries being
-//! removed, as if the call had not happened. [`Wal::purge`] comes after the caller
-//! has recorded the last purged id durably and removes whole segments oldest first:
-//! whatever a crash leaves behind, recovery skips.
+//! removed, as if the call had not happened. [`Wal::remove_forgotten`] comes after
+//! the caller has recorded the last purged id durably and removes whole segments
+//! oldest first: whatever a crash leaves behind, recovery skips.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -300,7 +300,7 @@ impl Wal {
             failed: false,
         };
         let count = names.len();
-        for (k, name) in names.into_iter().enumerate() {
+        for (k, &name) in names.iter().enumerate() {
             let path = dir.join(segment_file(name));
             let corrupt = |what: String| DbError::Corrupt(format!("{}: {what}", path.display()));
             let file = OpenOptions::new()
@@ -311,15 +311,21 @@ impl Wal {
             let mut data = Vec::new();
             (&file).read_to_end(&mut data).map_err(io(path.display()))?;
             let last = k + 1 == count;
+            // The next segment begins at or before the first live entry: this one
+            // holds only purged entries.
+            let purged = names.get(k + 1).is_some_and(|next| *next <= first);
             let mut allocated = data.len() as u64;
             let mut offset = 0;
             while offset < data.len() {
                 let (index, payload) = match record(&data, offset) {
                     Record::Whole(index, payload) => (index, payload),
-                    // Preallocated space, never written. (Only the last segment has
-                    // any, but a segment a crash kept from being removed may have
-                    // been last once; entries it lacks fail the index check below.)
-                    Record::Torn if data[offset..].iter().all(|b| *b == 0) => break,
+                    // Preallocated space, never written: in the last segment, or in
+                    // one that was last before a crash kept its removal from
+                    // happening, which holds only purged entries. Anywhere else,
+                    // zeros in place of records are lost entries.
+                    Record::Torn if (last || purged) && data[offset..].iter().all(|b| *b == 0) => {
+                        break;
+                    }
                     Record::Torn if last => {
                         // The write a crash interrupted: none of it was reported durable.
                         tracing::warn!(
@@ -729,6 +735,9 @@ impl Wal {
             }
             seg.file.sync_data().map_err(io(segment_file(name)))?;
         }
+        if let Some((_, seg)) = g.segments.iter_mut().next_back() {
+            seg.allocated = seg.len;
+        }
         let path = self.dir.join(segment_file(first));
         let file = OpenOptions::new()
             .read(true)
@@ -778,9 +787,10 @@ impl Wal {
 }
 
 /// Allocates `file` on disk from `from` up to `to` (its new length), so that appends
-/// there change no file size; returns the file's length after. Where the file system
-/// cannot (`fallocate` unsupported), the file is extended sparse, which still spares
-/// the size update; if that fails too, appends extend the file as they go.
+/// there change no file size; returns `to`, where the next preallocation begins. Where
+/// the file system cannot (`fallocate` unsupported), the file is extended sparse,
+/// which still spares the size update; if that fails too, appends extend the file as
+/// they go.
 fn preallocate(file: &File, from: u64, to: u64) -> u64 {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
@@ -790,13 +800,11 @@ fn preallocate(file: &File, from: u64, to: u64) -> u64 {
             Err(e) => tracing::debug!(error = %e, "raft log: fallocate failed"),
         }
     }
-    match file.set_len(to) {
-        Ok(()) => to,
-        Err(e) => {
-            tracing::debug!(error = %e, "raft log: could not extend a segment");
-            from
-        }
+    if let Err(e) = file.set_len(to) {
+        // Tried again a preallocation later, not at every append.
+        tracing::warn!(error = %e, "raft log: could not preallocate a segment");
     }
+    to
 }
 
 fn segment_file(first: u64) -> String {
@@ -1038,6 +1046,14 @@ mod tests {
         std::fs::write(&first, &bytes).unwrap();
         match Wal::open_with(dir.path(), Some(0), SMALL, PREALLOCATE) {
             Err(DbError::Corrupt(m)) => assert!(m.contains("checksum"), "{m}"),
+            other => panic!("opened a damaged log: {:?}", other.map(|w| w.last_index())),
+        }
+        // Zeros in place of a closed segment's records (entries lost at the start of
+        // the log, were the zeros taken for preallocated space): refused.
+        let zeros = vec![0u8; bytes.len()];
+        std::fs::write(&first, &zeros).unwrap();
+        match Wal::open_with(dir.path(), Some(0), SMALL, PREALLOCATE) {
+            Err(DbError::Corrupt(m)) => assert!(m.contains("incomplete record"), "{m}"),
             other => panic!("opened a damaged log: {:?}", other.map(|w| w.last_index())),
         }
         // A segment renamed out of place is refused as well.

@@ -362,10 +362,11 @@ async fn a_removed_member_forwards_nothing_more_on_an_open_stream() {
 }
 
 /// A member that sends an unreadable or oversized message on a stream gets the reason
-/// as the stream's status, the stream ends (nothing after it is read), and the node
-/// goes on serving.
+/// as the stream's status, the stream ends, what follows it on the stream is not acted
+/// on, and the node goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreadable_or_oversized_stream_messages_end_the_stream_and_nothing_else() {
+    use auth_storage::Storage;
     use prost::Message;
     let cluster = Cluster::start(3).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
@@ -373,40 +374,74 @@ async fn unreadable_or_oversized_stream_messages_end_the_stream_and_nothing_else
     let addr = cluster.nodes[(leader - 1) as usize].addr.clone();
     let tls = cluster.ca.peer_tls(PeerIdentity::Node(member));
     let ch = channel(&addr, Some(tls.client_config())).await.unwrap();
-    let forward = pb::ForwardRequest {
-        batch: Some(pb::CommandBatch::default()),
-        cluster_id: cluster.cluster_id.clone(),
-    }
-    .encode_to_vec();
+    // A forwarded batch that creates user `name`: visible in storage once served.
+    let create = |name: &str, id: u8| {
+        pb::ForwardRequest {
+            batch: Some(pb::CommandBatch {
+                proposed_at_ms: 0,
+                commands: vec![pb::Command {
+                    request_id: vec![id; 16],
+                    op: Some(pb::command::Op::CreateUser(pb::User {
+                        id: format!("{id:02x}").repeat(16),
+                        username: name.into(),
+                        username_key: name.into(),
+                        password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+                        version: 1,
+                        ..Default::default()
+                    })),
+                }],
+            }),
+            cluster_id: cluster.cluster_id.clone(),
+        }
+        .encode_to_vec()
+    };
     // Field 1 with wire type 7, which does not exist.
     let unreadable = vec![0x0f, 0xff, 0x01];
     // One byte over the 16 MiB cap on a message between nodes.
     let oversized = vec![0u8; 16 * 1024 * 1024 + 1];
+    let mut n = 0u8;
     for rpc in [
         "/auth.v1.RaftService/AppendStream",
         "/auth.v1.RaftService/ForwardStream",
     ] {
-        for (what, bad, code) in [
-            ("unreadable", &unreadable, Code::Internal),
-            ("oversized", &oversized, Code::OutOfRange),
+        for (what, bad, code, says) in [
+            ("unreadable", &unreadable, Code::Internal, "decode"),
+            ("oversized", &oversized, Code::OutOfRange, "too large"),
         ] {
-            let replies =
-                auth_testing::raw_stream(ch.clone(), rpc, vec![bad.clone(), forward.clone()]).await;
+            n += 1;
+            let after = create(&format!("after-{n}"), n);
+            let replies = auth_testing::raw_stream(ch.clone(), rpc, vec![bad.clone(), after]).await;
             assert_eq!(replies.len(), 1, "{rpc} {what}: {replies:?}");
             let e = replies.into_iter().next().unwrap().unwrap_err();
             assert_eq!(e.code(), code, "{rpc} {what}: {e:?}");
+            assert!(e.message().contains(says), "{rpc} {what}: {e:?}");
         }
     }
-    // The same connection still serves a well-formed stream.
+    // The same connection still serves a well-formed stream, and a batch like those
+    // that followed the bad messages is acted on.
     let replies = auth_testing::raw_stream(
         ch,
         "/auth.v1.RaftService/ForwardStream",
-        vec![forward.clone(), forward],
+        vec![create("served", 99)],
     )
     .await;
-    assert_eq!(replies.len(), 2, "{replies:?}");
-    for r in replies {
-        pb::BatchResult::decode(r.unwrap().as_slice()).unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let result = pb::BatchResult::decode(replies[0].as_ref().unwrap().as_slice()).unwrap();
+    assert_eq!(result.results.len(), 1, "{result:?}");
+    let storage = cluster.storage(leader);
+    assert!(
+        storage
+            .get_user_by_username("served")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for k in 1..=n {
+        let name = format!("after-{k}");
+        assert!(
+            storage.get_user_by_username(&name).await.unwrap().is_none(),
+            "{name} was created from a stream that had already failed"
+        );
     }
     cluster.shutdown().await;
 }

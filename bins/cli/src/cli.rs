@@ -174,8 +174,8 @@ mod tests {
     }
 
     #[test]
-    fn passkey_ids_may_start_with_a_hyphen() {
-        // Credential ids are base64url: a quarter of them start with `-` or `_`.
+    fn ids_roles_and_names_may_start_with_a_hyphen() {
+        // Credential ids are base64url: one in 64 starts with `-`.
         let cli = parse(&[
             "mfa",
             "passkey",
@@ -195,6 +195,42 @@ mod tests {
         assert!(matches!(
             cli.command,
             Cmd::Mfa(mfa::MfaCmd::Passkey(mfa::PasskeyCmd::Remove { id, .. })) if id == "-oXk2"
+        ));
+        // One in 4096 starts with `--`: after a `--`, as any value would.
+        let cli = parse(&[
+            "mfa",
+            "passkey",
+            "remove",
+            "--access-token",
+            "t",
+            "--",
+            "--Xk2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Mfa(mfa::MfaCmd::Passkey(mfa::PasskeyCmd::Remove { id, .. })) if id == "--Xk2"
+        ));
+        // Roles and passkey names may start with `-` too.
+        let cli = parse(&["admin", "--access-token", "t", "grant", "ada", "-ops"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Admin(admin::AdminArgs { cmd: admin::AdminCmd::Grant { role, .. }, .. })
+                if role == "-ops"
+        ));
+        let cli = parse(&[
+            "mfa",
+            "passkey",
+            "rename",
+            "--access-token",
+            "t",
+            "id1",
+            "-spare",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Mfa(mfa::MfaCmd::Passkey(mfa::PasskeyCmd::Rename { name, .. })) if name == "-spare"
         ));
     }
 

@@ -77,7 +77,8 @@ pub enum AdminCmd {
     Grant {
         /// The user's id or username.
         user: String,
-        /// The role (`admin`, or an application's own).
+        /// The role (`admin`, or an application's own; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         role: String,
     },
     /// Revoke a role; the user's sessions end.
@@ -85,6 +86,7 @@ pub enum AdminCmd {
         /// The user's id or username.
         user: String,
         /// The role.
+        #[arg(allow_hyphen_values = true)]
         role: String,
     },
 }

@@ -76,10 +76,11 @@ pub enum PasskeyCmd {
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
         /// The passkey's credential id (from `list`). Base64url, so it may start
-        /// with `-`.
+        /// with `-`; one that starts with `--` goes after a `--`.
         #[arg(allow_hyphen_values = true)]
         id: String,
         /// The new name.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Remove a passkey. The account's last second factor needs a recovery code,
@@ -89,7 +90,7 @@ pub enum PasskeyCmd {
         #[arg(long, value_name = "TOKEN")]
         access_token: String,
         /// The passkey's credential id (from `list`). Base64url, so it may start
-        /// with `-`.
+        /// with `-`; one that starts with `--` goes after a `--`.
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
