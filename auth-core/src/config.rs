@@ -256,8 +256,11 @@ impl MfaPolicy {
 /// the hashes admitted run behind everything else (starving nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashQueue {
-    /// Checks that may wait for a hash slot at once; 0 means 16 per slot. Beyond it,
-    /// a check fails at once with [`AuthError::Overloaded`].
+    /// Checks that may wait for a hash slot at once. Beyond it, a check fails at once
+    /// with [`AuthError::Overloaded`]. 0 (the default) derives it from `max_wait`: as
+    /// many as the slots can serve within it at the recent time per check, at least
+    /// 16 per slot and at most 4 096 (about 125 at the default hash parameters on two
+    /// cores).
     pub max_waiting: usize,
     /// Longest wait for a slot before a check fails with [`AuthError::Overloaded`].
     /// Default 1 second.

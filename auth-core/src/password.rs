@@ -8,14 +8,15 @@
 //! one-shot channel: on a saturated machine token checks and page loads run before
 //! password hashes, and a hash costs the caller two thread hand-offs (there and back),
 //! not four. With [`HashPriority::Normal`] hashes run on tokio's blocking pool. The queue in front of the semaphore is bounded in
-//! length and in waiting time ([`HashQueue`]): past either bound a check is shed with
+//! length (by default what the slots can serve within the waiting time, at the recent
+//! time per check) and in waiting time ([`HashQueue`]): past either bound a check is shed with
 //! [`AuthError::Overloaded`] without being tried, so a flood fails fast instead of
 //! making every caller wait for seconds. The argon2 memory blocks (19 MiB at the
 //! defaults) are pooled and reused rather than allocated per hash, which roughly halves
 //! p99 hash time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -60,8 +61,14 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Callers waiting for a permit now.
     waiting: AtomicUsize,
+    /// The configured bound on `waiting`, or 0: derived (see [`Inner::max_waiting`]).
     max_waiting: usize,
     max_wait: Duration,
+    /// Hashing slots (the semaphore's permits).
+    concurrency: usize,
+    /// How long a slot is held per check, in nanoseconds: an exponentially weighted
+    /// mean of the recent ones (0 before the first).
+    mean_hold_ns: AtomicU64,
     /// The lower-priority hashing threads ([`HashPriority::Background`]).
     background: Option<HashThreads>,
     /// Reusable memory blocks, one per hash in flight at most.
@@ -97,11 +104,6 @@ impl PasswordHasher {
         } else {
             concurrency
         };
-        let max_waiting = if queue.max_waiting == 0 {
-            concurrency.saturating_mul(16)
-        } else {
-            queue.max_waiting
-        };
         // Present from the start, so a quiet queue reads 0 rather than nothing.
         metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(0.0);
         let background = match queue.priority {
@@ -113,8 +115,10 @@ impl PasswordHasher {
                 params,
                 permits: Arc::new(Semaphore::new(concurrency)),
                 waiting: AtomicUsize::new(0),
-                max_waiting,
+                max_waiting: queue.max_waiting,
                 max_wait: queue.max_wait,
+                concurrency,
+                mean_hold_ns: AtomicU64::new(0),
                 background,
                 blocks: Mutex::new(Vec::new()),
             }),
@@ -140,7 +144,7 @@ impl PasswordHasher {
         let waiting = self.inner.waiting.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!(HASH_QUEUE_DEPTH).set(waiting.saturating_add(1) as f64);
         let _leave = Leave(&self.inner.waiting);
-        if waiting >= self.inner.max_waiting {
+        if waiting >= self.inner.max_waiting() {
             return Err(shed());
         }
         let acquire = Arc::clone(&self.inner.permits).acquire_owned();
@@ -156,7 +160,11 @@ impl PasswordHasher {
     fn slot_from(&self, permit: OwnedSemaphorePermit) -> HashSlot {
         HashSlot {
             inner: Arc::clone(&self.inner),
-            _permit: permit,
+            _permit: Held {
+                _permit: permit,
+                since: std::time::Instant::now(),
+                inner: Arc::clone(&self.inner),
+            },
         }
     }
 
@@ -185,7 +193,21 @@ impl Drop for Leave<'_> {
 /// [`HashSlot::hash`] or [`HashSlot::verify`].
 pub struct HashSlot {
     inner: Arc<Inner>,
+    _permit: Held,
+}
+
+/// A slot's permit, timed from admission to release: how long a slot takes to serve
+/// one check, from which the waiting line's default bound follows.
+struct Held {
     _permit: OwnedSemaphorePermit,
+    since: std::time::Instant,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.inner.held_for(self.since.elapsed());
+    }
 }
 
 impl std::fmt::Debug for HashSlot {
@@ -255,7 +277,41 @@ impl HashSlot {
     }
 }
 
+/// The most checks that may wait for a slot when the bound is derived.
+const MAX_WAITING_CAP: usize = 4096;
+
 impl Inner {
+    /// The bound on the waiting line: the configured one, or as many as the slots can
+    /// serve within `max_wait` at the recent time per check, between 16 per slot and
+    /// [`MAX_WAITING_CAP`]. At the default parameters (~16 ms a hash, 1 s, 2 slots)
+    /// that is about 125; with a cheap hash, the cap: a count fixed for slow hashes
+    /// would shed checks that wait a millisecond.
+    fn max_waiting(&self) -> usize {
+        if self.max_waiting != 0 {
+            return self.max_waiting;
+        }
+        let floor = self.concurrency.saturating_mul(16);
+        let mean = self.mean_hold_ns.load(Ordering::Relaxed);
+        if mean == 0 {
+            return floor;
+        }
+        let servable =
+            (self.concurrency as u128).saturating_mul(self.max_wait.as_nanos()) / u128::from(mean);
+        usize::try_from(servable)
+            .unwrap_or(usize::MAX)
+            .clamp(floor, MAX_WAITING_CAP.max(floor))
+    }
+
+    /// Folds one slot's holding time into the mean (weight 1/8).
+    fn held_for(&self, took: Duration) {
+        let x = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .mean_hold_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { x } else { old - old / 8 + x / 8 })
+            });
+    }
+
     fn compute(
         &self,
         params: &Params,
@@ -427,6 +483,77 @@ mod tests {
 
     fn fast() -> PasswordHasher {
         PasswordHasher::new(HashParams::insecure_fast(), 2).unwrap()
+    }
+
+    /// Callers shed at once while one slot is held and `callers` more ask for one.
+    async fn shed_while_held(h: &PasswordHasher, callers: usize) -> usize {
+        let held = h.slot().await.unwrap();
+        let waiters: Vec<_> = (0..callers)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.slot().await.map(drop) })
+            })
+            .collect();
+        // Everyone is in line or shed once the count stops at a value where every
+        // task has run (paused time: nothing else moves it).
+        for _ in 0..callers * 4 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut shed = 0;
+        for w in waiters {
+            match w.await.unwrap() {
+                Ok(()) => {}
+                Err(e) => {
+                    assert_eq!(e.code(), "overloaded");
+                    shed += 1;
+                }
+            }
+        }
+        shed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_line_holds_what_the_slots_serve_within_the_wait() {
+        let h = PasswordHasher::with_queue(
+            HashParams::insecure_fast(),
+            1,
+            HashQueue {
+                priority: HashPriority::Normal,
+                ..HashQueue::default()
+            },
+        )
+        .unwrap();
+        // Before any check is timed: 16 per slot.
+        assert_eq!(h.inner.max_waiting(), 16);
+        assert_eq!(shed_while_held(&h, 100).await, 100 - 16);
+        // Checks of 1 ms: the slot serves 1 000 within the 1 s wait.
+        h.inner.mean_hold_ns.store(0, Ordering::Relaxed);
+        for _ in 0..50 {
+            h.inner.held_for(Duration::from_millis(1));
+        }
+        let limit = h.inner.max_waiting();
+        assert!((990..=1010).contains(&limit), "{limit}");
+        h.inner.mean_hold_ns.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(shed_while_held(&h, 300).await, 0);
+        // Checks of 200 ms: 5 would be servable, the floor of 16 holds.
+        h.inner.mean_hold_ns.store(200_000_000, Ordering::Relaxed);
+        assert_eq!(h.inner.max_waiting(), 16);
+        // Checks of 1 µs: the cap.
+        h.inner.mean_hold_ns.store(1_000, Ordering::Relaxed);
+        assert_eq!(h.inner.max_waiting(), MAX_WAITING_CAP);
+        // A configured bound is kept as it is.
+        let fixed = PasswordHasher::with_queue(
+            HashParams::insecure_fast(),
+            1,
+            HashQueue {
+                max_waiting: 3,
+                ..HashQueue::default()
+            },
+        )
+        .unwrap();
+        fixed.inner.mean_hold_ns.store(1_000, Ordering::Relaxed);
+        assert_eq!(fixed.inner.max_waiting(), 3);
     }
 
     #[tokio::test(start_paused = true)]
