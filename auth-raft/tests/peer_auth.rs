@@ -40,20 +40,9 @@ async fn on_a_stream(
     c: &mut RaftServiceClient<Channel>,
     requests: Vec<pb::AppendEntriesRequestPb>,
 ) -> Vec<Result<pb::AppendEntriesResponsePb, tonic::Status>> {
-    let mut replies = match c.append_stream(tokio_stream::iter(requests)).await {
-        Ok(r) => r.into_inner(),
-        Err(e) => return vec![Err(e)],
-    };
-    let mut got = Vec::new();
-    loop {
-        match replies.message().await {
-            Ok(Some(r)) => got.push(Ok(r)),
-            Ok(None) => return got,
-            Err(e) => {
-                got.push(Err(e));
-                return got;
-            }
-        }
+    match c.append_stream(tokio_stream::iter(requests)).await {
+        Ok(r) => auth_testing::replies(r.into_inner()).await,
+        Err(e) => vec![Err(e)],
     }
 }
 

@@ -64,7 +64,7 @@ pub use ca::TestCa;
 pub use grpc::{GrpcServer, GrpcServerBuilder};
 pub use intercept::{Hook, Intercepted};
 pub use procs::{ProcCluster, ProcNode, SeedTarget, write_signing_key};
-pub use raw::{RawCodec, raw_stream};
+pub use raw::{RawCodec, raw_stream, replies};
 
 /// The current TOTP step (unix seconds / 30) on the system clock, which servers under
 /// test read: the code of this step, or of the next, is accepted.

@@ -54,13 +54,17 @@ pub async fn raw_stream(
     }
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     let request = tonic::Request::new(tokio_stream::iter(messages));
-    let mut replies = match grpc.streaming(request, path, RawCodec).await {
-        Ok(r) => r.into_inner(),
-        Err(e) => return vec![Err(e)],
-    };
+    match grpc.streaming(request, path, RawCodec).await {
+        Ok(r) => replies(r.into_inner()).await,
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// Every reply on `stream` until it ends, the status that ended it last.
+pub async fn replies<T>(mut stream: tonic::Streaming<T>) -> Vec<Result<T, Status>> {
     let mut got = Vec::new();
     loop {
-        match replies.message().await {
+        match stream.message().await {
             Ok(Some(r)) => got.push(Ok(r)),
             Ok(None) => return got,
             Err(e) => {

@@ -22,15 +22,14 @@ use std::cell::{Cell, RefCell};
 use auth_backend::status::{CODE_KEY, RETRY_AFTER_KEY, from_status};
 use auth_core::AuthError;
 use auth_proto::prost::Message;
-use auth_proto::prost::bytes::{Buf, BufMut};
 use auth_proto::v1 as pb;
 use auth_proto::v1::auth_service_client::AuthServiceClient;
 use auth_testing::GrpcServer;
+use auth_testing::RawCodec;
 use auth_testing::fuzz::{Edit, edits, mutate};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::runtime::Runtime;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -181,49 +180,6 @@ fn rpc() -> BoxedStrategy<Rpc> {
         (text(), text()).prop_map(|(a, s)| Rpc::RevokeSession(a, s)),
     ]
     .boxed()
-}
-
-// ---------------------------------------------------------------------------------
-// A pass-through codec for raw bodies
-// ---------------------------------------------------------------------------------
-
-/// Sends `Vec<u8>` as the message and receives the reply's bytes unparsed.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        Ok(Some(bytes.to_vec()))
-    }
 }
 
 // ---------------------------------------------------------------------------------
